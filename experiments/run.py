@@ -1,0 +1,175 @@
+"""Train and evaluate one model on one dataset.
+
+    python -m experiments.run vae_std mnist                  # default profile
+    python -m experiments.run vae_std mnist --profile smoke  # seconds, data subsets
+    python -m experiments.run vae_std mnist --resume         # continue an interrupted run
+
+Outputs go to ``runs/<model>-<dataset>-s<seed>/``: ``config.json`` (the
+resolved config), ``metrics.jsonl`` (one line per epoch), ``curves.png``,
+``samples/epoch_*.png``, ``checkpoint.pt`` (atomic, every epoch) and
+``results.json`` (test metrics) at the end.
+
+Exit codes: 0 done, 2 bad input (names, data, checkpoint), 3 non-finite loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from experiments import plots, profiles, trainer
+from experiments.registry import MODELS, get_model
+from fgm import checkpoint, random
+from fgm import data as fdata
+from fgm import nn as fnn
+
+# Config keys that may differ between a run and its resumption.
+_RESUMABLE_CHANGES = {"data_dir", "out"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help=f"one of: {', '.join(sorted(MODELS))}")
+    parser.add_argument("dataset", help=f"one of: {', '.join(fdata.DATASETS)}")
+    parser.add_argument("--profile", default="default", help=f"one of: {', '.join(profiles.PROFILES)}")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", help="dataset root (default: $FGM_DATA_DIR, else ./data)")
+    parser.add_argument("--out", help="run directory (default: runs/<model>-<dataset>-s<seed>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    parser.add_argument("--sample-every", type=int, help="write a sample grid every N epochs")
+    parser.add_argument("--train-limit", type=int, help="use only the first N training images (quick checks)")
+    parser.add_argument("--val-limit", type=int, help="use only the first N validation images")
+    parser.add_argument("--test-limit", type=int, help="use only the first N test images")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser.parse_args(argv)
+
+
+def resolve_config(args: argparse.Namespace) -> dict:
+    """Profile defaults, then model defaults, then explicit flags."""
+    entry = get_model(args.model)
+    fdata.get_spec(args.dataset)  # fail on a bad name before anything else
+    config = {"model": args.model, "dataset": args.dataset, "profile": args.profile, "seed": args.seed}
+    config.update(profiles.resolve(args.model, args.dataset, args.profile))
+    config.update(entry.defaults)
+    for flag in ("epochs", "batch_size", "lr", "sample_every", "train_limit", "val_limit", "test_limit"):
+        value = getattr(args, flag)
+        if value is not None:
+            config[flag] = value
+    if config["epochs"] < 1 or config["batch_size"] < 1:
+        raise ValueError("--epochs and --batch-size must be positive")
+    return config
+
+
+def _limit(images: torch.Tensor, n: int | None) -> torch.Tensor:
+    return images if n is None else images[:n]
+
+
+def parameter_table(recipe, params) -> str:
+    """Per network: layers, output shapes, parameter counts."""
+    lines = []
+    total = 0
+    for name, (template, input_shape) in recipe.networks.items():
+        rows = fnn.describe(template, input_shape)
+        count = fnn.count_params(params[name])
+        total += count
+        lines.append(f"{name}: {count:,} parameters")
+        for layer, kind, shape, n in rows:
+            lines.append(f"    {layer:<10} {kind:<16} {str(list(shape)):<20} {n:>10,}")
+    lines.append(f"total: {total:,} parameters")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return _main(args)
+    except (ValueError, fdata.DataError, checkpoint.CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    config = resolve_config(args)
+    spec = fdata.get_spec(args.dataset)
+    out = Path(args.out or f"runs/{args.model}-{args.dataset}-s{args.seed}")
+    ckpt_path = out / trainer.CHECKPOINT
+    if ckpt_path.exists() and not args.resume:
+        raise ValueError(
+            f"{out} already holds a run (checkpoint.pt); pass --resume to continue it, "
+            "or --out for a new directory"
+        )
+    if args.resume and not ckpt_path.exists():
+        raise ValueError(f"--resume: no checkpoint at {ckpt_path}")
+
+    images = {
+        split: fdata.load_images(args.dataset, split, args.data_dir)
+        for split in fdata.SPLITS
+    }
+    train_images = _limit(images["train"], config["train_limit"])
+    val_inputs = fdata.to_eval_input(args.dataset, _limit(images["val"], config["val_limit"]))
+    test_inputs = fdata.to_eval_input(args.dataset, _limit(images["test"], config["test_limit"]))
+    config["total_steps"] = config["epochs"] * fdata.num_batches(train_images.shape[0], config["batch_size"])
+
+    recipe = get_model(args.model).build(spec, config)
+    state = recipe.init(random.key(config["seed"]))
+    start_epoch, history = 0, []
+    if args.resume:
+        state, meta = checkpoint.load(ckpt_path, state)
+        saved = meta.get("config", {})
+        changed = sorted(k for k in set(saved) | set(config) if k not in _RESUMABLE_CHANGES and saved.get(k) != config.get(k))
+        if changed:
+            diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
+            raise checkpoint.CheckpointError(f"{ckpt_path} was written with a different config ({diffs})")
+        start_epoch = meta["epoch"]
+        history = meta.get("history", [])
+        trainer.restore_metrics(out, history)
+        print(f"resuming {out} from epoch {start_epoch} (step {state.step})")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    print(f"{args.model} on {args.dataset}: {train_images.shape[0]} train / {val_inputs.shape[0]} val / "
+          f"{test_inputs.shape[0]} test images, profile {config['profile']}, {config['epochs']} epochs")
+    print(parameter_table(recipe, state.params))
+
+    started = time.perf_counter()
+    try:
+        state = trainer.train_run(
+            recipe, config, args.dataset, train_images, val_inputs, out, state, start_epoch,
+            history=history, progress=not args.no_progress,
+        )
+    except trainer.NonFiniteLossError as exc:
+        kept = f"the checkpoint of epoch {exc.epoch - 1} in {ckpt_path}" if exc.epoch > 1 else "no checkpoint (it failed in the first epoch)"
+        print(f"error: {exc}. Stopped; kept {kept}.", file=sys.stderr)
+        return 3
+    elapsed = time.perf_counter() - started
+
+    test_key = random.fold_in(random.key(config["seed"]), 2)
+    test = trainer.evaluate(recipe, state.params, test_inputs, test_key)
+    records = plots.read_metrics(out / trainer.METRICS)
+    results = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "epochs": config["epochs"],
+        "steps": state.step,
+        "num_test": int(test_inputs.shape[0]),
+        **{f"test_{k}": v for k, v in test.items()},
+        "final_val": {k: v for k, v in records[-1].items() if k.startswith("val_")} if records else {},
+        "train_seconds_total": round(sum(r.get("epoch_seconds", 0.0) for r in records), 1),
+        "this_invocation_seconds": round(elapsed, 1),
+        "parameters": {name: fnn.count_params(state.params[name]) for name in recipe.networks},
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"test {recipe.objective}: {test[recipe.objective]:.3f} ({test_inputs.shape[0]} images); results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

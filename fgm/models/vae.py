@@ -1,0 +1,256 @@
+"""Variational autoencoder as pure functions of a parameter pytree.
+
+A :class:`VAE` is a bundle of pure functions (no tensors inside); its
+parameters live in a separate pytree ``{"encoder": ..., "decoder": ...,
+"prior": ...}``. The three pieces are swappable: any encoder returning
+``[B, 2·d]`` (mean and log-variance), any decoder paired with a
+:class:`Likelihood`, and any :class:`Prior` (standard normal here; a flow
+prior implements the same protocol).
+
+The objective is the evidence lower bound, per data point ``x``:
+
+    ELBO(x) = E_{q(z|x)}[log p(x|z)] - KL(q(z|x) || p(z)) ≤ log p(x),
+    q(z|x) = N(z; μ(x), diag σ²(x)),  z = μ + σ ⊙ ε,  ε ~ N(0, I).
+
+The expectation uses one reparameterised sample; ``ε`` is an *input*, drawn
+by the caller from an explicit key, so every function here is deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import torch
+from torch import nn
+
+from fgm import distributions as D
+from fgm import nn as fnn
+from fgm import random
+from fgm.tree import TensorTree
+
+
+class Likelihood(NamedTuple):
+    """How decoder outputs score data: ``log p(x | z)``.
+
+    Attributes:
+      name: short identifier.
+      log_prob: ``(decoder_output [B, ...], x [B, C, H, W]) -> [B]`` nats.
+      mean: ``decoder_output -> [B, C, H, W]`` image in ``[0, 1]`` for display.
+      out_channels: decoder channels needed per image channel.
+    """
+
+    name: str
+    log_prob: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    mean: Callable[[torch.Tensor], torch.Tensor]
+    out_channels: int
+
+
+def bernoulli_likelihood() -> Likelihood:
+    """Bernoulli pixels for binarised data; decoder outputs logits ``[B, C, H, W]``."""
+    return Likelihood("bernoulli", D.bernoulli_log_prob, torch.sigmoid, 1)
+
+
+def _split_logistic(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean, log_scale = out.chunk(2, dim=1)
+    return mean, log_scale
+
+
+def discretized_logistic_likelihood(num_levels: int = 256) -> Likelihood:
+    """Discretised logistic over ``num_levels`` pixel levels (data in ``[-1, 1]``).
+
+    The decoder outputs ``[B, 2C, H, W]``: locations then log-scales.
+    """
+
+    def log_prob(out, x):
+        mean, log_scale = _split_logistic(out)
+        return D.discretized_logistic_log_prob(mean, log_scale, x, num_levels)
+
+    def mean(out):
+        loc, _ = _split_logistic(out)
+        return ((loc.clamp(-1.0, 1.0) + 1.0) / 2.0)
+
+    return Likelihood("discretized_logistic", log_prob, mean, 2)
+
+
+class Prior(NamedTuple):
+    """A prior ``p(z)`` over ``[B, d]`` latents, possibly with parameters.
+
+    Attributes:
+      init: ``key -> params`` (``{}`` for a fixed prior).
+      log_prob: ``(params, z [B, d]) -> [B]``.
+      sample: ``(params, eps [B, d]) -> z [B, d]``: pushes base noise to ``z``.
+      analytic_kl: ``(params, mean, log_var) -> [B]`` closed-form
+        ``KL(q || p)``, or ``None`` when only a Monte-Carlo estimate exists.
+    """
+
+    init: Callable[[random.Key], TensorTree]
+    log_prob: Callable[[TensorTree, torch.Tensor], torch.Tensor]
+    sample: Callable[[TensorTree, torch.Tensor], torch.Tensor]
+    analytic_kl: Optional[Callable[[TensorTree, torch.Tensor, torch.Tensor], torch.Tensor]]
+
+
+def standard_normal_prior() -> Prior:
+    """``p(z) = N(0, I)``, with the analytic Gaussian KL."""
+    return Prior(
+        init=lambda key: {},
+        log_prob=lambda params, z: D.std_normal_log_prob(z),
+        sample=lambda params, eps: eps,
+        analytic_kl=lambda params, mean, log_var: D.kl_diag_normal_std_normal(mean, log_var),
+    )
+
+
+class VAE(NamedTuple):
+    """A VAE definition: pure functions and static shapes, no parameters.
+
+    Attributes:
+      encode: ``(encoder_params, x [B, C, H, W]) -> (mean, log_var)``, each ``[B, d]``.
+      decode: ``(decoder_params, z [B, d]) -> decoder output``.
+      likelihood: scores decoder outputs against data.
+      prior: ``p(z)``.
+      latent_dim: ``d``.
+      image_shape: ``(C, H, W)``.
+      encoder: the encoder's architecture template (meta device).
+      decoder: the decoder's architecture template (meta device).
+    """
+
+    encode: Callable[[TensorTree, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    decode: Callable[[TensorTree, torch.Tensor], torch.Tensor]
+    likelihood: Likelihood
+    prior: Prior
+    latent_dim: int
+    image_shape: tuple[int, int, int]
+    encoder: nn.Module
+    decoder: nn.Module
+
+
+def make_vae(
+    build_encoder: Callable[[], nn.Module],
+    build_decoder: Callable[[], nn.Module],
+    likelihood: Likelihood,
+    latent_dim: int,
+    image_shape: tuple[int, int, int],
+    prior: Prior | None = None,
+) -> VAE:
+    """Assembles a VAE from module builders (templates only; no parameters yet).
+
+    Args:
+      build_encoder: returns a module ``[B, C, H, W] -> [B, 2·latent_dim]``.
+      build_decoder: returns a module ``[B, latent_dim] -> decoder output``.
+      likelihood: the observation model the decoder output parameterises.
+      latent_dim: ``d``.
+      image_shape: ``(C, H, W)``.
+      prior: defaults to :func:`standard_normal_prior`.
+    """
+    encoder, encoder_apply = fnn.functional(build_encoder)
+    decoder, decoder_apply = fnn.functional(build_decoder)
+
+    def encode(params, x):
+        mean, log_var = encoder_apply(params, x).chunk(2, dim=-1)
+        return mean, log_var
+
+    return VAE(
+        encode=encode,
+        decode=decoder_apply,
+        likelihood=likelihood,
+        prior=prior or standard_normal_prior(),
+        latent_dim=latent_dim,
+        image_shape=image_shape,
+        encoder=encoder,
+        decoder=decoder,
+    )
+
+
+def init(vae: VAE, key: random.Key) -> dict[str, TensorTree]:
+    """Fresh parameters ``{"encoder", "decoder", "prior"}`` from ``key``."""
+    k_enc, k_dec, k_prior = random.split(key, 3)
+    return {
+        "encoder": fnn.init_params(vae.encoder, k_enc),
+        "decoder": fnn.init_params(vae.decoder, k_dec),
+        "prior": vae.prior.init(k_prior),
+    }
+
+
+class ElboTerms(NamedTuple):
+    """Per-example ELBO pieces, each ``[B]`` (nats).
+
+    Attributes:
+      log_likelihood: ``log p(x | z)`` at the sampled ``z``.
+      kl: ``KL(q(z|x) || p(z))``: analytic when the prior has one, else the
+        single-sample estimate ``log q(z|x) - log p(z)``.
+    """
+
+    log_likelihood: torch.Tensor
+    kl: torch.Tensor
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        return self.log_likelihood - self.kl
+
+
+def reparameterize(mean: torch.Tensor, log_var: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """``z = μ + σ ⊙ ε`` with ``σ = exp(log_var / 2)``; shapes ``[B, d]``."""
+    return mean + torch.exp(0.5 * log_var) * eps
+
+
+def elbo_terms(vae: VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor) -> ElboTerms:
+    """The ELBO's two terms for a batch, with one reparameterised sample.
+
+    Args:
+      vae: the model definition.
+      params: ``{"encoder", "decoder", "prior"}``.
+      x: ``[B, C, H, W]`` data in the likelihood's space.
+      eps: ``[B, d]`` standard-normal noise.
+
+    Returns:
+      :class:`ElboTerms` with ``[B]`` tensors.
+    """
+    mean, log_var = vae.encode(params["encoder"], x)
+    z = reparameterize(mean, log_var, eps)
+    log_likelihood = vae.likelihood.log_prob(vae.decode(params["decoder"], z), x)
+    if vae.prior.analytic_kl is not None:
+        kl = vae.prior.analytic_kl(params["prior"], mean, log_var)
+    else:
+        kl = D.diag_normal_log_prob(z, mean, log_var) - vae.prior.log_prob(params["prior"], z)
+    return ElboTerms(log_likelihood, kl)
+
+
+def loss(vae: VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Negative ELBO averaged over the batch, with its terms as metrics.
+
+    ``L(θ, φ) = -1/B Σ_b [log p_θ(x_b | z_b) - KL(q_φ(z|x_b) || p(z))]``.
+
+    Returns:
+      ``(loss, {"neg_elbo", "recon", "kl"})``, all scalars (nats per example).
+    """
+    terms = elbo_terms(vae, params, x, eps)
+    neg_elbo = -terms.elbo.mean()
+    metrics = {
+        "neg_elbo": neg_elbo.detach(),
+        "recon": -terms.log_likelihood.mean().detach(),
+        "kl": terms.kl.mean().detach(),
+    }
+    return neg_elbo, metrics
+
+
+def latent_noise(vae: VAE, key: random.Key, batch_size: int) -> torch.Tensor:
+    """``ε ~ N(0, I)`` of shape ``[batch_size, d]`` for one step's reparameterisation."""
+    return random.normal(key, (batch_size, vae.latent_dim))
+
+
+def generate(vae: VAE, params: TensorTree, eps: torch.Tensor) -> torch.Tensor:
+    """Images from the prior: ``z = prior.sample(ε)``, decoded to the likelihood's mean.
+
+    Args:
+      eps: ``[N, d]`` base noise.
+
+    Returns:
+      ``[N, C, H, W]`` in ``[0, 1]``.
+    """
+    z = vae.prior.sample(params["prior"], eps)
+    return vae.likelihood.mean(vae.decode(params["decoder"], z))
+
+
+def reconstruct(vae: VAE, params: TensorTree, x: torch.Tensor) -> torch.Tensor:
+    """Decodes the posterior mean of ``x``; ``[B, C, H, W] -> [B, C, H, W]`` in ``[0, 1]``."""
+    mean, _ = vae.encode(params["encoder"], x)
+    return vae.likelihood.mean(vae.decode(params["decoder"], mean))

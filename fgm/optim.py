@@ -1,0 +1,577 @@
+"""Optax-style optimizers: pure gradient transformations over pytrees.
+
+An optimizer is a :class:`GradientTransformation`, a pair of pure functions::
+
+    state = tx.init(params)
+    updates, state = tx.update(grads, state, params)
+    params = apply_updates(params, updates)
+
+``params``, ``grads`` and ``updates`` are pytrees (nested dicts, tuples,
+NamedTuples) of floating-point tensors with the same structure; the state is a
+pytree too, so it can be checkpointed and inspected like the parameters.
+
+Design, following optax:
+
+* Transformations are small and composable. :func:`chain` runs them in order,
+  each one turning the updates of the previous one into new updates, and its
+  state is the tuple of the inner states. :func:`adam` *is*
+  ``chain(scale_by_adam(...), scale_by_learning_rate(lr))`` (same state).
+* Updates are *descent directions*: :func:`scale_by_learning_rate` multiplies
+  by ``-lr``, and :func:`apply_updates` only adds, ``params + updates``.
+  Keeping the addition separate lets a caller inspect, clip or log the step.
+* Nothing is mutated. No input tensor (params, grads, state) is written to;
+  in-place ops are used only on buffers the function has just allocated, and
+  every output state tensor is new. Outputs may, however, *alias* inputs when a
+  transformation leaves something unchanged (e.g. :func:`clip_by_global_norm`
+  below its threshold): treat all tensors as immutable values.
+* Step counters are int64 scalar tensors kept on the CPU, so reading them
+  (``int(count)``) never waits for an accelerator, and schedules and bias
+  corrections are computed in Python float64 from the exact integer count.
+  (Raising ``b1`` to a float32 *tensor* power drifts from the reference
+  implementation as the count grows; Python floats do not.)
+* Speed: a transformation flattens its trees once with ``optree`` (which sorts
+  dict keys, so equal structures always flatten in the same order) and works
+  on the leaf lists with ``torch._foreach_*`` kernels, one call per
+  elementwise operation for the whole tree rather than one per leaf.
+* The optimizer maths runs under ``torch.no_grad()``: updates and states never
+  carry autograd history, and :func:`apply_updates` returns fresh tensors with
+  the ``requires_grad`` flags of the parameters it was given.
+
+The ``_foreach`` kernels have no ``torch.func.vmap`` batching rules, so these
+transformations run eagerly, outside ``vmap``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Union
+
+import optree
+import torch
+
+Params = Any  # a pytree of floating-point tensors
+Updates = Any  # a pytree with the structure of the params
+OptState = Any  # a pytree (usually NamedTuples of tensors)
+Schedule = Callable[[int], float]
+ScalarOrSchedule = Union[float, Schedule]
+
+
+class GradientTransformation(NamedTuple):
+    """A pair of pure functions that together define an optimizer.
+
+    Attributes:
+      init: ``init(params) -> state``.
+      update: ``update(updates, state, params=None) -> (updates, state)``;
+        ``params`` is needed only by transformations that read the parameters
+        (e.g. :func:`add_decayed_weights`).
+    """
+
+    init: Callable[[Params], OptState]
+    update: Callable[..., tuple[Updates, OptState]]
+
+
+class EmptyState(NamedTuple):
+    """The state of a stateless transformation (a pytree with no leaves)."""
+
+
+class ScaleByAdamState(NamedTuple):
+    """The state of :func:`scale_by_adam`.
+
+    Attributes:
+      count: int64 scalar CPU tensor, the number of updates done so far.
+      mu: first-moment estimate, a tree like the params.
+      nu: second-moment estimate, a tree like the params.
+    """
+
+    count: torch.Tensor
+    mu: Updates
+    nu: Updates
+
+
+class ScaleByScheduleState(NamedTuple):
+    """The state of :func:`scale_by_schedule`.
+
+    Attributes:
+      count: int64 scalar CPU tensor; the schedule is evaluated at this value.
+    """
+
+    count: torch.Tensor
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _zero_count() -> torch.Tensor:
+    return torch.zeros((), dtype=torch.int64)
+
+
+def _count_tensor(n: int) -> torch.Tensor:
+    return torch.tensor(n, dtype=torch.int64)
+
+
+def _leaves_like(tree: Any, treedef: optree.PyTreeSpec, what: str) -> list[torch.Tensor]:
+    """The leaves of ``tree``, which must have exactly the structure ``treedef``.
+
+    Every list handed to one ``_foreach`` call must be in the same leaf order;
+    checking the structure (not just the leaf count) catches a state built for
+    other parameters before it silently pairs the wrong tensors.
+    """
+    leaves, other = optree.tree_flatten(tree)
+    if other != treedef:
+        raise ValueError(f"{what} has structure {other}, but the updates have structure {treedef}")
+    return leaves
+
+
+def _schedule_value(learning_rate: ScalarOrSchedule, count: int) -> float:
+    return float(learning_rate(count)) if callable(learning_rate) else float(learning_rate)
+
+
+# --------------------------------------------------------------------------- Adam
+
+
+def _adam_step(
+    grads: list[torch.Tensor],
+    mu: list[torch.Tensor],
+    nu: list[torch.Tensor],
+    count: int,
+    b1: float,
+    b2: float,
+    eps: float,
+    post_scale: float | None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """One Adam step on leaf lists: returns fresh ``(updates, mu, nu)``.
+
+    ``count`` is the 1-based index of this step. With ``post_scale`` set, the
+    updates are multiplied by it in place, which gives bitwise the result of
+    multiplying them afterwards by :func:`scale`, without a new buffer.
+    """
+    bc1 = 1.0 - b1**count
+    bc2 = 1.0 - b2**count
+    sqrt_bc2 = math.sqrt(bc2)
+    mu = torch._foreach_lerp(mu, grads, 1.0 - b1)
+    nu = torch._foreach_mul(nu, b2)
+    # One pass instead of squaring into a temporary, exactly as torch.optim.Adam.
+    torch._foreach_addcmul_(nu, grads, grads, 1.0 - b2)
+    # sqrt(nu_hat) + eps, scaled by sqrt(bc2) so that bias correction 2 costs
+    # no pass of its own; the sqrt(bc2) is put back in the numerator's scalar.
+    denom = torch._foreach_sqrt(nu)
+    torch._foreach_add_(denom, eps * sqrt_bc2)
+    # (scale * mu) / denom, the operation order of torch.optim.Adam's addcdiv.
+    updates = torch._foreach_mul(mu, sqrt_bc2 / bc1)
+    torch._foreach_div_(updates, denom)
+    if post_scale is not None:
+        torch._foreach_mul_(updates, post_scale)
+    return updates, mu, nu
+
+
+def _adam_update(
+    updates: Updates,
+    state: ScaleByAdamState,
+    b1: float,
+    b2: float,
+    eps: float,
+    post_scale: float | None,
+) -> tuple[Updates, ScaleByAdamState]:
+    grads, treedef = optree.tree_flatten(updates)
+    mu = _leaves_like(state.mu, treedef, "state.mu")
+    nu = _leaves_like(state.nu, treedef, "state.nu")
+    count = int(state.count) + 1
+    new_updates, mu, nu = _adam_step(grads, mu, nu, count, b1, b2, eps, post_scale)
+    new_state = ScaleByAdamState(
+        count=_count_tensor(count),
+        mu=optree.tree_unflatten(treedef, mu),
+        nu=optree.tree_unflatten(treedef, nu),
+    )
+    return optree.tree_unflatten(treedef, new_updates), new_state
+
+
+def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
+    r"""Rescales updates by Adam's bias-corrected moment estimates.
+
+    For step :math:`t = 1, 2, \dots` (``count`` before the update is
+    :math:`t - 1`) and gradient :math:`g_t`, leafwise:
+
+    .. math::
+
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1)\, g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2)\, g_t^2,
+
+        \hat m_t = \frac{m_t}{1 - \beta_1^t}, \qquad
+        \hat v_t = \frac{v_t}{1 - \beta_2^t}, \qquad
+        u_t = \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}.
+
+    The output :math:`u_t` points *up* the gradient; follow it with
+    :func:`scale_by_learning_rate` (as :func:`adam` does) to descend. The
+    arithmetic mirrors ``torch.optim.Adam``: the bias corrections are Python
+    floats computed from the integer step, and :math:`u_t` is evaluated as
+    :math:`(c\, m_t) / (\sqrt{v_t} + \epsilon \sqrt{1-\beta_2^t})` with
+    :math:`c = \sqrt{1-\beta_2^t} / (1-\beta_1^t)`.
+
+    Args:
+      b1: decay rate :math:`\beta_1` of the first moment, in ``[0, 1)``.
+      b2: decay rate :math:`\beta_2` of the second moment, in ``[0, 1)``.
+      eps: :math:`\epsilon`, added to :math:`\sqrt{\hat v_t}` for stability.
+
+    Returns:
+      A transformation whose state is a :class:`ScaleByAdamState` with ``mu``
+      and ``nu`` shaped (and typed) like the params, initialised to zero.
+      Each leaf of the updates keeps its shape and dtype.
+    """
+
+    def init_fn(params: Params) -> ScaleByAdamState:
+        leaves, treedef = optree.tree_flatten(params)
+        zeros = lambda: optree.tree_unflatten(treedef, [torch.zeros_like(p) for p in leaves])  # noqa: E731
+        return ScaleByAdamState(count=_zero_count(), mu=zeros(), nu=zeros())
+
+    @torch.no_grad()
+    def update_fn(updates: Updates, state: ScaleByAdamState, params: Params = None):
+        del params
+        return _adam_update(updates, state, b1, b2, eps, post_scale=None)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+# --------------------------------------------------------------------------- scaling
+
+
+def scale(step_size: float) -> GradientTransformation:
+    """Multiplies every update by the constant ``step_size``.
+
+    Args:
+      step_size: a Python float.
+
+    Returns:
+      A stateless transformation (state :class:`EmptyState`).
+    """
+    step_size = float(step_size)
+
+    def init_fn(params: Params) -> EmptyState:
+        del params
+        return EmptyState()
+
+    @torch.no_grad()
+    def update_fn(updates: Updates, state: EmptyState, params: Params = None):
+        del params
+        leaves, treedef = optree.tree_flatten(updates)
+        return optree.tree_unflatten(treedef, torch._foreach_mul(leaves, step_size)), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
+    """Multiplies every update by ``step_size_fn(count)``.
+
+    ``count`` is the number of updates done before this one, so the first
+    update is scaled by ``step_size_fn(0)`` (as optax, and as
+    ``torch.optim.lr_scheduler.LambdaLR`` stepped after each optimizer step).
+
+    Args:
+      step_size_fn: a pure function from a Python int to a float.
+
+    Returns:
+      A transformation with state :class:`ScaleByScheduleState`.
+    """
+
+    def init_fn(params: Params) -> ScaleByScheduleState:
+        del params
+        return ScaleByScheduleState(count=_zero_count())
+
+    @torch.no_grad()
+    def update_fn(updates: Updates, state: ScaleByScheduleState, params: Params = None):
+        del params
+        count = int(state.count)
+        factor = float(step_size_fn(count))
+        leaves, treedef = optree.tree_flatten(updates)
+        new_updates = optree.tree_unflatten(treedef, torch._foreach_mul(leaves, factor))
+        return new_updates, ScaleByScheduleState(count=_count_tensor(count + 1))
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def _signed(learning_rate: ScalarOrSchedule, flip_sign: bool) -> ScalarOrSchedule:
+    sign = -1.0 if flip_sign else 1.0
+    if callable(learning_rate):
+        return lambda count: sign * float(learning_rate(count))
+    return sign * float(learning_rate)
+
+
+def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *, flip_sign: bool = True) -> GradientTransformation:
+    """Multiplies updates by ``-learning_rate`` (a descent step).
+
+    Args:
+      learning_rate: a float, or a schedule ``count -> float`` evaluated at the
+        number of updates done so far (see :func:`scale_by_schedule`).
+      flip_sign: multiply by ``-learning_rate`` (default) rather than
+        ``+learning_rate``.
+
+    Returns:
+      :func:`scale` (state :class:`EmptyState`) for a float, and
+      :func:`scale_by_schedule` (state :class:`ScaleByScheduleState`) for a
+      schedule.
+    """
+    signed = _signed(learning_rate, flip_sign)
+    if callable(signed):
+        return scale_by_schedule(signed)
+    return scale(signed)
+
+
+# --------------------------------------------------------------------------- composition
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformation:
+    """Applies ``transforms`` in order, each to the updates of the previous one.
+
+    Args:
+      *transforms: the transformations, first applied first.
+
+    Returns:
+      A transformation whose state is the tuple of the inner states.
+    """
+
+    def init_fn(params: Params) -> tuple:
+        return tuple(t.init(params) for t in transforms)
+
+    def update_fn(updates: Updates, state: tuple, params: Params = None):
+        if len(state) != len(transforms):
+            raise ValueError(f"chain of {len(transforms)} transformations got a state of length {len(state)}")
+        new_state = []
+        for t, s in zip(transforms, state):
+            updates, s = t.update(updates, s, params)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def adam(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+) -> GradientTransformation:
+    r"""The Adam optimizer (Kingma & Ba, 2015), as in ``torch.optim.Adam``.
+
+    Equal to ``chain(scale_by_adam(b1, b2, eps),
+    scale_by_learning_rate(learning_rate))``: same state (a 2-tuple of
+    :class:`ScaleByAdamState` and the learning-rate state) and bitwise the
+    same updates, :math:`u_t = -\eta_t\, \hat m_t / (\sqrt{\hat v_t} +
+    \epsilon)` (see :func:`scale_by_adam` for :math:`\hat m_t, \hat v_t`).
+    The update applies :math:`-\eta_t` in place on the Adam pass's fresh
+    output instead of allocating another tree, which is the only difference.
+
+    Args:
+      learning_rate: :math:`\eta`, a float or a schedule ``count -> float``.
+      b1: :math:`\beta_1`.
+      b2: :math:`\beta_2`.
+      eps: :math:`\epsilon`.
+
+    Returns:
+      A :class:`GradientTransformation`; add its updates with
+      :func:`apply_updates`.
+    """
+    composed = chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate))
+    signed = _signed(learning_rate, flip_sign=True)
+
+    @torch.no_grad()
+    def update_fn(updates: Updates, state: tuple, params: Params = None):
+        del params
+        adam_state, lr_state = state
+        if callable(signed):
+            count = int(lr_state.count)
+            factor = float(signed(count))
+            lr_state = ScaleByScheduleState(count=_count_tensor(count + 1))
+        else:
+            factor = signed
+        updates, adam_state = _adam_update(updates, adam_state, b1, b2, eps, post_scale=factor)
+        return updates, (adam_state, lr_state)
+
+    return GradientTransformation(composed.init, update_fn)
+
+
+# --------------------------------------------------------------------------- other transformations
+
+
+def clip_by_global_norm(max_norm: float) -> GradientTransformation:
+    r"""Rescales the updates so that their global norm is at most ``max_norm``.
+
+    With :math:`\|u\| = \sqrt{\sum_\text{leaves} \sum_i u_i^2}`, the updates
+    become :math:`u \cdot \min(1, \text{max\_norm} / \|u\|)`. Below the
+    threshold the factor is exactly 1 and the values are unchanged; above it
+    the new norm equals ``max_norm`` up to rounding in the leaves' dtype. The
+    factor stays a tensor, so this never waits for an accelerator.
+
+    Args:
+      max_norm: the largest allowed global norm, > 0.
+
+    Returns:
+      A stateless transformation (state :class:`EmptyState`).
+    """
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+
+    def init_fn(params: Params) -> EmptyState:
+        del params
+        return EmptyState()
+
+    @torch.no_grad()
+    def update_fn(updates: Updates, state: EmptyState, params: Params = None):
+        del params
+        leaves, treedef = optree.tree_flatten(updates)
+        if not leaves:
+            return updates, state
+        norms = torch._foreach_norm(leaves)
+        dtype = norms[0].dtype
+        for n in norms[1:]:
+            dtype = torch.promote_types(dtype, n.dtype)
+        total = torch.linalg.vector_norm(torch.stack([n.to(dtype) for n in norms]))
+        # max_norm / 0 = inf, clamped to 1: all-zero updates pass through.
+        factor = torch.clamp(max_norm / total, max=1.0)
+        return optree.tree_unflatten(treedef, torch._foreach_mul(leaves, factor)), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def add_decayed_weights(weight_decay: float) -> GradientTransformation:
+    """Adds ``weight_decay * params`` to the updates.
+
+    Placed between :func:`scale_by_adam` and :func:`scale_by_learning_rate`
+    this gives AdamW's decoupled weight decay.
+
+    Args:
+      weight_decay: the coefficient (a Python float).
+
+    Returns:
+      A stateless transformation (state :class:`EmptyState`); its ``update``
+      requires ``params``.
+    """
+    weight_decay = float(weight_decay)
+
+    def init_fn(params: Params) -> EmptyState:
+        del params
+        return EmptyState()
+
+    @torch.no_grad()
+    def update_fn(updates: Updates, state: EmptyState, params: Params = None):
+        if params is None:
+            raise ValueError("add_decayed_weights needs params: call update(updates, state, params)")
+        leaves, treedef = optree.tree_flatten(updates)
+        p = _leaves_like(params, treedef, "params")
+        return optree.tree_unflatten(treedef, torch._foreach_add(leaves, p, alpha=weight_decay)), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """Returns ``params + updates``, leafwise, as new tensors.
+
+    Args:
+      params: the parameter tree.
+      updates: a tree of the same structure, shapes and dtypes (the output of
+        a transformation's ``update``, already a descent step).
+
+    Returns:
+      The new parameter tree. A leaf whose parameter had ``requires_grad`` set
+      is returned as a fresh leaf with ``requires_grad`` set, so autograd-based
+      loops keep working; no autograd history links it to the old params.
+    """
+    leaves, treedef = optree.tree_flatten(params)
+    u = _leaves_like(updates, treedef, "updates")
+    with torch.no_grad():
+        new = torch._foreach_add(leaves, u)
+    for p, q in zip(leaves, new):
+        if p.requires_grad:
+            q.requires_grad_(True)
+    return optree.tree_unflatten(treedef, new)
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def constant_schedule(value: float) -> Schedule:
+    """The schedule ``count -> value``."""
+    value = float(value)
+
+    def schedule(count: int) -> float:
+        del count
+        return value
+
+    return schedule
+
+
+def exponential_decay(
+    init_value: float,
+    decay_rate: float,
+    transition_steps: int,
+    *,
+    staircase: bool = False,
+) -> Schedule:
+    r"""The schedule ``init_value * decay_rate ** (count / transition_steps)``.
+
+    Args:
+      init_value: the value at count 0.
+      decay_rate: the factor applied every ``transition_steps`` counts.
+      transition_steps: > 0.
+      staircase: use ``count // transition_steps`` (a step function) instead
+        of the real quotient.
+
+    Returns:
+      A pure function of an integer count returning a Python float.
+    """
+    if transition_steps <= 0:
+        raise ValueError(f"transition_steps must be > 0, got {transition_steps}")
+    init_value, decay_rate = float(init_value), float(decay_rate)
+
+    def schedule(count: int) -> float:
+        count = int(count)
+        exponent = count // transition_steps if staircase else count / transition_steps
+        return init_value * decay_rate**exponent
+
+    return schedule
+
+
+def cosine_decay_schedule(init_value: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
+    r"""Cosine decay from ``init_value`` to ``alpha * init_value``.
+
+    .. math::
+
+        \eta(c) = \eta_0 \left[(1 - \alpha)\,\tfrac12\left(1 + \cos\frac{\pi
+        \min(c, T)}{T}\right) + \alpha\right], \qquad T = \text{decay\_steps}.
+
+    Args:
+      init_value: :math:`\eta_0`, the value at count 0.
+      decay_steps: :math:`T` > 0; the value stays at :math:`\alpha\eta_0` after.
+      alpha: the final value as a fraction of ``init_value``.
+
+    Returns:
+      A pure function of an integer count returning a Python float.
+    """
+    if decay_steps <= 0:
+        raise ValueError(f"decay_steps must be > 0, got {decay_steps}")
+    init_value, alpha = float(init_value), float(alpha)
+
+    def schedule(count: int) -> float:
+        fraction = min(int(count), decay_steps) / decay_steps
+        cosine = 0.5 * (1.0 + math.cos(math.pi * fraction))
+        return init_value * ((1.0 - alpha) * cosine + alpha)
+
+    return schedule
+
+
+__all__ = [
+    "GradientTransformation",
+    "EmptyState",
+    "ScaleByAdamState",
+    "ScaleByScheduleState",
+    "scale_by_adam",
+    "scale",
+    "scale_by_schedule",
+    "scale_by_learning_rate",
+    "chain",
+    "adam",
+    "clip_by_global_norm",
+    "add_decayed_weights",
+    "apply_updates",
+    "constant_schedule",
+    "exponential_decay",
+    "cosine_decay_schedule",
+]

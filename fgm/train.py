@@ -1,0 +1,125 @@
+"""Explicit-state training: ``step(state, batch, key) -> (state, metrics)``.
+
+A :class:`TrainState` holds everything training changes. A step is a pure
+function: it reads the state, a batch and a key, and returns a *new* state
+and a dict of scalar metrics; nothing is mutated, no global RNG is read.
+
+The key in the state is the run's root key. Loops derive step ``t``'s key as
+``fold_in(state.key, t)`` (see :func:`step_key`), so a run resumed from a
+checkpoint at step ``t`` draws exactly the noise it would have drawn without
+stopping.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import optree
+import torch
+
+from fgm import optim, random
+from fgm.tree import TensorTree, tree_map
+
+Metrics = dict[str, torch.Tensor]
+LossFn = Callable[..., tuple[torch.Tensor, Metrics]]
+StepFn = Callable[["TrainState", Any, random.Key], tuple["TrainState", Metrics]]
+
+
+class TrainState(NamedTuple):
+    """The state of one model's training.
+
+    Attributes:
+      params: the parameter pytree.
+      opt_state: the optimizer's state pytree.
+      step: number of optimizer steps taken (Python int).
+      key: the run's root key (unchanged by steps; see :func:`step_key`).
+    """
+
+    params: TensorTree
+    opt_state: TensorTree
+    step: int
+    key: random.Key
+
+
+def init_state(params: TensorTree, optimizer: optim.GradientTransformation, key: random.Key) -> TrainState:
+    """A step-0 state for ``params`` trained by ``optimizer``."""
+    return TrainState(params=params, opt_state=optimizer.init(params), step=0, key=key)
+
+
+def step_key(state: TrainState) -> random.Key:
+    """The key for the next step: ``fold_in(state.key, state.step)``."""
+    return random.fold_in(state.key, state.step)
+
+
+def value_and_grad(loss_fn: LossFn, backend: str = "autograd") -> Callable[..., tuple[tuple[torch.Tensor, Metrics], TensorTree]]:
+    """Wraps ``loss_fn(params, *args) -> (loss, aux)`` to also return ``∂loss/∂params``.
+
+    Args:
+      loss_fn: a pure function whose first argument is the parameter tree.
+      backend: ``"autograd"`` differentiates with ``torch.autograd.grad`` on
+        detached aliases of the leaves (the fastest eager path on CPU; see
+        BENCHMARKS.md); ``"func"`` uses ``torch.func.grad_and_value``, which
+        composes with ``torch.func.vmap`` (needed to vmap a step over seeds).
+
+    Returns:
+      ``fn(params, *args) -> ((loss, aux), grads)``; ``grads`` has the
+      structure of ``params`` and, like ``loss`` and ``aux``, is detached.
+    """
+    if backend == "func":
+        def swap(params, *args):
+            loss, aux = loss_fn(params, *args)
+            return loss, (loss, aux)
+
+        grad_fn = torch.func.grad_and_value(swap, has_aux=True)
+
+        def fn(params, *args):
+            grads, (_, (loss, aux)) = grad_fn(params, *args)
+            return (loss.detach(), aux), grads
+
+        return fn
+    if backend != "autograd":
+        raise ValueError(f"unknown backend {backend!r}; choose from: autograd, func")
+
+    def fn(params, *args):
+        # Fresh leaves that alias the caller's storage: requires_grad is set on
+        # the aliases only, so the caller's tensors are untouched.
+        leaves = tree_map(lambda p: p.detach().requires_grad_(True), params)
+        with torch.enable_grad():
+            loss, aux = loss_fn(leaves, *args)
+            flat, spec = optree.tree_flatten(leaves)
+            grads = torch.autograd.grad(loss, flat, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(flat, grads)]
+        return (loss.detach(), aux), optree.tree_unflatten(spec, grads)
+
+    return fn
+
+
+def make_step(
+    loss_fn: LossFn,
+    optimizer: optim.GradientTransformation,
+    make_inputs: Callable[[Any, random.Key], tuple] = lambda batch, key: (batch,),
+    backend: str = "autograd",
+) -> StepFn:
+    """Builds a pure train step from a loss and an optimizer.
+
+    Args:
+      loss_fn: ``(params, *inputs) -> (loss, metrics)``, deterministic.
+      optimizer: a :class:`fgm.optim.GradientTransformation`.
+      make_inputs: ``(batch, key) -> inputs``: draws the step's noise *at the
+        edge* and hands it to ``loss_fn`` as ordinary tensors.
+      backend: see :func:`value_and_grad`.
+
+    Returns:
+      ``step(state, batch, key) -> (new_state, metrics)``; ``metrics``
+      contains ``"loss"`` plus the loss's own metrics (detached scalars).
+    """
+    grad_fn = value_and_grad(loss_fn, backend)
+
+    def step(state: TrainState, batch: Any, key: random.Key) -> tuple[TrainState, Metrics]:
+        (loss, metrics), grads = grad_fn(state.params, *make_inputs(batch, key))
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optim.apply_updates(state.params, updates)
+        new_state = TrainState(params=params, opt_state=opt_state, step=state.step + 1, key=state.key)
+        return new_state, {"loss": loss, **metrics}
+
+    return step

@@ -1,0 +1,67 @@
+"""Pytree helpers over ``optree``.
+
+Parameters, gradients and optimizer states are pytrees: nested dicts, tuples,
+lists and NamedTuples whose leaves are tensors. ``optree`` sorts dict keys when
+flattening, so two trees with the same keys always flatten in the same order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import optree
+import torch
+
+TensorTree = Any  # a pytree whose leaves are torch.Tensors
+
+
+def tree_map(fn: Callable[..., Any], tree: TensorTree, *rest: TensorTree) -> TensorTree:
+    """Applies ``fn`` leafwise (with optree's ``none_is_leaf=False`` default)."""
+    return optree.tree_map(fn, tree, *rest)
+
+
+def tree_leaves(tree: TensorTree) -> list[Any]:
+    """The leaves of ``tree`` in optree's (sorted-key) order."""
+    return optree.tree_leaves(tree)
+
+
+def tree_clone(tree: TensorTree) -> TensorTree:
+    """A deep copy of every tensor leaf (detached)."""
+    return tree_map(lambda t: t.detach().clone(), tree)
+
+
+def tree_detach(tree: TensorTree) -> TensorTree:
+    """Detaches every tensor leaf from the autograd graph (no copy)."""
+    return tree_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, tree)
+
+
+def tree_size(tree: TensorTree) -> int:
+    """The total number of scalars in the tensor leaves of ``tree``."""
+    return sum(t.numel() for t in tree_leaves(tree) if isinstance(t, torch.Tensor))
+
+
+def tree_equal(a: TensorTree, b: TensorTree) -> bool:
+    """True when ``a`` and ``b`` have the same structure and bitwise-equal leaves."""
+    leaves_a, spec_a = optree.tree_flatten(a)
+    leaves_b, spec_b = optree.tree_flatten(b)
+    if spec_a != spec_b:
+        return False
+    return all(_leaf_equal(x, y) for x, y in zip(leaves_a, leaves_b))
+
+
+def tree_allclose(a: TensorTree, b: TensorTree, rtol: float = 1e-5, atol: float = 1e-8) -> bool:
+    """True when ``a`` and ``b`` have the same structure and close leaves."""
+    leaves_a, spec_a = optree.tree_flatten(a)
+    leaves_b, spec_b = optree.tree_flatten(b)
+    if spec_a != spec_b:
+        return False
+    return all(
+        torch.allclose(x, y, rtol=rtol, atol=atol) if isinstance(x, torch.Tensor) else x == y
+        for x, y in zip(leaves_a, leaves_b)
+    )
+
+
+def _leaf_equal(x: Any, y: Any) -> bool:
+    if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+        return x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y)
+    return x == y

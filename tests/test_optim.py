@@ -1,0 +1,380 @@
+import math
+
+import optree
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from fgm import optim
+
+ADAM_SETTINGS = [
+    pytest.param(1e-3, (0.9, 0.999), 1e-8, id="lr1e-3-default-betas"),
+    pytest.param(3e-2, (0.5, 0.9), 1e-6, id="lr3e-2-b0.5-0.9"),
+    pytest.param(1e-1, (0.0, 0.99), 1e-3, id="lr1e-1-b0-0.99"),
+]
+SHAPES = {"enc": {"w": (5, 3), "b": (3,)}, "dec": {"w": (3, 4), "b": (4,), "gain": ()}, "scale": (2, 1, 3)}
+
+
+def _tree(shapes, seed, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    return optree.tree_map(
+        lambda s: torch.randn(s, generator=gen, dtype=dtype), shapes, is_leaf=lambda x: isinstance(x, tuple)
+    )
+
+
+def _clone(tree):
+    return optree.tree_map(lambda t: t.clone(), tree)
+
+
+def _tree_equal(a, b):
+    la, sa = optree.tree_flatten(a)
+    lb, sb = optree.tree_flatten(b)
+    return sa == sb and all(x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(la, lb))
+
+
+def _max_abs_diff(a, b):
+    return max((x - y).abs().max().item() for x, y in zip(optree.tree_leaves(a), optree.tree_leaves(b)))
+
+
+def _loss(params):
+    """Quadratic bowls far from the start plus sine ripples and a cross-leaf term.
+
+    The minima lie further away than 150 Adam steps can travel, so the
+    trajectories never settle into Adam's sign-flipping oscillation around a
+    minimum, where rounding differences are amplified chaotically. That keeps
+    the comparison with torch a test of the arithmetic, not of chaos.
+    """
+    total, coupling = 0.0, 0.0
+    for i, x in enumerate(optree.tree_leaves(params)):
+        target = 20.0 + 3.0 * i + 0.1 * torch.arange(x.numel(), dtype=x.dtype).reshape(x.shape)
+        total = total + 0.5 * (1 + 0.2 * i) * ((x - target) ** 2).sum() + torch.sin(3 * x + i).sum()
+        coupling = coupling + x.sum()
+    return total + torch.sin(0.1 * coupling)
+
+
+def _grads(params):
+    leaves, spec = optree.tree_flatten(params)
+    leaves = [p.detach().requires_grad_(True) for p in leaves]
+    grads = torch.autograd.grad(_loss(optree.tree_unflatten(spec, leaves)), leaves)
+    return optree.tree_unflatten(spec, list(grads))
+
+
+def _run_against_torch(tx, torch_opt_fn, steps=150, dtype=torch.float64):
+    """Runs ``tx`` and a torch optimizer from the same start; returns the max abs diff seen."""
+    params = _tree(SHAPES, 0, dtype)
+    leaves, spec = optree.tree_flatten(params)
+    torch_params = [p.clone().requires_grad_(True) for p in leaves]
+    opt, sched = torch_opt_fn(torch_params)
+    state = tx.init(params)
+    worst = 0.0
+    for _ in range(steps):
+        opt.zero_grad()
+        _loss(optree.tree_unflatten(spec, torch_params)).backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        updates, state = tx.update(_grads(params), state, params)
+        params = optim.apply_updates(params, updates)
+        worst = max(worst, _max_abs_diff(params, torch_params))
+    # The comparison means something only if the parameters really moved.
+    assert _max_abs_diff(params, _tree(SHAPES, 0, dtype)) > 100 * steps * 1e-3 * 1e-3
+    return worst, state
+
+
+@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "for-loop"])
+@pytest.mark.parametrize("lr, betas, eps", ADAM_SETTINGS)
+def test_adam_matches_torch_adam(lr, betas, eps, foreach):
+    worst, state = _run_against_torch(
+        optim.adam(lr, *betas, eps),
+        lambda ps: (torch.optim.Adam(ps, lr=lr, betas=betas, eps=eps, foreach=foreach), None),
+    )
+    assert worst <= 1e-10
+    adam_state, lr_state = state
+    assert isinstance(adam_state, optim.ScaleByAdamState) and isinstance(lr_state, optim.EmptyState)
+    assert adam_state.count.dtype == torch.int64 and int(adam_state.count) == 150
+
+
+@pytest.mark.parametrize(
+    "schedule, factor",
+    [
+        pytest.param(optim.exponential_decay(3e-2, 0.5, 40), lambda k: 0.5 ** (k / 40), id="exponential"),
+        pytest.param(
+            optim.cosine_decay_schedule(3e-2, 100, alpha=0.1),
+            lambda k: 0.9 * 0.5 * (1 + math.cos(math.pi * min(k, 100) / 100)) + 0.1,
+            id="cosine",
+        ),
+    ],
+)
+def test_adam_schedule_matches_torch_lambdalr(schedule, factor):
+    # LambdaLR sets lr = base_lr * factor(k) for the (k+1)-th step: the
+    # schedule must be read at the count of updates done *before* this one.
+    worst, state = _run_against_torch(
+        optim.adam(schedule, 0.8, 0.95, 1e-7),
+        lambda ps: (
+            opt := torch.optim.Adam(ps, lr=3e-2, betas=(0.8, 0.95), eps=1e-7, foreach=True),
+            torch.optim.lr_scheduler.LambdaLR(opt, factor),
+        ),
+    )
+    assert worst <= 1e-10
+    assert int(state[1].count) == 150
+
+
+def test_schedule_is_read_at_the_update_count():
+    seen = []
+
+    def schedule(count):
+        seen.append(count)
+        return 0.1 * (count + 1)
+
+    tx = optim.scale_by_learning_rate(schedule)
+    grads = {"a": torch.ones(3, dtype=torch.float64), "b": torch.full((2, 2), 2.0, dtype=torch.float64)}
+    state = tx.init(grads)
+    for k in range(5):
+        updates, state = tx.update(grads, state)
+        assert torch.equal(updates["a"], torch.full((3,), -0.1 * (k + 1), dtype=torch.float64))
+        assert torch.equal(updates["b"], torch.full((2, 2), -0.1 * (k + 1) * 2.0, dtype=torch.float64))
+    assert seen == [0, 1, 2, 3, 4]
+    assert int(state.count) == 5
+    updates, _ = optim.scale_by_learning_rate(0.5, flip_sign=False).update(grads, optim.EmptyState())
+    assert torch.equal(updates["a"], torch.full((3,), 0.5, dtype=torch.float64))
+
+
+def test_schedule_values():
+    const = optim.constant_schedule(0.3)
+    assert [const(k) for k in (0, 1, 1000)] == [0.3, 0.3, 0.3]
+
+    exp = optim.exponential_decay(2.0, 0.1, 10)
+    assert exp(0) == 2.0
+    assert math.isclose(exp(10), 0.2, rel_tol=1e-15)
+    assert math.isclose(exp(5), 2.0 * 0.1**0.5, rel_tol=1e-15)
+    assert exp(torch.tensor(10)) == exp(10)
+    stair = optim.exponential_decay(2.0, 0.1, 10, staircase=True)
+    assert stair(9) == 2.0 and math.isclose(stair(10), 0.2, rel_tol=1e-15)
+
+    cos = optim.cosine_decay_schedule(1.0, 100, alpha=0.2)
+    assert cos(0) == 1.0
+    assert math.isclose(cos(50), 0.6, rel_tol=1e-15)
+    assert math.isclose(cos(100), 0.2, rel_tol=1e-15) and cos(500) == cos(100)
+    values = [cos(k) for k in range(101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+    with pytest.raises(ValueError):
+        optim.exponential_decay(1.0, 0.5, 0)
+    with pytest.raises(ValueError):
+        optim.cosine_decay_schedule(1.0, 0)
+
+
+@pytest.mark.parametrize("learning_rate", [1e-2, optim.exponential_decay(1e-2, 0.3, 7)], ids=["constant", "schedule"])
+def test_adam_is_bitwise_the_explicit_chain(learning_rate):
+    explicit = optim.chain(optim.scale_by_adam(0.7, 0.9, 1e-6), optim.scale_by_learning_rate(learning_rate))
+    fused = optim.adam(learning_rate, 0.7, 0.9, 1e-6)
+    params = _tree(SHAPES, 0, torch.float32)
+    s_explicit, s_fused = explicit.init(params), fused.init(params)
+    assert _tree_equal(s_explicit, s_fused)
+    for k in range(20):
+        grads = _tree(SHAPES, 100 + k, torch.float32)
+        u_explicit, s_explicit = explicit.update(grads, s_explicit, params)
+        u_fused, s_fused = fused.update(grads, s_fused, params)
+        assert _tree_equal(u_explicit, u_fused)
+        assert _tree_equal(s_explicit, s_fused)
+        params = optim.apply_updates(params, u_fused)
+
+
+def test_scale_by_adam_first_step_is_sign_like():
+    # At step 1 the bias corrections give m_hat = g and v_hat = g^2, so the
+    # direction is g / (|g| + eps): a check of the equations independent of torch.
+    g = {"a": torch.tensor([3.0, -0.5, 0.0, 1e-3], dtype=torch.float64)}
+    tx = optim.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
+    u, state = tx.update(g, tx.init(g))
+    expected = g["a"] / (g["a"].abs() + 1e-8)
+    torch.testing.assert_close(u["a"], expected, rtol=1e-14, atol=0)
+    torch.testing.assert_close(state.mu["a"], 0.1 * g["a"], rtol=1e-14, atol=0)
+    torch.testing.assert_close(state.nu["a"], 0.001 * g["a"] ** 2, rtol=1e-14, atol=0)
+
+
+def test_zero_gradient_leaf():
+    params = {"used": torch.ones(3), "unused": torch.full((2, 2), 5.0)}
+    tx = optim.adam(0.1)
+    state = tx.init(params)
+    for _ in range(3):
+        grads = {"used": torch.tensor([1.0, -2.0, 0.5]), "unused": torch.zeros(2, 2)}
+        updates, state = tx.update(grads, state, params)
+        params = optim.apply_updates(params, updates)
+        assert torch.equal(updates["unused"], torch.zeros(2, 2))
+        assert torch.isfinite(updates["used"]).all()
+    assert torch.equal(params["unused"], torch.full((2, 2), 5.0))
+    assert torch.equal(state[0].nu["unused"], torch.zeros(2, 2))
+    assert (params["used"] != 1.0).all()
+
+
+def _global_norm(tree):
+    return math.sqrt(sum(float((t.double() ** 2).sum()) for t in optree.tree_leaves(tree)))
+
+
+def test_clip_by_global_norm():
+    tx = optim.clip_by_global_norm(1.5)
+    big = {"a": torch.tensor([3.0, 4.0]), "b": {"c": torch.full((2, 3), 2.0)}}
+    clipped, state = tx.update(big, tx.init(big))
+    assert _global_norm(clipped) <= 1.5 * (1 + 1e-6)
+    assert math.isclose(_global_norm(clipped), 1.5, rel_tol=1e-6)
+    ratio = _global_norm(big) / _global_norm(clipped)
+    for x, y in zip(optree.tree_leaves(big), optree.tree_leaves(clipped)):
+        torch.testing.assert_close(x / ratio, y, rtol=1e-6, atol=0)
+
+    small = {"a": torch.tensor([0.3, -0.4]), "b": {"c": torch.full((2, 3), 0.1)}}
+    assert _global_norm(small) < 1.5
+    unchanged, _ = tx.update(small, state)
+    assert _tree_equal(unchanged, small)
+
+    zeros = {"a": torch.zeros(2)}
+    out, _ = tx.update(zeros, tx.init(zeros))
+    assert torch.equal(out["a"], torch.zeros(2))
+
+    with pytest.raises(ValueError):
+        optim.clip_by_global_norm(0.0)
+
+
+def test_chain_applies_in_order():
+    grads = {"a": torch.tensor([3.0, 4.0], dtype=torch.float64)}  # norm 5
+    clip_then_scale = optim.chain(optim.clip_by_global_norm(1.0), optim.scale(10.0))
+    scale_then_clip = optim.chain(optim.scale(10.0), optim.clip_by_global_norm(1.0))
+    u1, s1 = clip_then_scale.update(grads, clip_then_scale.init(grads))
+    u2, _ = scale_then_clip.update(grads, scale_then_clip.init(grads))
+    torch.testing.assert_close(u1["a"], torch.tensor([6.0, 8.0], dtype=torch.float64), rtol=1e-15, atol=0)
+    torch.testing.assert_close(u2["a"], torch.tensor([0.6, 0.8], dtype=torch.float64), rtol=1e-15, atol=0)
+    assert s1 == (optim.EmptyState(), optim.EmptyState())
+
+    tx = optim.chain(optim.scale_by_adam(), optim.scale_by_learning_rate(optim.constant_schedule(0.1)))
+    state = tx.init(grads)
+    assert isinstance(state, tuple) and len(state) == 2
+    assert isinstance(state[0], optim.ScaleByAdamState) and isinstance(state[1], optim.ScaleByScheduleState)
+    with pytest.raises(ValueError):
+        tx.update(grads, state[:1])
+
+
+def test_add_decayed_weights():
+    params = {"w": torch.tensor([1.0, -2.0], dtype=torch.float64)}
+    grads = {"w": torch.tensor([0.5, 0.5], dtype=torch.float64)}
+    tx = optim.add_decayed_weights(0.1)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    torch.testing.assert_close(updates["w"], torch.tensor([0.6, 0.3], dtype=torch.float64), rtol=1e-15, atol=0)
+    with pytest.raises(ValueError):
+        tx.update(grads, tx.init(params))
+
+
+def test_state_for_other_params_is_rejected():
+    tx = optim.adam(0.1)
+    state = tx.init({"a": torch.zeros(2), "b": torch.zeros(3)})
+    with pytest.raises(ValueError, match="structure"):
+        tx.update({"a": torch.zeros(2), "c": torch.zeros(3)}, state)
+    with pytest.raises(ValueError, match="structure"):
+        optim.apply_updates({"a": torch.zeros(2)}, {"b": torch.zeros(2)})
+
+
+def _transforms():
+    return {
+        "adam": optim.adam(1e-2),
+        "adam-schedule": optim.adam(optim.cosine_decay_schedule(1e-2, 10)),
+        "scale_by_adam": optim.scale_by_adam(0.5, 0.9, 1e-6),
+        "clip-adamw": optim.chain(
+            optim.clip_by_global_norm(0.5),
+            optim.scale_by_adam(),
+            optim.add_decayed_weights(1e-2),
+            optim.scale_by_learning_rate(1e-2),
+        ),
+        "sgd-schedule": optim.scale_by_learning_rate(optim.exponential_decay(0.1, 0.5, 3)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_transforms()))
+def test_update_and_apply_do_not_mutate_inputs(name):
+    tx = _transforms()[name]
+    params = _tree(SHAPES, 0)
+    state = tx.init(params)
+    for k in range(3):  # later steps have non-zero moments and counts
+        grads = _tree(SHAPES, 10 + k)
+        before = _clone((params, grads, state))
+        updates, new_state = tx.update(grads, state, params)
+        assert _tree_equal((params, grads, state), before)
+        updates_before = _clone(updates)
+        new_params = optim.apply_updates(params, updates)
+        assert _tree_equal((params, updates), (before[0], updates_before))
+        # New state tensors are new storage, never the old state's.
+        old_ptrs = {t.data_ptr() for t in optree.tree_leaves(state)}
+        assert not old_ptrs & {t.data_ptr() for t in optree.tree_leaves(new_state)}
+        assert not {t.data_ptr() for t in optree.tree_leaves(params)} & {
+            t.data_ptr() for t in optree.tree_leaves(new_params)
+        }
+        params, state = new_params, new_state
+
+
+def test_apply_updates_keeps_requires_grad_without_history():
+    params = {"a": torch.ones(2, requires_grad=True), "b": torch.ones(3)}
+    new = optim.apply_updates(params, {"a": torch.full((2,), 0.5), "b": torch.full((3,), -1.0)})
+    assert new["a"].requires_grad and new["a"].is_leaf and new["a"].grad_fn is None
+    assert not new["b"].requires_grad
+    assert torch.equal(new["a"].detach(), torch.full((2,), 1.5)) and torch.equal(new["b"], torch.zeros(3))
+
+
+def test_adam_converges_on_parabola():
+    target = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    params = {"x": torch.zeros(3, dtype=torch.float64)}
+    tx = optim.adam(0.1)
+    state = tx.init(params)
+    for _ in range(500):
+        grads = {"x": 2 * (params["x"] - target)}
+        updates, state = tx.update(grads, state, params)
+        params = optim.apply_updates(params, updates)
+    torch.testing.assert_close(params["x"], target, rtol=0, atol=1e-2)
+
+
+def test_adam_converges_on_rosenbrock():
+    a, b = 1.0, 100.0
+
+    def grad(p):
+        x, y = p["x"], p["y"]
+        return {"x": -2 * (a - x) - 4 * b * x * (y - x**2), "y": 2 * b * (y - x**2)}
+
+    params = {"x": torch.tensor(0.0, dtype=torch.float64), "y": torch.tensor(0.0, dtype=torch.float64)}
+    tx = optim.adam(2e-2)
+    state = tx.init(params)
+    for _ in range(3000):
+        updates, state = tx.update(grad(params), state, params)
+        params = optim.apply_updates(params, updates)
+    assert abs(float(params["x"]) - a) < 1e-3 and abs(float(params["y"]) - a**2) < 1e-3
+
+
+@st.composite
+def _trees(draw):
+    n = draw(st.integers(1, 4))
+    shapes = {
+        f"k{i}": tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=3))) for i in range(n)
+    }
+    nested = {"outer": shapes, "extra": (2,)} if draw(st.booleans()) else shapes
+    seed = draw(st.integers(0, 2**31 - 1))
+    params, grads = _tree(nested, seed), _tree(nested, seed + 1)
+    if draw(st.booleans()):  # a leaf whose gradient is exactly zero
+        leaves, spec = optree.tree_flatten(grads)
+        leaves[0] = torch.zeros_like(leaves[0])
+        grads = optree.tree_unflatten(spec, leaves)
+    scale = draw(st.sampled_from([1e-3, 1.0, 1e3]))
+    grads = optree.tree_map(lambda g: g * scale, grads)
+    return params, grads
+
+
+@given(trees=_trees(), name=st.sampled_from(sorted(_transforms())), steps=st.integers(1, 3))
+@settings(max_examples=25, deadline=None)
+def test_update_is_deterministic_and_pure(trees, name, steps):
+    params, grads = trees
+    tx = _transforms()[name]
+    state = tx.init(params)
+    for _ in range(steps - 1):
+        updates, state = tx.update(grads, state, params)
+        params = optim.apply_updates(params, updates)
+    before = _clone((params, grads, state))
+    out1 = tx.update(grads, state, params)
+    out2 = tx.update(grads, state, params)
+    assert _tree_equal(out1, out2)
+    assert _tree_equal((params, grads, state), before)
+    assert _tree_equal(optim.apply_updates(params, out1[0]), optim.apply_updates(params, out2[0]))
+    assert all(torch.isfinite(t).all() for t in optree.tree_leaves(out1))
