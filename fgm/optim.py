@@ -21,9 +21,8 @@ Design, following optax:
   Keeping the addition separate lets a caller inspect, clip or log the step.
 * Nothing is mutated. No input tensor (params, grads, state) is written to;
   in-place ops are used only on buffers the function has just allocated, and
-  every output state tensor is new. Outputs may, however, *alias* inputs when a
-  transformation leaves something unchanged (e.g. :func:`clip_by_global_norm`
-  below its threshold): treat all tensors as immutable values.
+  every output tensor is new. Callers should treat all of them as immutable
+  values too: an optimizer state may be updated twice, or kept for later.
 * Step counters are int64 scalar tensors kept on the CPU, so reading them
   (``int(count)``) never waits for an accelerator, and schedules and bias
   corrections are computed in Python float64 from the exact integer count.
@@ -31,8 +30,11 @@ Design, following optax:
   implementation as the count grows; Python floats do not.)
 * Speed: a transformation flattens its trees once with ``optree`` (which sorts
   dict keys, so equal structures always flatten in the same order) and works
-  on the leaf lists with ``torch._foreach_*`` kernels, one call per
-  elementwise operation for the whole tree rather than one per leaf.
+  on the leaf lists with ``torch._foreach_*`` kernels: one call per
+  elementwise operation for the whole tree (a multi-tensor kernel on CUDA, a
+  C++ loop over the leaves on the CPU). Purity has a price that in-place
+  optimizers do not pay: every step writes new moment and parameter buffers
+  (see ``benchmarks/bench_adam.py``).
 * The optimizer maths runs under ``torch.no_grad()``: updates and states never
   carry autograd history, and :func:`apply_updates` returns fresh tensors with
   the ``requires_grad`` flags of the parameters it was given.
@@ -118,12 +120,49 @@ def _leaves_like(tree: Any, treedef: optree.PyTreeSpec, what: str) -> list[torch
     """
     leaves, other = optree.tree_flatten(tree)
     if other != treedef:
-        raise ValueError(f"{what} has structure {other}, but the updates have structure {treedef}")
+        raise ValueError(f"{what} has structure {other}, expected {treedef}")
     return leaves
 
 
-def _schedule_value(learning_rate: ScalarOrSchedule, count: int) -> float:
-    return float(learning_rate(count)) if callable(learning_rate) else float(learning_rate)
+class _Scalars:
+    """Makes the scalar operand of a ``_foreach`` op over ``leaves``.
+
+    On the CPU the ``_foreach`` ops fall back to one kernel call per leaf, and
+    a Python-number operand is wrapped into a new tensor for each of those
+    calls (more than half the time of the op for small leaves). A list of one
+    shared 0-dim tensor per dtype avoids that; its value is the Python float
+    rounded to the leaf's dtype, which is what the kernel would use anyway, so
+    the results are bitwise the same. Elsewhere (CUDA) the Python number keeps
+    the fused multi-tensor kernels.
+    """
+
+    __slots__ = ("_n", "_dtypes", "_uniform")
+
+    def __init__(self, leaves: list[torch.Tensor]):
+        self._n = len(leaves)
+        self._dtypes = None
+        self._uniform = None
+        if leaves and leaves[0].device.type == "cpu":
+            dtypes = [t.dtype for t in leaves]
+            if dtypes.count(dtypes[0]) == len(dtypes):
+                self._uniform = dtypes[0]
+            else:
+                self._dtypes = dtypes
+
+    def __call__(self, value: float) -> float | list[torch.Tensor]:
+        if self._uniform is not None:
+            return [torch.tensor(value, dtype=self._uniform)] * self._n
+        if self._dtypes is None:
+            return value
+        by_dtype = {dt: torch.tensor(value, dtype=dt) for dt in set(self._dtypes)}
+        return [by_dtype[dt] for dt in self._dtypes]
+
+
+def _scaled(leaves: list[torch.Tensor], value: float) -> list[torch.Tensor]:
+    """``value * leaf`` for each leaf, as new tensors."""
+    if not leaves:
+        return []
+    return torch._foreach_mul(leaves, _Scalars(leaves)(value))
 
 
 # --------------------------------------------------------------------------- Adam
@@ -139,7 +178,7 @@ def _adam_step(
     eps: float,
     post_scale: float | None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-    """One Adam step on leaf lists: returns fresh ``(updates, mu, nu)``.
+    """One Adam step on non-empty leaf lists: returns fresh ``(updates, mu, nu)``.
 
     ``count`` is the 1-based index of this step. With ``post_scale`` set, the
     updates are multiplied by it in place, which gives bitwise the result of
@@ -148,19 +187,25 @@ def _adam_step(
     bc1 = 1.0 - b1**count
     bc2 = 1.0 - b2**count
     sqrt_bc2 = math.sqrt(bc2)
+    scalar = _Scalars(grads)
     mu = torch._foreach_lerp(mu, grads, 1.0 - b1)
-    nu = torch._foreach_mul(nu, b2)
+    nu = torch._foreach_mul(nu, scalar(b2))
     # One pass instead of squaring into a temporary, exactly as torch.optim.Adam.
     torch._foreach_addcmul_(nu, grads, grads, 1.0 - b2)
+    # The only allocation besides mu and nu, and it becomes the updates:
+    # fresh buffers are what costs most on the CPU (page faults), more than
+    # the two extra in-place passes of the reciprocal form below.
+    updates = torch._foreach_sqrt(nu)
     # sqrt(nu_hat) + eps, scaled by sqrt(bc2) so that bias correction 2 costs
-    # no pass of its own; the sqrt(bc2) is put back in the numerator's scalar.
-    denom = torch._foreach_sqrt(nu)
-    torch._foreach_add_(denom, eps * sqrt_bc2)
-    # (scale * mu) / denom, the operation order of torch.optim.Adam's addcdiv.
-    updates = torch._foreach_mul(mu, sqrt_bc2 / bc1)
-    torch._foreach_div_(updates, denom)
+    # no pass of its own; the sqrt(bc2) goes back in with the last scalar.
+    torch._foreach_add_(updates, scalar(eps * sqrt_bc2))
+    # 1 / (denom / mu) = mu / denom, written into the denominator's buffer.
+    # mu = 0 gives denom / 0 = inf and then exactly 0, as mu / denom would.
+    torch._foreach_div_(updates, mu)
+    torch._foreach_reciprocal_(updates)
+    torch._foreach_mul_(updates, scalar(sqrt_bc2 / bc1))
     if post_scale is not None:
-        torch._foreach_mul_(updates, post_scale)
+        torch._foreach_mul_(updates, scalar(post_scale))
     return updates, mu, nu
 
 
@@ -176,7 +221,10 @@ def _adam_update(
     mu = _leaves_like(state.mu, treedef, "state.mu")
     nu = _leaves_like(state.nu, treedef, "state.nu")
     count = int(state.count) + 1
-    new_updates, mu, nu = _adam_step(grads, mu, nu, count, b1, b2, eps, post_scale)
+    if grads:
+        new_updates, mu, nu = _adam_step(grads, mu, nu, count, b1, b2, eps, post_scale)
+    else:
+        new_updates = []
     new_state = ScaleByAdamState(
         count=_count_tensor(count),
         mu=optree.tree_unflatten(treedef, mu),
@@ -204,8 +252,10 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
     :func:`scale_by_learning_rate` (as :func:`adam` does) to descend. The
     arithmetic mirrors ``torch.optim.Adam``: the bias corrections are Python
     floats computed from the integer step, and :math:`u_t` is evaluated as
-    :math:`(c\, m_t) / (\sqrt{v_t} + \epsilon \sqrt{1-\beta_2^t})` with
-    :math:`c = \sqrt{1-\beta_2^t} / (1-\beta_1^t)`.
+    :math:`c \cdot [(\sqrt{v_t} + \epsilon \sqrt{1-\beta_2^t}) / m_t]^{-1}`
+    with :math:`c = \sqrt{1-\beta_2^t} / (1-\beta_1^t)` (one buffer, no
+    separate bias-correction pass), which agrees with ``torch.optim.Adam`` to
+    a few ulps per step.
 
     Args:
       b1: decay rate :math:`\beta_1` of the first moment, in ``[0, 1)``.
@@ -253,7 +303,7 @@ def scale(step_size: float) -> GradientTransformation:
     def update_fn(updates: Updates, state: EmptyState, params: Params = None):
         del params
         leaves, treedef = optree.tree_flatten(updates)
-        return optree.tree_unflatten(treedef, torch._foreach_mul(leaves, step_size)), state
+        return optree.tree_unflatten(treedef, _scaled(leaves, step_size)), state
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -282,7 +332,7 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
         count = int(state.count)
         factor = float(step_size_fn(count))
         leaves, treedef = optree.tree_flatten(updates)
-        new_updates = optree.tree_unflatten(treedef, torch._foreach_mul(leaves, factor))
+        new_updates = optree.tree_unflatten(treedef, _scaled(leaves, factor))
         return new_updates, ScaleByScheduleState(count=_count_tensor(count + 1))
 
     return GradientTransformation(init_fn, update_fn)
@@ -426,7 +476,11 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         total = torch.linalg.vector_norm(torch.stack([n.to(dtype) for n in norms]))
         # max_norm / 0 = inf, clamped to 1: all-zero updates pass through.
         factor = torch.clamp(max_norm / total, max=1.0)
-        return optree.tree_unflatten(treedef, torch._foreach_mul(leaves, factor)), state
+        # One 0-dim factor per leaf in the leaf's dtype: a 0-dim leaf times a
+        # float64 0-dim factor would otherwise come out float64.
+        by_dtype = {dt: factor.to(dt) for dt in {t.dtype for t in leaves}}
+        factors = [by_dtype[t.dtype] for t in leaves]
+        return optree.tree_unflatten(treedef, torch._foreach_mul(leaves, factors)), state
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -456,6 +510,8 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
             raise ValueError("add_decayed_weights needs params: call update(updates, state, params)")
         leaves, treedef = optree.tree_flatten(updates)
         p = _leaves_like(params, treedef, "params")
+        if not leaves:
+            return updates, state
         return optree.tree_unflatten(treedef, torch._foreach_add(leaves, p, alpha=weight_decay)), state
 
     return GradientTransformation(init_fn, update_fn)
@@ -476,6 +532,8 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     """
     leaves, treedef = optree.tree_flatten(params)
     u = _leaves_like(updates, treedef, "updates")
+    if not leaves:
+        return params
     with torch.no_grad():
         new = torch._foreach_add(leaves, u)
     for p, q in zip(leaves, new):

@@ -1,3 +1,4 @@
+import functools
 import math
 
 import optree
@@ -36,6 +37,11 @@ def _max_abs_diff(a, b):
     return max((x - y).abs().max().item() for x, y in zip(optree.tree_leaves(a), optree.tree_leaves(b)))
 
 
+@functools.lru_cache(maxsize=None)
+def _target(i, shape, dtype):
+    return 20.0 + 3.0 * i + 0.1 * torch.arange(math.prod(shape), dtype=dtype).reshape(shape)
+
+
 def _loss(params):
     """Quadratic bowls far from the start plus sine ripples and a cross-leaf term.
 
@@ -46,7 +52,7 @@ def _loss(params):
     """
     total, coupling = 0.0, 0.0
     for i, x in enumerate(optree.tree_leaves(params)):
-        target = 20.0 + 3.0 * i + 0.1 * torch.arange(x.numel(), dtype=x.dtype).reshape(x.shape)
+        target = _target(i, x.shape, x.dtype)
         total = total + 0.5 * (1 + 0.2 * i) * ((x - target) ** 2).sum() + torch.sin(3 * x + i).sum()
         coupling = coupling + x.sum()
     return total + torch.sin(0.1 * coupling)
@@ -76,8 +82,10 @@ def _run_against_torch(tx, torch_opt_fn, steps=150, dtype=torch.float64):
         updates, state = tx.update(_grads(params), state, params)
         params = optim.apply_updates(params, updates)
         worst = max(worst, _max_abs_diff(params, torch_params))
-    # The comparison means something only if the parameters really moved.
-    assert _max_abs_diff(params, _tree(SHAPES, 0, dtype)) > 100 * steps * 1e-3 * 1e-3
+    # The comparison means something only if every parameter really moved
+    # (about lr per step, as the gradients keep their signs).
+    start = optree.tree_leaves(_tree(SHAPES, 0, dtype))
+    assert min((p - q).abs().min().item() for p, q in zip(optree.tree_leaves(params), start)) > 0.1
     return worst, state
 
 
@@ -164,15 +172,16 @@ def test_schedule_values():
         optim.cosine_decay_schedule(1.0, 0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("learning_rate", [1e-2, optim.exponential_decay(1e-2, 0.3, 7)], ids=["constant", "schedule"])
-def test_adam_is_bitwise_the_explicit_chain(learning_rate):
+def test_adam_is_bitwise_the_explicit_chain(learning_rate, dtype):
     explicit = optim.chain(optim.scale_by_adam(0.7, 0.9, 1e-6), optim.scale_by_learning_rate(learning_rate))
     fused = optim.adam(learning_rate, 0.7, 0.9, 1e-6)
-    params = _tree(SHAPES, 0, torch.float32)
+    params = _tree(SHAPES, 0, dtype)
     s_explicit, s_fused = explicit.init(params), fused.init(params)
     assert _tree_equal(s_explicit, s_fused)
     for k in range(20):
-        grads = _tree(SHAPES, 100 + k, torch.float32)
+        grads = _tree(SHAPES, 100 + k, dtype)
         u_explicit, s_explicit = explicit.update(grads, s_explicit, params)
         u_fused, s_fused = fused.update(grads, s_fused, params)
         assert _tree_equal(u_explicit, u_fused)
@@ -283,6 +292,9 @@ def _transforms():
             optim.scale_by_learning_rate(1e-2),
         ),
         "sgd-schedule": optim.scale_by_learning_rate(optim.exponential_decay(0.1, 0.5, 3)),
+        "sgd": optim.scale_by_learning_rate(0.1),
+        "clip": optim.clip_by_global_norm(1.0),
+        "weight-decay": optim.add_decayed_weights(0.1),
     }
 
 
@@ -362,9 +374,10 @@ def _trees(draw):
     return params, grads
 
 
-@given(trees=_trees(), name=st.sampled_from(sorted(_transforms())), steps=st.integers(1, 3))
-@settings(max_examples=25, deadline=None)
-def test_update_is_deterministic_and_pure(trees, name, steps):
+@pytest.mark.parametrize("name", list(_transforms()))
+@given(trees=_trees(), steps=st.integers(1, 3))
+@settings(max_examples=10, deadline=None)
+def test_update_is_deterministic_and_pure(name, trees, steps):
     params, grads = trees
     tx = _transforms()[name]
     state = tx.init(params)
@@ -378,3 +391,42 @@ def test_update_is_deterministic_and_pure(trees, name, steps):
     assert _tree_equal((params, grads, state), before)
     assert _tree_equal(optim.apply_updates(params, out1[0]), optim.apply_updates(params, out2[0]))
     assert all(torch.isfinite(t).all() for t in optree.tree_leaves(out1))
+
+
+def test_empty_tree():
+    for tx in _transforms().values():
+        state = tx.init({})
+        updates, state = tx.update({}, state, {})
+        assert updates == {} and optim.apply_updates({}, updates) == {}
+
+
+def test_mixed_dtypes_keep_their_dtypes():
+    params = {"a": torch.ones((), dtype=torch.float32), "b": torch.ones(3, dtype=torch.float64)}
+    grads = {"a": torch.tensor(3.0, dtype=torch.float32), "b": torch.full((3,), 4.0, dtype=torch.float64)}
+    for tx in _transforms().values():
+        state = tx.init(params)
+        for _ in range(2):
+            updates, state = tx.update(grads, state, params)
+            params = optim.apply_updates(params, updates)
+            assert updates["a"].dtype == torch.float32 and updates["a"].shape == ()
+            assert updates["b"].dtype == torch.float64
+            assert params["a"].dtype == torch.float32 and params["b"].dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", ["adam", "adam-schedule", "scale_by_adam", "sgd-schedule"])
+def test_mixed_dtype_tree_equals_separate_trees(name):
+    # Each leaf must see its scalars in its own dtype: a float64 leaf next to
+    # a float32 one must not get float32-rounded hyperparameters.
+    def run(keys):
+        params = {k: torch.linspace(-1, 1, 5, dtype=dt) for k, dt in keys.items()}
+        tx = _transforms()[name]
+        state = tx.init(params)
+        for k in range(3):
+            grads = {key: torch.cos(p * (k + 2)) for key, p in params.items()}
+            updates, state = tx.update(grads, state, params)
+            params = optim.apply_updates(params, updates)
+        return params
+
+    mixed = run({"a": torch.float32, "b": torch.float64})
+    assert torch.equal(mixed["a"], run({"a": torch.float32})["a"])
+    assert torch.equal(mixed["b"], run({"b": torch.float64})["b"])
