@@ -1,0 +1,115 @@
+"""Times one VAE train step: ``fgm``'s functional step against the usual PyTorch way.
+
+Run from the repository root::
+
+    python -m benchmarks.bench_vae_step [--rounds 200] [--batch-size 128]
+
+* **fgm**: ``step(state, batch, key) -> (state, metrics)`` from
+  ``experiments.registry.vae_std`` (functional_call over a parameter pytree,
+  ``torch.autograd.grad``, ``fgm.optim.adam``, noise drawn from the key).
+* **fgm (func)**: the same step differentiated with ``torch.func.grad_and_value``.
+* **torch**: the same encoder/decoder as ``nn.Module``s, ``torch.optim.Adam(foreach=True)``,
+  ``zero_grad(); loss.backward(); opt.step()``, noise from ``torch.randn``.
+
+Same architecture, same batch, same process, torch's default thread count.
+Implementations run interleaved (one step each per round, in a random order) so background load
+hits them alike; the table shows the median per step and the ratio to torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from experiments import registry
+from fgm import data as fdata
+from fgm import random, train
+from fgm.models import vae as vae_lib
+
+
+def build(batch_size: int):
+    spec = fdata.get_spec("mnist")
+    config = {"latent_dim": 32, "hidden": [512, 256], "width": 32, "lr": 1e-3, "total_steps": 10_000}
+    vae = registry.build_vae(spec, config)
+    recipe = registry.vae_recipe(vae, config)
+    state = recipe.init(random.key(0))
+    x = random.bernoulli(random.key(1), torch.full((batch_size, 1, 28, 28), 0.13))
+
+    # fgm, autograd backend (the default)
+    fgm_state = [state]
+
+    def fgm_step():
+        fgm_state[0], _ = recipe.step(fgm_state[0], x, train.step_key(fgm_state[0]))
+
+    # fgm, torch.func backend
+    import functools
+
+    func_step = train.make_step(
+        functools.partial(vae_lib.loss, vae),
+        registry.make_optimizer(config, config["total_steps"]),
+        make_inputs=lambda b, k: (b, vae_lib.latent_noise(vae, k, b.shape[0])),
+        backend="func",
+    )
+    func_state = [state]
+
+    def fgm_func_step():
+        func_state[0], _ = func_step(func_state[0], x, train.step_key(func_state[0]))
+
+    # the usual way: modules hold their weights, the optimizer mutates them
+    encoder = copy.deepcopy(vae.encoder).to_empty(device="cpu")
+    decoder = copy.deepcopy(vae.decoder).to_empty(device="cpu")
+    encoder.load_state_dict(state.params["encoder"])
+    decoder.load_state_dict(state.params["decoder"])
+    opt = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=1e-3, foreach=True)
+    gen = torch.Generator().manual_seed(0)
+
+    def torch_step():
+        mean, log_var = encoder(x).chunk(2, dim=-1)
+        z = mean + torch.exp(0.5 * log_var) * torch.randn(mean.shape, generator=gen)
+        logits = decoder(z)
+        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(-1)
+        kl = 0.5 * (mean.square() + torch.expm1(log_var) - log_var).sum(-1)
+        loss = (rec + kl).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return {"fgm": fgm_step, "fgm (func)": fgm_func_step, "torch": torch_step}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=128)
+    args = parser.parse_args(argv)
+    steps = build(args.batch_size)
+    for fn in steps.values():
+        for _ in range(args.warmup):
+            fn()
+    times = {name: [] for name in steps}
+    order = list(steps)
+    shuffler = torch.Generator().manual_seed(0)
+    for _ in range(args.rounds):
+        # A fresh order every round: whoever runs after whom inherits caches.
+        for i in torch.randperm(len(order), generator=shuffler).tolist():
+            name, fn = order[i], steps[order[i]]
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["torch"])
+    print(f"VAE train step, MNIST MLP 784-512-256-32, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds")
+    print(f"{'implementation':<14} {'ms/step':>9} {'ratio to torch':>15}")
+    for name, ts in times.items():
+        m = statistics.median(ts)
+        print(f"{name:<14} {m * 1e3:>9.3f} {m / base:>15.3f}")
+
+
+if __name__ == "__main__":
+    main()
