@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from fgm import data as fdata
-from fgm import optim, random, train
+from fgm import bijectors, optim, random, train
 from fgm.models import networks, vae as vae_lib
 
 
@@ -133,3 +133,13 @@ def vae_recipe(vae: vae_lib.VAE, config: dict) -> Recipe:
 def vae_std(spec: fdata.DatasetSpec, config: dict) -> Recipe:
     """VAE with a standard Gaussian prior and analytic KL."""
     return vae_recipe(build_vae(spec, config), config)
+
+
+@register_model(
+    "vae_flow",
+    defaults={"latent_dim": 32, "hidden": [512, 256], "width": 32, "flow_layers": 4, "flow_hidden": [128]},
+)
+def vae_flow(spec: fdata.DatasetSpec, config: dict) -> Recipe:
+    """The same encoder/decoder as ``vae_std`` with a RealNVP prior (Monte-Carlo KL)."""
+    flow = bijectors.realnvp(config["latent_dim"], config["flow_layers"], tuple(config["flow_hidden"]))
+    return vae_recipe(build_vae(spec, config, prior=vae_lib.flow_prior(flow)), config)

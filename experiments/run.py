@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-limit", type=int, help="use only the first N training images (quick checks)")
     parser.add_argument("--val-limit", type=int, help="use only the first N validation images")
     parser.add_argument("--test-limit", type=int, help="use only the first N test images")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a model setting, e.g. --set flow_layers=6 (value parsed as JSON)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser.parse_args(argv)
 
@@ -63,6 +65,16 @@ def resolve_config(args: argparse.Namespace) -> dict:
         value = getattr(args, flag)
         if value is not None:
             config[flag] = value
+    for item in args.set:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in entry.defaults:
+            raise ValueError(
+                f"--set {item!r}: expected KEY=VALUE with KEY one of: {', '.join(sorted(entry.defaults))}"
+            )
+        try:
+            config[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ValueError(f"--set {item!r}: the value is not valid JSON") from None
     if config["epochs"] < 1 or config["batch_size"] < 1:
         raise ValueError("--epochs and --batch-size must be positive")
     return config
@@ -83,6 +95,15 @@ def parameter_table(recipe, params) -> str:
         lines.append(f"{name}: {count:,} parameters")
         for layer, kind, shape, n in rows:
             lines.append(f"    {layer:<10} {kind:<16} {str(list(shape)):<20} {n:>10,}")
+    for name, subtree in params.items():
+        count = fnn.count_params(subtree)
+        if name in recipe.networks or count == 0:
+            continue
+        total += count
+        lines.append(f"{name}: {count:,} parameters")
+        if isinstance(subtree, dict):
+            for part, leaf in subtree.items():
+                lines.append(f"    {part:<10} {'':<16} {'':<20} {fnn.count_params(leaf):>10,}")
     lines.append(f"total: {total:,} parameters")
     return "\n".join(lines)
 
@@ -164,7 +185,7 @@ def _main(args: argparse.Namespace) -> int:
         "final_val": {k: v for k, v in records[-1].items() if k.startswith("val_")} if records else {},
         "train_seconds_total": round(sum(r.get("epoch_seconds", 0.0) for r in records), 1),
         "this_invocation_seconds": round(elapsed, 1),
-        "parameters": {name: fnn.count_params(state.params[name]) for name in recipe.networks},
+        "parameters": {name: fnn.count_params(tree) for name, tree in state.params.items()},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"test {recipe.objective}: {test[recipe.objective]:.3f} ({test_inputs.shape[0]} images); results in {out}")

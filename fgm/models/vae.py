@@ -23,6 +23,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import nn
 
+from fgm import bijectors
 from fgm import distributions as D
 from fgm import nn as fnn
 from fgm import random
@@ -97,6 +98,33 @@ def standard_normal_prior() -> Prior:
         sample=lambda params, eps: eps,
         analytic_kl=lambda params, mean, log_var: D.kl_diag_normal_std_normal(mean, log_var),
     )
+
+
+def flow_prior(flow: bijectors.Bijector) -> Prior:
+    """A normalizing-flow prior ``p(z) = N(f⁻¹(z); 0, I) |det ∂f⁻¹/∂z|``.
+
+    ``f`` (the bijector's forward map) pushes base noise ``u ~ N(0, I)`` to
+    ``z = f(u)``; the density follows from the change of variables,
+
+        log p(z) = log N(f⁻¹(z); 0, I) + log|det ∂f⁻¹(z)/∂z|,
+
+    where the base log-density is summed over the ``d`` dimensions *before*
+    the log-determinant (one per sample, shape ``[B]``) is added. No closed-form
+    KL exists, so the ELBO uses the single-sample estimate
+    ``log q(z|x) - log p(z)`` (see :func:`elbo_terms`).
+
+    Args:
+      flow: a bijector on ``[B, d]``, e.g. :func:`fgm.bijectors.realnvp`.
+    """
+
+    def log_prob(params, z):
+        u, log_det_inverse = flow.inverse_and_log_det(params, z)
+        return D.std_normal_log_prob(u) + log_det_inverse
+
+    def sample(params, eps):
+        return flow.forward_and_log_det(params, eps)[0]
+
+    return Prior(init=flow.init, log_prob=log_prob, sample=sample, analytic_kl=None)
 
 
 class VAE(NamedTuple):
@@ -192,14 +220,24 @@ def reparameterize(mean: torch.Tensor, log_var: torch.Tensor, eps: torch.Tensor)
     return mean + torch.exp(0.5 * log_var) * eps
 
 
-def elbo_terms(vae: VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor) -> ElboTerms:
+def elbo_terms(
+    vae: VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor, analytic_kl: bool = True
+) -> ElboTerms:
     """The ELBO's two terms for a batch, with one reparameterised sample.
+
+    ``z = μ(x) + σ(x) ⊙ ε``; ``log p(x|z)`` at that ``z``; the KL analytic when
+    the prior offers it (and ``analytic_kl``), else the one-sample estimate
+
+        KL ≈ log q(z|x) - log p(z),   z ~ q(z|x),
+
+    which is unbiased for ``E_q[log q(z|x) - log p(z)]``.
 
     Args:
       vae: the model definition.
       params: ``{"encoder", "decoder", "prior"}``.
       x: ``[B, C, H, W]`` data in the likelihood's space.
       eps: ``[B, d]`` standard-normal noise.
+      analytic_kl: use the prior's closed-form KL when it has one.
 
     Returns:
       :class:`ElboTerms` with ``[B]`` tensors.
@@ -207,14 +245,16 @@ def elbo_terms(vae: VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor)
     mean, log_var = vae.encode(params["encoder"], x)
     z = reparameterize(mean, log_var, eps)
     log_likelihood = vae.likelihood.log_prob(vae.decode(params["decoder"], z), x)
-    if vae.prior.analytic_kl is not None:
+    if analytic_kl and vae.prior.analytic_kl is not None:
         kl = vae.prior.analytic_kl(params["prior"], mean, log_var)
     else:
         kl = D.diag_normal_log_prob(z, mean, log_var) - vae.prior.log_prob(params["prior"], z)
     return ElboTerms(log_likelihood, kl)
 
 
-def loss(vae: VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, dict]:
+def loss(
+    vae: VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor, analytic_kl: bool = True
+) -> tuple[torch.Tensor, dict]:
     """Negative ELBO averaged over the batch, with its terms as metrics.
 
     ``L(θ, φ) = -1/B Σ_b [log p_θ(x_b | z_b) - KL(q_φ(z|x_b) || p(z))]``.
@@ -222,7 +262,7 @@ def loss(vae: VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor) -> tu
     Returns:
       ``(loss, {"neg_elbo", "recon", "kl"})``, all scalars (nats per example).
     """
-    terms = elbo_terms(vae, params, x, eps)
+    terms = elbo_terms(vae, params, x, eps, analytic_kl)
     neg_elbo = -terms.elbo.mean()
     metrics = {
         "neg_elbo": neg_elbo.detach(),
