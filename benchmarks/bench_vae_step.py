@@ -8,6 +8,7 @@ Run from the repository root::
   ``experiments.registry.vae_std`` (functional_call over a parameter pytree,
   ``torch.autograd.grad``, ``fgm.optim.adam``, noise drawn from the key).
 * **fgm (func)**: the same step differentiated with ``torch.func.grad_and_value``.
+* **fgm vae_flow**: the ``vae_flow`` step (same encoder/decoder, 4-layer RealNVP prior).
 * **torch**: the same encoder/decoder as ``nn.Module``s, ``torch.optim.Adam(foreach=True)``,
   ``zero_grad(); loss.backward(); opt.step()``, noise from ``torch.randn``.
 
@@ -79,7 +80,15 @@ def build(batch_size: int):
         loss.backward()
         opt.step()
 
-    return {"fgm": fgm_step, "fgm (func)": fgm_func_step, "torch": torch_step}
+    # vae_flow: the same encoder/decoder with the default RealNVP prior
+    flow_config = dict(config, flow_layers=4, flow_hidden=[128])
+    flow_recipe = registry.vae_flow(spec, flow_config)
+    flow_state = [flow_recipe.init(random.key(0))]
+
+    def fgm_flow_step():
+        flow_state[0], _ = flow_recipe.step(flow_state[0], x, train.step_key(flow_state[0]))
+
+    return {"fgm": fgm_step, "fgm (func)": fgm_func_step, "fgm vae_flow": fgm_flow_step, "torch": torch_step}
 
 
 def main(argv=None):

@@ -28,10 +28,12 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def plot_curves(records: list[dict], path: str | Path, title: str = "") -> None:
-    """Plots every ``train_*`` metric against its ``val_*`` twin, one panel each."""
+    """Plots every ``train_*`` / ``val_*`` metric pair, one panel per metric."""
     if not records:
         return
-    names = sorted({k[len("train_"):] for r in records for k in r if k.startswith("train_")})
+    names = {k.split("_", 1)[1] for r in records for k in r if k.startswith(("train_", "val_"))}
+    # the objective first, its parts after
+    names = sorted(names, key=lambda n: (n not in ("neg_elbo", "loss"), n))
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
     epochs = [r["epoch"] for r in records]
     for ax, name in zip(axes[0], names):

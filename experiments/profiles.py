@@ -54,3 +54,10 @@ def resolve(model: str, dataset: str, profile: str) -> dict:
     config = dict(PROFILES[profile])
     config.update(OVERRIDES.get((model, dataset, profile), {}))
     return config
+
+# GAN: Adam at 2e-4 (DCGAN's rate) with a constant rate, since a decaying one
+# freezes the game wherever it happens to be rather than at an equilibrium.
+OVERRIDES[("gan", "mnist", "default")] = {"epochs": 30, "batch_size": 128, "lr": 2e-4, "lr_schedule": "constant"}
+OVERRIDES[("gan", "svhn", "default")] = {"epochs": 20, "batch_size": 128, "lr": 2e-4, "lr_schedule": "constant"}
+OVERRIDES[("gan", "mnist", "smoke")] = {"lr": 2e-4}
+OVERRIDES[("gan", "svhn", "smoke")] = {"lr": 2e-4}

@@ -13,13 +13,14 @@ The runner only talks to recipes, so nothing else needs editing::
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+import math
+from typing import Any, Callable, NamedTuple, Optional
 
 import torch
 from torch import nn
 
 from fgm import data as fdata
-from fgm import bijectors, optim, random, train
+from fgm import bijectors, distributions, optim, random, train
 from fgm.models import networks, vae as vae_lib
 
 
@@ -36,6 +37,15 @@ class Recipe(NamedTuple):
       noise: ``(key, n) -> noise`` for :attr:`generate`.
       networks: ``{name: (template, example input shape)}`` for the parameter table.
       objective: the metric name that the learning curve and NaN guard follow.
+      monitor: optional factory ``() -> watch``; the runner makes one ``watch``
+        per run and calls ``watch(metrics, step) -> message | None`` after every
+        step. A message (e.g. "the discriminator has won since step 1200") is
+        printed and recorded in that epoch's ``warnings``; training goes on.
+      train_input: ``(uint8 batch, key) -> model input``; default: the
+        dataset's likelihood transform (``fgm.data.to_model_input``, e.g.
+        dynamic binarisation for MNIST).
+      eval_input: ``uint8 images -> model input`` for validation/test; default
+        ``fgm.data.to_eval_input``.
     """
 
     init: Callable[[random.Key], train.TrainState]
@@ -45,6 +55,9 @@ class Recipe(NamedTuple):
     noise: Callable[[random.Key, int], torch.Tensor]
     networks: dict[str, tuple[nn.Module, tuple[int, ...]]]
     objective: str
+    monitor: Optional[Callable[[], Callable[[dict, int], Optional[str]]]] = None
+    train_input: Optional[Callable[[torch.Tensor, random.Key], torch.Tensor]] = None
+    eval_input: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
 
 class ModelEntry(NamedTuple):
@@ -115,7 +128,11 @@ def vae_recipe(vae: vae_lib.VAE, config: dict) -> Recipe:
 
     def evaluate(params, x, key):
         terms = vae_lib.elbo_terms(vae, params, x, vae_lib.latent_noise(vae, key, x.shape[0]))
-        return {"neg_elbo": -terms.elbo, "recon": -terms.log_likelihood, "kl": terms.kl}
+        values = {"neg_elbo": -terms.elbo, "recon": -terms.log_likelihood, "kl": terms.kl}
+        if vae.likelihood.name == "discretized_logistic":
+            # 256-level pixels: the bound is a code length, reported per sub-pixel in bits
+            values["bits_per_dim"] = distributions.bits_per_dim(-terms.elbo, math.prod(vae.image_shape))
+        return values
 
     c, h, w = vae.image_shape
     return Recipe(
@@ -143,3 +160,93 @@ def vae_flow(spec: fdata.DatasetSpec, config: dict) -> Recipe:
     """The same encoder/decoder as ``vae_std`` with a RealNVP prior (Monte-Carlo KL)."""
     flow = bijectors.realnvp(config["latent_dim"], config["flow_layers"], tuple(config["flow_hidden"]))
     return vae_recipe(build_vae(spec, config, prior=vae_lib.flow_prior(flow)), config)
+
+
+# --------------------------------------------------------------------------- GAN
+
+from fgm.models import gan as gan_lib  # noqa: E402
+
+
+def build_gan(spec: fdata.DatasetSpec, config: dict) -> gan_lib.GAN:
+    """The dataset's generator/discriminator pair (templates only).
+
+    MNIST gets MLPs (``g_hidden``, ``d_hidden``): dense layers are the cheapest
+    FLOPs on a CPU. 32×32 images (SVHN) get DCGAN-style convnets of ``width``
+    that mirror the SVHN VAE's encoder and decoder.
+    """
+    d = config["latent_dim"]
+    c, h, w = spec.shape
+    if spec.name == "mnist":
+        build_g = functools.partial(gan_lib.mlp_generator, d, spec.shape, tuple(config["g_hidden"]))
+        build_d = functools.partial(gan_lib.mlp_discriminator, spec.shape, tuple(config["d_hidden"]))
+    elif (h, w) == (32, 32):
+        build_g = functools.partial(gan_lib.dcgan_generator, d, c, config["width"])
+        build_d = functools.partial(gan_lib.dcgan_discriminator, c, config["width"])
+    else:
+        raise ValueError(f"gan: no architecture for {spec.name} images of shape {spec.shape}")
+    return gan_lib.make_gan(build_g, build_d, d, spec.shape)
+
+
+def gan_optimizer(config: dict, total_steps: int) -> optim.GradientTransformation:
+    """Adam with the GAN's betas (``b1``, ``b2``) and the configured lr and schedule.
+
+    GANs use a small ``b1`` (0.5, after DCGAN): with the opponent moving, old
+    gradients are stale, so the first-moment average should forget faster.
+    """
+    lr = config["lr"]
+    schedule = config.get("lr_schedule", "constant")
+    if schedule == "cosine":
+        lr = optim.cosine_decay_schedule(lr, max(total_steps, 1), alpha=config.get("lr_final_fraction", 0.1))
+    elif schedule != "constant":
+        raise ValueError(f"unknown lr_schedule {schedule!r}; choose from: constant, cosine")
+    return optim.adam(lr, b1=config["b1"], b2=config["b2"])
+
+
+@register_model(
+    "gan",
+    defaults={
+        "latent_dim": 64,
+        "loss": "non_saturating",
+        "g_hidden": [256, 512],
+        "d_hidden": [512, 256],
+        "width": 32,
+        "b1": 0.5,
+        "b2": 0.999,
+        "d_steps": 1,
+        "gp_weight": 10.0,
+    },
+)
+def gan(spec: fdata.DatasetSpec, config: dict) -> Recipe:
+    """GAN trained by alternating D and G steps (loss chosen by ``loss``; see docs/gan.md).
+
+    The objective followed by the curves is ``d_loss``: for the cross-entropy
+    losses its value on held-out data bounds the Jensen–Shannon divergence
+    between data and samples from below (``JSD ≥ log 2 - d_loss / 2``), it
+    sits near ``2 log 2`` while the game is balanced and drops towards 0 when
+    D wins. ``g_loss`` has no such reading: it can fall while the samples get
+    worse.
+    """
+    model = build_gan(spec, config)
+    loss = gan_lib.get_loss(config["loss"], config["gp_weight"])
+    total_steps = config.get("total_steps", 1)
+    g_opt, d_opt = gan_optimizer(config, total_steps), gan_optimizer(config, total_steps)
+    step = gan_lib.make_gan_step(model, loss, g_opt, d_opt, config["d_steps"])
+
+    def evaluate(params, x, key):
+        return gan_lib.evaluate(model, loss, params, x, gan_lib.latent_noise(model, key, x.shape[0]))
+
+    c, h, w = model.image_shape
+    return Recipe(
+        init=lambda key: gan_lib.init_state(model, g_opt, d_opt, key),
+        step=step,
+        evaluate=evaluate,
+        generate=functools.partial(gan_lib.generate, model),
+        noise=functools.partial(gan_lib.latent_noise, model),
+        networks={"generator": (model.generator, (1, model.latent_dim)), "discriminator": (model.discriminator, (1, c, h, w))},
+        objective="d_loss",
+        # A Wasserstein critic's outputs are not probabilities: σ(D) ≈ 0 is no sign of a won game.
+        monitor=None if loss.gradient_penalty > 0 else gan_lib.discriminator_won_monitor(),
+        # Pixels in [-1, 1], not binarised: the generator's tanh covers that range.
+        train_input=lambda images, key: gan_lib.scale_pixels(images),
+        eval_input=gan_lib.scale_pixels,
+    )

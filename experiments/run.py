@@ -135,11 +135,12 @@ def _main(args: argparse.Namespace) -> int:
         for split in fdata.SPLITS
     }
     train_images = _limit(images["train"], config["train_limit"])
-    val_inputs = fdata.to_eval_input(args.dataset, _limit(images["val"], config["val_limit"]))
-    test_inputs = fdata.to_eval_input(args.dataset, _limit(images["test"], config["test_limit"]))
     config["total_steps"] = config["epochs"] * fdata.num_batches(train_images.shape[0], config["batch_size"])
 
     recipe = get_model(args.model).build(spec, config)
+    eval_input = recipe.eval_input or (lambda imgs: fdata.to_eval_input(args.dataset, imgs))
+    val_inputs = eval_input(_limit(images["val"], config["val_limit"]))
+    test_inputs = eval_input(_limit(images["test"], config["test_limit"]))
     state = recipe.init(random.key(config["seed"]))
     start_epoch, history = 0, []
     if args.resume:

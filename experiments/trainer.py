@@ -88,6 +88,8 @@ def train_run(
     steps_per_epoch = fdata.num_batches(train_images.shape[0], config["batch_size"])
     epochs = config["epochs"]
     history = list(history or [])
+    watch = recipe.monitor() if recipe.monitor else None
+    prepare = recipe.train_input or (lambda images, key: fdata.to_model_input(dataset, images, key))
     bar = tqdm(
         total=epochs * steps_per_epoch,
         initial=start_epoch * steps_per_epoch,
@@ -99,13 +101,18 @@ def train_run(
         for epoch in range(start_epoch + 1, epochs + 1):
             started = time.perf_counter()
             sums: dict[str, float] = {}
+            warnings: list[str] = []
             for batch in fdata.batches(train_images, config["batch_size"], random.fold_in(data_key, epoch)):
                 binarize_key, step_noise_key = random.split(train.step_key(state))
-                x = fdata.to_model_input(dataset, batch, binarize_key)
+                x = prepare(batch, binarize_key)
                 state, metrics = recipe.step(state, x, step_noise_key)
                 loss = float(metrics["loss"])
                 if not math.isfinite(loss):
                     raise NonFiniteLossError(state.step, epoch, metrics)
+                message = watch(metrics, state.step) if watch else None
+                if message and message not in warnings:
+                    warnings.append(message)
+                    bar.write(f"warning (step {state.step}): {message}")
                 for name, value in metrics.items():
                     sums[name] = sums.get(name, 0.0) + float(value)
                 bar.update(1)
@@ -116,6 +123,8 @@ def train_run(
             val = evaluate(recipe, state.params, val_inputs, eval_key)
             record.update({f"val_{k}": v for k, v in val.items()})
             record["epoch_seconds"] = round(train_seconds, 3)
+            if warnings:
+                record["warnings"] = warnings
             if epoch % config["sample_every"] == 0 or epoch == epochs:
                 with torch.no_grad():
                     plots.save_grid(recipe.generate(state.params, grid_noise), out / "samples" / f"epoch_{epoch:04d}.png")

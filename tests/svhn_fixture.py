@@ -108,7 +108,7 @@ def svhn_root(tmp_path_factory, monkeypatch) -> Path:
     The files are written once per session; the patch lasts for one test.
     """
     if not sample_path().is_file():
-        pytest.skip(f"SVHN sample not found at {sample_path()}")
+        pytest.fail(f"SVHN sample not found at {sample_path()}")
     if "root" not in _WRITTEN or not (_WRITTEN["root"] / "test_32x32.mat").is_file():
         _WRITTEN["root"] = write_svhn_fixture(tmp_path_factory.mktemp("svhn"))["root"]
     monkeypatch.setattr(torchvision.datasets.SVHN, "_check_integrity", lambda self: True)

@@ -160,3 +160,26 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, mnist_ro
     meta = checkpoint.read_metadata(out / "checkpoint.pt")
     assert meta["epoch"] == 1
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+from tests.svhn_fixture import svhn_root  # noqa: E402,F401
+
+
+@pytest.mark.parametrize("model", ["vae_std", "vae_flow"])
+def test_svhn_end_to_end_on_the_format_exact_fixture(model, svhn_root, tmp_path):  # noqa: F811
+    out = tmp_path / model
+    assert cli(model, "svhn", *SMOKE, "--data-dir", str(svhn_root), "--out", str(out)) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert 0 < results["test_bits_per_dim"] < 16
+    assert (out / "samples" / "epoch_0002.png").exists()
+
+
+def test_vae_flow_smoke_and_set_overrides(tmp_path, mnist_root, capsys):
+    out = tmp_path / "flow"
+    assert cli("vae_flow", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out),
+               "--set", "flow_layers=2", "--set", "flow_hidden=[8]", "--epochs", "1") == 0
+    assert "prior:" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["flow_layers"] == 2 and config["flow_hidden"] == [8]
+    assert cli("vae_flow", "mnist", *SMOKE, "--set", "nope=1") == 2
+    assert "flow_layers" in capsys.readouterr().err

@@ -1,0 +1,634 @@
+"""Generative adversarial network as pure functions of a parameter pytree.
+
+A :class:`GAN` is a bundle of pure functions and templates (no tensors); its
+parameters live in a separate pytree ``{"generator": ..., "discriminator":
+...}``. Training is a two-player game played with *alternating* steps:
+
+    D step:  φ ← φ - η ∇_φ L_D(φ; x, G_θ(z)),      z ~ N(0, I)
+    G step:  θ ← θ - η ∇_θ L_G(θ; D_φ),            z' ~ N(0, I)
+
+Each step is a pure function ``(TrainState, data, noise) -> (TrainState,
+metrics)`` that updates one player's parameters and optimizer state and
+hands the other player's subtrees through untouched (the very same tensor
+objects). :func:`make_gan_step` composes them into the
+``step(state, batch, key) -> (state, metrics)`` that ``fgm.train`` and the
+runner use; it is the only place where noise is drawn from a key.
+
+The discriminator returns one *logit* per image, ``D(x) ∈ ℝ``; for the
+losses derived from a classifier, ``σ(D(x))`` is its probability that ``x``
+is real. The losses are pure functions of these logits
+(:class:`AdversarialLoss`, :func:`get_loss`); see ``docs/gan.md`` for the
+maths and the choice of default.
+
+Data live in ``[-1, 1]`` (:func:`scale_pixels`); the generator ends with a
+``tanh`` so its samples do too, and :func:`to_unit_interval` maps them back
+to ``[0, 1]`` for display.
+
+Typical use without the CLI::
+
+    gan = make_gan(lambda: mlp_generator(64), lambda: mlp_discriminator(), 64, (1, 28, 28))
+    g_opt = d_opt = fgm.optim.adam(2e-4, b1=0.5, b2=0.999)
+    state = init_state(gan, g_opt, d_opt, fgm.random.key(0))
+    step = make_gan_step(gan, get_loss("non_saturating"), g_opt, d_opt)
+    state, metrics = step(state, scale_pixels(images), fgm.train.step_key(state))
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fgm import nn as fnn
+from fgm import optim, random, train
+from fgm.tree import TensorTree
+
+Metrics = dict[str, torch.Tensor]
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+def mlp_generator(
+    latent_dim: int, image_shape: tuple[int, int, int] = (1, 28, 28), hidden: tuple[int, ...] = (256, 512)
+) -> nn.Module:
+    """MLP ``z [B, latent_dim] -> x [B, C, H, W]`` in ``[-1, 1]``.
+
+    LeakyReLU(0.2) between layers (no normalisation: BatchNorm's running
+    statistics are hidden state), ``tanh`` at the output to match the data range.
+    """
+    sizes = [latent_dim, *hidden, math.prod(image_shape)]
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
+        layers += [nn.Linear(fan_in, fan_out), nn.LeakyReLU(0.2)]
+    layers += [nn.Linear(sizes[-2], sizes[-1]), nn.Tanh(), nn.Unflatten(1, tuple(image_shape))]
+    return nn.Sequential(*layers)
+
+
+def mlp_discriminator(image_shape: tuple[int, int, int] = (1, 28, 28), hidden: tuple[int, ...] = (512, 256)) -> nn.Module:
+    """MLP ``x [B, C, H, W] -> logits [B, 1]`` with LeakyReLU(0.2)."""
+    sizes = [math.prod(image_shape), *hidden]
+    layers: list[nn.Module] = [nn.Flatten()]
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(fan_in, fan_out), nn.LeakyReLU(0.2)]
+    layers.append(nn.Linear(sizes[-1], 1))
+    return nn.Sequential(*layers)
+
+
+def dcgan_generator(latent_dim: int, channels: int = 3, width: int = 32) -> nn.Module:
+    """DCGAN-style ``z [B, latent_dim] -> x [B, channels, 32, 32]`` in ``[-1, 1]``.
+
+    A linear layer to a ``4w × 4 × 4`` map, then three stride-2 transposed
+    convolutions (4×4 kernels) double the resolution 4 → 8 → 16 → 32 while
+    halving the channels; ReLU inside, ``tanh`` at the output. It mirrors the
+    SVHN VAE decoder (same ``width``), with no normalisation layers.
+    """
+    return nn.Sequential(
+        nn.Linear(latent_dim, 4 * width * 16), nn.ReLU(),
+        nn.Unflatten(1, (4 * width, 4, 4)),
+        nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1), nn.ReLU(),  # 8×8
+        nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.ReLU(),  # 16×16
+        nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh(),  # 32×32
+    )
+
+
+def dcgan_discriminator(channels: int = 3, width: int = 32) -> nn.Module:
+    """DCGAN-style ``x [B, channels, 32, 32] -> logits [B, 1]``.
+
+    Three stride-2 convolutions (32 → 16 → 8 → 4) with LeakyReLU(0.2), then a
+    linear layer on the flattened ``4w × 4 × 4`` map; it mirrors the SVHN VAE
+    encoder.
+    """
+    return nn.Sequential(
+        nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),  # 16×16
+        nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),  # 8×8
+        nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2),  # 4×4
+        nn.Flatten(),
+        nn.Linear(4 * width * 16, 1),
+    )
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class GAN(NamedTuple):
+    """A GAN definition: pure functions and static shapes, no parameters.
+
+    Attributes:
+      generate: ``(generator_params, z [B, d]) -> x [B, C, H, W]`` in ``[-1, 1]``.
+      discriminate: ``(discriminator_params, x [B, C, H, W]) -> logits [B]``.
+      latent_dim: ``d``.
+      image_shape: ``(C, H, W)``.
+      generator: the generator's architecture template (meta device).
+      discriminator: the discriminator's architecture template (meta device).
+    """
+
+    generate: Callable[[TensorTree, torch.Tensor], torch.Tensor]
+    discriminate: Callable[[TensorTree, torch.Tensor], torch.Tensor]
+    latent_dim: int
+    image_shape: tuple[int, int, int]
+    generator: nn.Module
+    discriminator: nn.Module
+
+
+def make_gan(
+    build_generator: Callable[[], nn.Module],
+    build_discriminator: Callable[[], nn.Module],
+    latent_dim: int,
+    image_shape: tuple[int, int, int],
+) -> GAN:
+    """Assembles a GAN from module builders (templates only; no parameters yet).
+
+    Args:
+      build_generator: returns a module ``[B, latent_dim] -> [B, C, H, W]``.
+      build_discriminator: returns a module ``[B, C, H, W] -> [B, 1]``.
+      latent_dim: ``d``.
+      image_shape: ``(C, H, W)``.
+    """
+    generator, generator_apply = fnn.functional(build_generator)
+    discriminator, discriminator_apply = fnn.functional(build_discriminator)
+
+    def discriminate(params, x):
+        return discriminator_apply(params, x).squeeze(-1)
+
+    return GAN(
+        generate=generator_apply,
+        discriminate=discriminate,
+        latent_dim=latent_dim,
+        image_shape=tuple(image_shape),
+        generator=generator,
+        discriminator=discriminator,
+    )
+
+
+def init(gan: GAN, key: random.Key) -> dict[str, TensorTree]:
+    """Fresh parameters ``{"generator", "discriminator"}`` from ``key``."""
+    k_gen, k_disc = random.split(key)
+    return {
+        "generator": fnn.init_params(gan.generator, k_gen),
+        "discriminator": fnn.init_params(gan.discriminator, k_disc),
+    }
+
+
+def init_state(
+    gan: GAN,
+    g_opt: optim.GradientTransformation,
+    d_opt: optim.GradientTransformation,
+    key: random.Key,
+) -> train.TrainState:
+    """A step-0 :class:`fgm.train.TrainState` with one optimizer state per player.
+
+    ``params = {"generator", "discriminator"}`` and ``opt_state`` has the same
+    two keys; ``key`` is both the initialisation key and the run's root key.
+    """
+    params = init(gan, key)
+    opt_state = {"generator": g_opt.init(params["generator"]), "discriminator": d_opt.init(params["discriminator"])}
+    return train.TrainState(params=params, opt_state=opt_state, step=0, key=key)
+
+
+def latent_noise(gan: GAN, key: random.Key, n: int) -> torch.Tensor:
+    """``z ~ N(0, I)`` of shape ``[n, d]``."""
+    return random.normal(key, (n, gan.latent_dim))
+
+
+def interpolation_weights(key: random.Key, n: int) -> torch.Tensor:
+    """``α ~ U[0, 1)`` of shape ``[n, 1, 1, 1]`` for the WGAN-GP interpolates."""
+    return random.uniform(key, (n, 1, 1, 1))
+
+
+def scale_pixels(images: torch.Tensor) -> torch.Tensor:
+    """``uint8 [B, C, H, W]`` levels ``k`` to ``float32`` ``k / 127.5 - 1`` in ``[-1, 1]``."""
+    return images.float() / 127.5 - 1.0
+
+
+def to_unit_interval(x: torch.Tensor) -> torch.Tensor:
+    """Maps ``[-1, 1]`` images back to ``[0, 1]`` (clamped) for display."""
+    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def generate(gan: GAN, params: TensorTree, z: torch.Tensor) -> torch.Tensor:
+    """Samples for display: ``z [N, d] -> [N, C, H, W]`` in ``[0, 1]``."""
+    return to_unit_interval(gan.generate(params["generator"], z))
+
+
+# --------------------------------------------------------------------------- losses
+
+
+class AdversarialLoss(NamedTuple):
+    """A pair of per-example losses, functions of discriminator logits only.
+
+    Attributes:
+      name: the registry name.
+      discriminator: ``(real_logits [B], fake_logits [B]) -> [B]``; example
+        ``b`` pairs real image ``b`` with fake image ``b``, and the D loss is
+        the batch mean.
+      generator: ``fake_logits [B] -> [B]``.
+      gradient_penalty: weight ``λ`` of the WGAN-GP penalty the D step adds
+        (:func:`gradient_penalty`); 0 for the other losses.
+    """
+
+    name: str
+    discriminator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    generator: Callable[[torch.Tensor], torch.Tensor]
+    gradient_penalty: float = 0.0
+
+
+def bce_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    r"""The classifier's cross-entropy, shared by the minimax and non-saturating games.
+
+    .. math::
+
+        L_D = -\log \sigma(D(x)) - \log\big(1 - \sigma(D(G(z)))\big)
+            = \operatorname{softplus}(-D(x)) + \operatorname{softplus}(D(G(z))),
+
+    using :math:`-\log\sigma(t) = \operatorname{softplus}(-t)` and
+    :math:`-\log(1-\sigma(t)) = \operatorname{softplus}(t)`, which stay finite
+    for any logit (``log(sigmoid(t))`` underflows to ``-inf`` near ``t ≈ -104``).
+    At ``D ≡ 0`` it is ``2 log 2``.
+
+    Args:
+      real_logits: ``[B]`` ``D(x)``.
+      fake_logits: ``[B]`` ``D(G(z))``.
+
+    Returns:
+      ``[B]`` per-example losses.
+    """
+    return F.softplus(-real_logits) + F.softplus(fake_logits)
+
+
+def non_saturating_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    r"""``L_G = -log σ(D(G(z))) = softplus(-D(G(z)))``, ``[B] -> [B]``.
+
+    Its gradient in the logit is :math:`-(1 - \sigma(D(G(z))))`, close to
+    ``-1`` exactly when the discriminator rejects the fakes, so G learns
+    fastest when it is worst (unlike the minimax loss).
+    """
+    return F.softplus(-fake_logits)
+
+
+def minimax_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    r"""``L_G = log(1 - σ(D(G(z)))) = -softplus(D(G(z)))``, ``[B] -> [B]``.
+
+    The original zero-sum game: G minimises exactly what D maximises. Its
+    gradient in the logit, :math:`-\sigma(D(G(z)))`, vanishes when D confidently
+    rejects the fakes (early training), which is why it saturates. Kept for
+    reference and for experiments.
+    """
+    return -F.softplus(fake_logits)
+
+
+def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    r"""``L_D = relu(1 - D(x)) + relu(1 + D(G(z)))``, ``[B], [B] -> [B]``.
+
+    A margin loss: real logits above ``+1`` and fake logits below ``-1``
+    contribute nothing, so D stops pushing on examples it already separates.
+    """
+    return F.relu(1.0 - real_logits) + F.relu(1.0 + fake_logits)
+
+
+def critic_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    r"""``L_G = -D(G(z))``, ``[B] -> [B]`` (hinge and Wasserstein games)."""
+    return -fake_logits
+
+
+def wasserstein_critic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    r"""``L_D = D(G(z)) - D(x)``, ``[B], [B] -> [B]``: minus the Kantorovich–Rubinstein estimate.
+
+    Over 1-Lipschitz critics, :math:`\max_D \mathbb E[D(x)] - \mathbb E[D(G(z))]`
+    is the Wasserstein-1 distance; the Lipschitz constraint is imposed softly
+    by :func:`gradient_penalty`.
+    """
+    return fake_logits - real_logits
+
+
+def gradient_penalty(
+    discriminate: Callable[[TensorTree, torch.Tensor], torch.Tensor],
+    d_params: TensorTree,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    alpha: torch.Tensor,
+) -> torch.Tensor:
+    r"""The WGAN-GP penalty :math:`(\|\nabla_{\hat x} D(\hat x)\|_2 - 1)^2` per example.
+
+    :math:`\hat x = \alpha x + (1 - \alpha) G(z)` lies on the segment between a
+    real and a fake image; the optimal critic has unit gradient norm there
+    (Gulrajani et al., 2017). The input gradient is taken with
+    ``create_graph=True`` so the penalty itself can be differentiated with
+    respect to ``d_params``. Each output depends on its own input only, so
+    the gradient of the *sum* gives every per-example gradient at once.
+
+    Args:
+      discriminate: ``(params, x [B, C, H, W]) -> [B]``.
+      d_params: the discriminator's parameters.
+      real: ``[B, C, H, W]``.
+      fake: ``[B, C, H, W]`` (no graph to the generator needed).
+      alpha: ``[B, 1, 1, 1]`` weights in ``[0, 1]``, drawn outside (a key at the edge).
+
+    Returns:
+      ``[B]`` penalties.
+    """
+    x_hat = (alpha * real + (1.0 - alpha) * fake).detach().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(discriminate(d_params, x_hat).sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1.0) ** 2
+
+
+def non_saturating() -> AdversarialLoss:
+    """Cross-entropy D, ``-log σ(D(G(z)))`` G (the default; see ``docs/gan.md``)."""
+    return AdversarialLoss("non_saturating", bce_discriminator_loss, non_saturating_generator_loss)
+
+
+def minimax() -> AdversarialLoss:
+    """Cross-entropy D, ``log(1 - σ(D(G(z))))`` G: the original zero-sum game."""
+    return AdversarialLoss("minimax", bce_discriminator_loss, minimax_generator_loss)
+
+
+def hinge() -> AdversarialLoss:
+    """Hinge D, ``-D(G(z))`` G (as in SAGAN / BigGAN)."""
+    return AdversarialLoss("hinge", hinge_discriminator_loss, critic_generator_loss)
+
+
+def wgan_gp(weight: float = 10.0) -> AdversarialLoss:
+    """Wasserstein critic with a gradient penalty of weight ``weight`` (λ = 10 in the paper)."""
+    if not weight > 0:
+        raise ValueError(f"the gradient-penalty weight must be > 0, got {weight}")
+    return AdversarialLoss("wgan_gp", wasserstein_critic_loss, critic_generator_loss, float(weight))
+
+
+LOSSES: dict[str, Callable[..., AdversarialLoss]] = {
+    "non_saturating": non_saturating,
+    "hinge": hinge,
+    "minimax": minimax,
+    "wgan_gp": wgan_gp,
+}
+
+
+def get_loss(name: str, gp_weight: float = 10.0) -> AdversarialLoss:
+    """The adversarial loss called ``name``; ``gp_weight`` is used by ``wgan_gp`` only.
+
+    Raises:
+      ValueError: unknown name (the message lists the choices).
+    """
+    if name not in LOSSES:
+        raise ValueError(f"unknown GAN loss {name!r}; choose from: {', '.join(sorted(LOSSES))}")
+    return wgan_gp(gp_weight) if name == "wgan_gp" else LOSSES[name]()
+
+
+# --------------------------------------------------------------------------- objectives
+
+
+def discriminator_objective(
+    gan: GAN,
+    loss: AdversarialLoss,
+    d_params: TensorTree,
+    g_params: TensorTree,
+    real: torch.Tensor,
+    z: torch.Tensor,
+    alpha: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, Metrics]:
+    r"""The D step's loss, a function of the discriminator's parameters.
+
+    .. math::
+
+        L_D(\varphi) = \frac1B \sum_b \ell_D\big(D_\varphi(x_b), D_\varphi(G_\theta(z_b))\big)
+                      \;[+\; \lambda\,(\|\nabla D_\varphi(\hat x_b)\| - 1)^2].
+
+    ``G_θ(z)`` is computed without a graph: the D step does not differentiate
+    through the generator.
+
+    Args:
+      gan: the model definition.
+      loss: the adversarial loss.
+      d_params: the discriminator's parameters (differentiated).
+      g_params: the generator's parameters (held fixed).
+      real: ``[B, C, H, W]`` data in ``[-1, 1]``.
+      z: ``[B, d]`` latent noise.
+      alpha: ``[B, 1, 1, 1]`` interpolation weights, required when
+        ``loss.gradient_penalty > 0``.
+
+    Returns:
+      ``(loss, {"d_loss", "d_real", "d_fake"[, "gradient_penalty"]})``;
+      ``d_real``/``d_fake`` are the batch means of ``σ(D(x))``/``σ(D(G(z)))``.
+    """
+    with torch.no_grad():
+        fake = gan.generate(g_params, z)
+    real_logits = gan.discriminate(d_params, real)
+    fake_logits = gan.discriminate(d_params, fake)
+    d_loss = loss.discriminator(real_logits, fake_logits).mean()
+    metrics = {
+        "d_loss": d_loss.detach(),
+        "d_real": torch.sigmoid(real_logits).mean().detach(),
+        "d_fake": torch.sigmoid(fake_logits).mean().detach(),
+    }
+    total = d_loss
+    if loss.gradient_penalty > 0:
+        if alpha is None:
+            raise ValueError(f"the {loss.name} loss needs interpolation weights alpha")
+        penalty = gradient_penalty(gan.discriminate, d_params, real, fake, alpha).mean()
+        metrics["gradient_penalty"] = penalty.detach()
+        total = d_loss + loss.gradient_penalty * penalty
+    return total, metrics
+
+
+def generator_objective(
+    gan: GAN, loss: AdversarialLoss, g_params: TensorTree, d_params: TensorTree, z: torch.Tensor
+) -> tuple[torch.Tensor, Metrics]:
+    r"""The G step's loss, a function of the generator's parameters.
+
+    .. math:: L_G(\theta) = \frac1B \sum_b \ell_G\big(D_\varphi(G_\theta(z_b))\big),
+
+    differentiated through the (fixed) discriminator into the generator.
+
+    Returns:
+      ``(loss, {"g_loss"})``.
+    """
+    g_loss = loss.generator(gan.discriminate(d_params, gan.generate(g_params, z))).mean()
+    return g_loss, {"g_loss": g_loss.detach()}
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _update_player(
+    state: train.TrainState, player: str, grads: TensorTree, optimizer: optim.GradientTransformation
+) -> train.TrainState:
+    """Applies ``optimizer`` to one player's subtree; the other's entries are passed through as is."""
+    updates, opt_state = optimizer.update(grads, state.opt_state[player], state.params[player])
+    params = {**state.params, player: optim.apply_updates(state.params[player], updates)}
+    return state._replace(params=params, opt_state={**state.opt_state, player: opt_state})
+
+
+def discriminator_step(
+    gan: GAN,
+    loss: AdversarialLoss,
+    d_opt: optim.GradientTransformation,
+    state: train.TrainState,
+    real: torch.Tensor,
+    z: torch.Tensor,
+    alpha: Optional[torch.Tensor] = None,
+) -> tuple[train.TrainState, Metrics]:
+    """One optimizer step on the discriminator; the generator is untouched.
+
+    Pure: ``state`` is not modified; the returned state shares the
+    generator's parameter and optimizer-state subtrees (the same objects) and
+    keeps ``state.step`` (the composed step counts game iterations).
+
+    Args:
+      gan: the model definition.
+      loss: the adversarial loss.
+      d_opt: the discriminator's optimizer.
+      state: ``params``/``opt_state`` with keys ``"generator"``, ``"discriminator"``.
+      real: ``[B, C, H, W]`` data in ``[-1, 1]``.
+      z: ``[B, d]`` latent noise for the fakes.
+      alpha: ``[B, 1, 1, 1]`` interpolation weights (WGAN-GP only).
+
+    Returns:
+      ``(new_state, metrics)`` with the metrics of :func:`discriminator_objective`,
+      computed before the update.
+    """
+
+    def objective(d_params, g_params, real, z, alpha):
+        return discriminator_objective(gan, loss, d_params, g_params, real, z, alpha)
+
+    (_, metrics), grads = train.value_and_grad(objective)(
+        state.params["discriminator"], state.params["generator"], real, z, alpha
+    )
+    return _update_player(state, "discriminator", grads, d_opt), metrics
+
+
+def generator_step(
+    gan: GAN,
+    loss: AdversarialLoss,
+    g_opt: optim.GradientTransformation,
+    state: train.TrainState,
+    z: torch.Tensor,
+) -> tuple[train.TrainState, Metrics]:
+    """One optimizer step on the generator; the discriminator is untouched.
+
+    Pure, like :func:`discriminator_step`: the returned state shares the
+    discriminator's subtrees and keeps ``state.step``.
+
+    Args:
+      gan: the model definition.
+      loss: the adversarial loss.
+      g_opt: the generator's optimizer.
+      state: as for :func:`discriminator_step`.
+      z: ``[B, d]`` latent noise.
+
+    Returns:
+      ``(new_state, {"g_loss"})``, the loss before the update.
+    """
+
+    def objective(g_params, d_params, z):
+        return generator_objective(gan, loss, g_params, d_params, z)
+
+    (_, metrics), grads = train.value_and_grad(objective)(state.params["generator"], state.params["discriminator"], z)
+    return _update_player(state, "generator", grads, g_opt), metrics
+
+
+def make_gan_step(
+    gan: GAN,
+    loss: AdversarialLoss,
+    g_opt: optim.GradientTransformation,
+    d_opt: optim.GradientTransformation,
+    d_steps_per_g_step: int = 1,
+) -> train.StepFn:
+    """Builds ``step(state, batch, key) -> (state, metrics)``: D step(s), then a G step.
+
+    The key is split into ``d_steps_per_g_step + 1`` keys, one per player
+    step; each D step draws its own latents (and WGAN-GP weights) and reuses
+    the same real batch, the G step draws fresh latents of the batch's size.
+    ``state.step`` grows by one per call.
+
+    Args:
+      gan: the model definition.
+      loss: the adversarial loss.
+      g_opt: the generator's optimizer.
+      d_opt: the discriminator's optimizer.
+      d_steps_per_g_step: D steps before each G step (e.g. 5 for WGAN-GP).
+
+    Returns:
+      The step function. Its metrics (detached scalars) are ``d_loss``,
+      ``d_real``, ``d_fake`` (from the last D step, before its update, so
+      ``d_fake`` is measured before the G step), ``g_loss``, and ``loss =
+      d_loss + g_loss`` for the runner's NaN guard (plus ``gradient_penalty``
+      for WGAN-GP).
+    """
+    if d_steps_per_g_step < 1:
+        raise ValueError(f"d_steps_per_g_step must be >= 1, got {d_steps_per_g_step}")
+
+    def step(state: train.TrainState, batch: torch.Tensor, key: random.Key) -> tuple[train.TrainState, Metrics]:
+        n = batch.shape[0]
+        *d_keys, g_key = random.split(key, d_steps_per_g_step + 1)
+        for d_key in d_keys:
+            k_z, k_alpha = random.split(d_key)
+            alpha = interpolation_weights(k_alpha, n) if loss.gradient_penalty > 0 else None
+            state, d_metrics = discriminator_step(gan, loss, d_opt, state, batch, latent_noise(gan, k_z, n), alpha)
+        state, g_metrics = generator_step(gan, loss, g_opt, state, latent_noise(gan, g_key, n))
+        metrics = {"loss": d_metrics["d_loss"] + g_metrics["g_loss"], **d_metrics, **g_metrics}
+        return state._replace(step=state.step + 1), metrics
+
+    return step
+
+
+# --------------------------------------------------------------------------- evaluation and monitoring
+
+
+def evaluate(gan: GAN, loss: AdversarialLoss, params: TensorTree, real: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-example game values on held-out data (no gradient penalty: it needs a graph).
+
+    Args:
+      real: ``[B, C, H, W]`` data in ``[-1, 1]``.
+      z: ``[B, d]`` fixed latent noise.
+
+    Returns:
+      ``{"d_loss", "g_loss", "d_real", "d_fake"}``, each ``[B]``; ``d_real``
+      and ``d_fake`` are ``σ(D(x))`` and ``σ(D(G(z)))``.
+    """
+    real_logits = gan.discriminate(params["discriminator"], real)
+    fake_logits = gan.discriminate(params["discriminator"], gan.generate(params["generator"], z))
+    return {
+        "d_loss": loss.discriminator(real_logits, fake_logits),
+        "g_loss": loss.generator(fake_logits),
+        "d_real": torch.sigmoid(real_logits),
+        "d_fake": torch.sigmoid(fake_logits),
+    }
+
+
+def discriminator_won_monitor(threshold: float = 1e-3, patience: int = 200) -> Callable[[], Callable[[dict, int], Optional[str]]]:
+    """A monitor factory: warns when the discriminator has won outright.
+
+    When D rejects every fake with certainty (``d_fake < threshold``) for
+    ``patience`` consecutive steps, the generator's gradients have (for the
+    minimax loss) vanished or (otherwise) stopped carrying useful signal,
+    and training rarely recovers.
+
+    Returns:
+      ``factory() -> watch``; ``watch(metrics, step)`` returns a message
+      naming the step where the streak started once it is ``patience`` steps
+      long (and on every later step of the same streak), else ``None``.
+    """
+    if patience < 1:
+        raise ValueError(f"patience must be >= 1, got {patience}")
+
+    def factory():
+        streak = {"start": None, "length": 0}
+
+        def watch(metrics: dict, step: int) -> Optional[str]:
+            if float(metrics["d_fake"]) < threshold:
+                if streak["length"] == 0:
+                    streak["start"] = step
+                streak["length"] += 1
+            else:
+                streak["start"], streak["length"] = None, 0
+            if streak["length"] >= patience:
+                # The same text for the whole streak: the runner records each distinct message once per epoch.
+                return f"the discriminator has won: D(G(z)) < {threshold:g} on every step since step {streak['start']}"
+            return None
+
+        return watch
+
+    return factory
