@@ -18,6 +18,7 @@ PROFILES: dict[str, dict] = {
         "val_limit": 256,
         "test_limit": 256,
         "sample_every": 1,
+        "nll_samples": 10,
     },
     "default": {
         "epochs": 40,
@@ -29,6 +30,7 @@ PROFILES: dict[str, dict] = {
         "val_limit": None,
         "test_limit": None,
         "sample_every": 5,
+        "nll_samples": 100,
     },
     "full": {
         "epochs": 200,
@@ -40,6 +42,7 @@ PROFILES: dict[str, dict] = {
         "val_limit": None,
         "test_limit": None,
         "sample_every": 10,
+        "nll_samples": 1000,
     },
 }
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from fgm import data as fdata
 from fgm import bijectors, distributions, optim, random, train
+from fgm.metrics import nll as nll_lib
 from fgm.models import networks, vae as vae_lib
 
 
@@ -46,6 +47,9 @@ class Recipe(NamedTuple):
         dynamic binarisation for MNIST).
       eval_input: ``uint8 images -> model input`` for validation/test; default
         ``fgm.data.to_eval_input``.
+      log_likelihood: ``(params, x, key, K) -> [B]`` estimate of ``log p(x)``
+        (the IWAE bound for VAEs), reported as the test NLL; ``None`` for
+        models without a likelihood (GANs).
     """
 
     init: Callable[[random.Key], train.TrainState]
@@ -58,6 +62,7 @@ class Recipe(NamedTuple):
     monitor: Optional[Callable[[], Callable[[dict, int], Optional[str]]]] = None
     train_input: Optional[Callable[[torch.Tensor, random.Key], torch.Tensor]] = None
     eval_input: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    log_likelihood: Optional[Callable[[Any, torch.Tensor, random.Key, int], torch.Tensor]] = None
 
 
 class ModelEntry(NamedTuple):
@@ -143,6 +148,7 @@ def vae_recipe(vae: vae_lib.VAE, config: dict) -> Recipe:
         noise=lambda key, n: random.normal(key, (n, vae.latent_dim)),
         networks={"encoder": (vae.encoder, (1, c, h, w)), "decoder": (vae.decoder, (1, vae.latent_dim))},
         objective="neg_elbo",
+        log_likelihood=lambda params, x, key, k: nll_lib.iwae_log_likelihood(vae, params, x, key, k, chunk_size=min(k, 100)),
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,8 @@ from fgm import data as fdata
 from fgm import nn as fnn
 
 # Config keys that may differ between a run and its resumption.
-_RESUMABLE_CHANGES = {"data_dir", "out"}
+# (evaluation-only settings: changing them cannot change the trained state)
+_RESUMABLE_CHANGES = {"data_dir", "out", "nll_samples", "test_limit"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-limit", type=int, help="use only the first N training images (quick checks)")
     parser.add_argument("--val-limit", type=int, help="use only the first N validation images")
     parser.add_argument("--test-limit", type=int, help="use only the first N test images")
+    parser.add_argument("--nll-samples", type=int, help="importance samples K for the test NLL (0 skips it)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a model setting, e.g. --set flow_layers=6 (value parsed as JSON)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -61,7 +64,7 @@ def resolve_config(args: argparse.Namespace) -> dict:
     config = {"model": args.model, "dataset": args.dataset, "profile": args.profile, "seed": args.seed}
     config.update(profiles.resolve(args.model, args.dataset, args.profile))
     config.update(entry.defaults)
-    for flag in ("epochs", "batch_size", "lr", "sample_every", "train_limit", "val_limit", "test_limit"):
+    for flag in ("epochs", "batch_size", "lr", "sample_every", "train_limit", "val_limit", "test_limit", "nll_samples"):
         value = getattr(args, flag)
         if value is not None:
             config[flag] = value
@@ -175,6 +178,14 @@ def _main(args: argparse.Namespace) -> int:
 
     test_key = random.fold_in(random.key(config["seed"]), 2)
     test = trainer.evaluate(recipe, state.params, test_inputs, test_key)
+    if recipe.log_likelihood is not None and config.get("nll_samples"):
+        k = config["nll_samples"]
+        log_px = trainer.log_likelihood(recipe, state.params, test_inputs, random.fold_in(test_key, 1), k,
+                                        progress=not args.no_progress)
+        test["nll"] = -log_px
+        if spec.likelihood == "discretized_logistic":
+            test["nll_bits_per_dim"] = -log_px / (math.prod(spec.shape) * math.log(2.0))
+        print(f"test NLL (IWAE, K={k}, {test_inputs.shape[0]} images): {test['nll']:.3f} nats")
     records = plots.read_metrics(out / trainer.METRICS)
     results = {
         "model": args.model,
@@ -182,6 +193,7 @@ def _main(args: argparse.Namespace) -> int:
         "epochs": config["epochs"],
         "steps": state.step,
         "num_test": int(test_inputs.shape[0]),
+        "nll_samples": config.get("nll_samples") if "nll" in test else None,
         **{f"test_{k}": v for k, v in test.items()},
         "final_val": {k: v for k, v in records[-1].items() if k.startswith("val_")} if records else {},
         "train_seconds_total": round(sum(r.get("epoch_seconds", 0.0) for r in records), 1),

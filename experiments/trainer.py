@@ -49,6 +49,20 @@ def evaluate(
     return {name: total / n for name, total in totals.items()}
 
 
+def log_likelihood(
+    recipe: Recipe, params, inputs: torch.Tensor, key: random.Key, num_samples: int,
+    batch_size: int = 100, progress: bool = True,
+) -> float:
+    """Mean ``recipe.log_likelihood`` over a split (nats per image), with a progress bar."""
+    total = 0.0
+    n = inputs.shape[0]
+    starts = range(0, n, batch_size)
+    for i, start in enumerate(tqdm(starts, disable=not progress, desc=f"test NLL (K={num_samples})", unit="batch")):
+        values = recipe.log_likelihood(params, inputs[start : start + batch_size], random.fold_in(key, i), num_samples)
+        total += float(values.double().sum())
+    return total / n
+
+
 def train_run(
     recipe: Recipe,
     config: dict,
