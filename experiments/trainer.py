@@ -148,7 +148,7 @@ def train_run(
             checkpoint.save(out / CHECKPOINT, state, {"epoch": epoch, "config": config, "history": history})
             with open(out / METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            plots.plot_curves(plots.read_metrics(out / METRICS), out / "curves.png", title=out.name)
+            plots.plot_curves(history, out / "curves.png", title=out.name)
             val_obj = record.get(f"val_{recipe.objective}")
             log_line = f"epoch {epoch}/{epochs}  train {recipe.objective} {record.get('train_' + recipe.objective, float('nan')):.3f}"
             if val_obj is not None:

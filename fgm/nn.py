@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from fgm import random
-from fgm.tree import TensorTree
+from fgm.tree import TensorTree, tree_size
 
 Initializer = Callable[[random.Key, str, torch.Tensor], torch.Tensor]
 
@@ -112,8 +112,6 @@ def _fan_in(named: dict[str, nn.Parameter], name: str) -> int:
 
 def count_params(params: TensorTree) -> int:
     """The number of scalars in a parameter tree."""
-    from fgm.tree import tree_size
-
     return tree_size(params)
 
 
