@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-limit", type=int, help="use only the first N test images")
     parser.add_argument("--nll-samples", type=int, help="importance samples K for the test NLL (0 skips it)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a model setting, e.g. --set flow_layers=6 (value parsed as JSON)")
+                        help="override a model setting, e.g. --set flow_layers=6 (JSON value; a bare word is a string)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser.parse_args(argv)
 
@@ -77,7 +77,7 @@ def resolve_config(args: argparse.Namespace) -> dict:
         try:
             config[name] = json.loads(raw)
         except json.JSONDecodeError:
-            raise ValueError(f"--set {item!r}: the value is not valid JSON") from None
+            config[name] = raw  # a bare word, e.g. --set loss=hinge, is a string
     if config["epochs"] < 1 or config["batch_size"] < 1:
         raise ValueError("--epochs and --batch-size must be positive")
     return config

@@ -328,7 +328,7 @@ def test_cli_smoke_run(tmp_path, mnist_root, capsys):
 def test_cli_selects_the_loss_with_set(tmp_path, mnist_root, capsys):
     out = tmp_path / "hinge"
     args = ["gan", "mnist", *SMOKE, "--epochs", "1", "--data-dir", str(mnist_root)]
-    assert run.main([*args, "--out", str(out), "--set", 'loss="hinge"']) == 0
+    assert run.main([*args, "--out", str(out), "--set", "loss=hinge"]) == 0  # a bare word is a string
     assert json.loads((out / "config.json").read_text())["loss"] == "hinge"
     assert run.main([*args, "--out", str(tmp_path / "bad"), "--set", 'loss="nope"']) == 2
     assert "non_saturating" in capsys.readouterr().err
