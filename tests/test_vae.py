@@ -158,3 +158,21 @@ def test_generate_and_reconstruct_shapes(key):
         imgs = V.generate(vae, params, random.normal(key, (6, LATENT)))
         assert imgs.shape == (6, *shape) and imgs.min() >= 0 and imgs.max() <= 1
         assert V.reconstruct(vae, params, imgs * 2 - 1).shape == (6, *shape)
+
+
+@pytest.mark.parametrize("model", ["vae_std", "vae_flow", "gan"])
+def test_train_steps_leave_the_global_rng_alone(model, key):
+    from experiments import registry
+    from fgm import data as fdata
+
+    entry = registry.get_model(model)
+    config = {**entry.defaults, "lr": 1e-3, "total_steps": 10}
+    recipe = entry.build(fdata.get_spec("mnist"), config)
+    state = recipe.init(key)
+    x = random.uniform(key, (4, 1, 28, 28))
+    torch.manual_seed(1234)
+    before = torch.get_rng_state().clone()
+    state, metrics = recipe.step(state, (x > 0.5).float(), train.step_key(state))
+    state, metrics = recipe.step(state, (x > 0.5).float(), train.step_key(state))
+    assert torch.equal(before, torch.get_rng_state())
+    assert torch.isfinite(metrics["loss"])
