@@ -10,7 +10,8 @@ Modules (each usable on its own):
 * ``fgm.distributions``: log-densities and KL divergences.
 * ``fgm.bijectors``: bijectors, RealNVP.
 * ``fgm.models``: the VAE (``fgm.models.vae``) and its architectures.
-* ``fgm.metrics``: the IWAE negative log-likelihood (``fgm.metrics.nll``).
+* ``fgm.metrics``: the IWAE negative log-likelihood (``fgm.metrics.nll``) and the
+  Fréchet distance with streaming feature statistics (``fgm.metrics.frechet``).
 * ``fgm.data``: MNIST / SVHN loading, splits, batching, binarisation.
 * ``fgm.checkpoint``: atomic, verified checkpoints.
 """

@@ -1,0 +1,81 @@
+"""Fréchet distance against closed forms and scipy; streaming statistics against numpy."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from hypothesis import given, settings, strategies as st
+
+from fgm import random
+from fgm.metrics import frechet as F
+
+
+def random_spd(key, dim, condition=10.0):
+    q, _ = torch.linalg.qr(random.normal(key, (dim, dim), dtype=torch.float64))
+    eig = torch.logspace(0, np.log10(condition), dim, dtype=torch.float64)
+    return (q * eig) @ q.T
+
+
+def test_streaming_statistics_match_numpy(key):
+    x = random.normal(key, (1000, 6), dtype=torch.float64) * torch.arange(1.0, 7.0, dtype=torch.float64) + 3
+    stats = F.init_stats(6)
+    for chunk in x.split(137):  # uneven batches
+        stats = F.update_stats(stats, chunk)
+    mean, cov = F.mean_and_covariance(stats)
+    assert int(stats.count) == 1000
+    np.testing.assert_allclose(mean.numpy(), x.mean(0).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(cov.numpy(), np.cov(x.numpy(), rowvar=False), rtol=1e-9, atol=1e-12)
+
+
+def test_update_is_pure(key):
+    stats = F.update_stats(F.init_stats(3), random.normal(key, (5, 3)))
+    before = [t.clone() for t in stats]
+    F.update_stats(stats, random.normal(key, (4, 3)))
+    assert all(torch.equal(a, b) for a, b in zip(before, stats))
+
+
+def test_distance_of_a_set_with_itself_is_zero(key):
+    x = random.normal(key, (500, 8), dtype=torch.float64)
+    stats = F.update_stats(F.init_stats(8), x)
+    assert abs(F.frechet_distance_from_stats(stats, stats)) < 1e-9
+
+
+@given(st.integers(0, 2**32), st.integers(1, 6))
+@settings(max_examples=25, deadline=None)
+def test_closed_form_for_diagonal_gaussians(seed, dim):
+    """For diagonal covariances d² = ‖μ₁-μ₂‖² + Σ (σ₁ - σ₂)²."""
+    k1, k2, k3, k4 = random.split(random.key(seed), 4)
+    m1, m2 = random.normal(k1, (dim,), dtype=torch.float64), random.normal(k2, (dim,), dtype=torch.float64)
+    s1 = random.uniform(k3, (dim,), dtype=torch.float64) + 0.1
+    s2 = random.uniform(k4, (dim,), dtype=torch.float64) + 0.1
+    expected = (m1 - m2).square().sum() + (s1 - s2).square().sum()
+    got = F.frechet_distance(m1, torch.diag(s1**2), m2, torch.diag(s2**2))
+    assert abs(got - expected.item()) < 1e-9 * max(1.0, expected.item())
+
+
+@pytest.mark.parametrize("dim", [4, 32, 128])
+def test_agrees_with_scipy_sqrtm_on_well_conditioned_cases(dim):
+    k = random.key(dim)
+    c1, c2 = random_spd(random.fold_in(k, 1), dim), random_spd(random.fold_in(k, 2), dim)
+    m1, m2 = random.normal(random.fold_in(k, 3), (dim,), dtype=torch.float64), torch.zeros(dim, dtype=torch.float64)
+    covmean = scipy.linalg.sqrtm(c1.numpy() @ c2.numpy())
+    ref = float(((m1 - m2) ** 2).sum()) + np.trace(c1.numpy()) + np.trace(c2.numpy()) - 2 * np.trace(covmean).real
+    got = F.frechet_distance(m1, c1, m2, c2)
+    assert abs(got - ref) <= 1e-6 * abs(ref)
+
+
+def test_fewer_samples_than_dimensions_warns_and_stays_finite(key):
+    a = F.update_stats(F.init_stats(64), random.normal(key, (20, 64)))
+    b = F.update_stats(F.init_stats(64), random.normal(random.fold_in(key, 1), (20, 64)) + 0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = F.frechet_distance_from_stats(a, b)
+    assert np.isfinite(value) and value > 0
+    assert any("20 feature vectors for 64 dimensions" in str(w.message) for w in caught)
+
+
+def test_covariance_needs_two_vectors():
+    with pytest.raises(ValueError, match="at least 2"):
+        F.mean_and_covariance(F.update_stats(F.init_stats(3), torch.zeros(1, 3)))
