@@ -8,6 +8,11 @@ The runner only talks to recipes, so nothing else needs editing::
     def my_vae(spec, config):
         ...
         return Recipe(...)
+
+Adding a dataset is one :func:`fgm.data.register_dataset` call. The models
+registered here pick their networks from the dataset's spec, not its name:
+MLPs for binarised (``"bernoulli"``) data of any shape, ConvNets for 32×32
+images of 256 levels, a ``ValueError`` naming the shape otherwise.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import torch
 from torch import nn
 
+from experiments import analysis
 from fgm import data as fdata
 from fgm import bijectors, distributions, optim, random, train
 from fgm.metrics import nll as nll_lib
@@ -50,6 +56,20 @@ class Recipe(NamedTuple):
       log_likelihood: ``(params, x, key, K) -> [B]`` estimate of ``log p(x)``
         (the IWAE bound for VAEs), reported as the test NLL; ``None`` for
         models without a likelihood (GANs).
+      interpolate: ``(params, noise_a [P, ...], noise_b, images_a [P, C, H, W]
+        | None, images_b, weights [W]) -> {kind: experiments.analysis.Strip}``:
+        images along paths between two latent points (noise as from
+        :attr:`noise`; images in model-input form, for models with an
+        encoder); see :mod:`experiments.analysis`. ``None``: no interpolations.
+      make_update: ``(backend=..., donate=...) -> update``, the step's pure
+        tensor core ``update(params, opt_state, *inputs) -> (params,
+        opt_state, metrics)`` (keywords as :func:`fgm.train.make_update`);
+        with :attr:`make_inputs` it is the same step as :attr:`step`. Built
+        with ``backend="func"`` it composes with ``vmap``, which is how
+        ``--seeds`` trains several members at once (``experiments.ensemble``).
+        ``None``: the model cannot be trained as an ensemble.
+      make_inputs: ``(model input batch, key) -> inputs`` of :attr:`make_update`'s
+        update: the step's noise, drawn from the step's key.
     """
 
     init: Callable[[random.Key], train.TrainState]
@@ -63,6 +83,9 @@ class Recipe(NamedTuple):
     train_input: Optional[Callable[[torch.Tensor, random.Key], torch.Tensor]] = None
     eval_input: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
     log_likelihood: Optional[Callable[[Any, torch.Tensor, random.Key, int], torch.Tensor]] = None
+    interpolate: Optional[Callable[..., dict]] = None
+    make_update: Optional[Callable[..., train.UpdateFn]] = None
+    make_inputs: Optional[train.InputsFn] = None
 
 
 class ModelEntry(NamedTuple):
@@ -104,17 +127,48 @@ def make_optimizer(config: dict, total_steps: int) -> optim.GradientTransformati
     return optim.adam(lr)
 
 
-def build_vae(spec: fdata.DatasetSpec, config: dict, prior: vae_lib.Prior | None = None) -> vae_lib.VAE:
-    """The dataset's encoder/decoder pair with the dataset's likelihood."""
-    d = config["latent_dim"]
+def _architecture(spec: fdata.DatasetSpec, model: str) -> str:
+    """The built-in network family for a dataset: ``"mlp"`` or ``"conv"``.
+
+    Binarised data (``"bernoulli"``, e.g. MNIST) of any shape gets MLPs over
+    the ``C·H·W`` pixels; 32×32 images of 256 levels (SVHN) get the strided
+    ConvNets. Anything else is refused: register a model of your own for it.
+    """
+    c, h, w = spec.shape
     if spec.likelihood == "bernoulli":
+        return "mlp"
+    if (h, w) == (32, 32):
+        return "conv"
+    raise ValueError(
+        f"{model}: no built-in architecture for dataset {spec.name!r} of shape {tuple(spec.shape)} "
+        f"with the {spec.likelihood!r} likelihood; the built-in networks are MLPs for 'bernoulli' data "
+        "of any shape and ConvNets for 32×32 images. Register a model of your own for other data "
+        "(experiments.registry.register_model)"
+    )
+
+
+def build_vae(spec: fdata.DatasetSpec, config: dict, prior: vae_lib.Prior | None = None) -> vae_lib.VAE:
+    """The dataset's encoder/decoder pair with the dataset's likelihood.
+
+    MLPs of widths ``hidden`` for binarised data of any shape (MNIST);
+    ConvNets of ``width`` for 32×32 images of 256 levels (SVHN).
+
+    Raises:
+      ValueError: no built-in architecture fits the dataset (the message names its shape).
+    """
+    d = config["latent_dim"]
+    c = spec.shape[0]
+    if _architecture(spec, "vae") == "mlp":
         likelihood = vae_lib.bernoulli_likelihood()
-        enc = functools.partial(networks.mnist_mlp_encoder, d, tuple(config["hidden"]))
-        dec = functools.partial(networks.mnist_mlp_decoder, d, tuple(reversed(config["hidden"])))
+        enc = functools.partial(networks.mnist_mlp_encoder, d, tuple(config["hidden"]), image_shape=spec.shape)
+        dec = functools.partial(
+            networks.mnist_mlp_decoder, d, tuple(reversed(config["hidden"])), likelihood.out_channels * c,
+            image_shape=spec.shape,
+        )
     else:
         likelihood = vae_lib.discretized_logistic_likelihood()
-        enc = functools.partial(networks.svhn_conv_encoder, d, config["width"])
-        dec = functools.partial(networks.svhn_conv_decoder, d, config["width"], 2 * spec.shape[0])
+        enc = functools.partial(networks.svhn_conv_encoder, d, config["width"], in_channels=c)
+        dec = functools.partial(networks.svhn_conv_decoder, d, config["width"], likelihood.out_channels * c)
     return vae_lib.make_vae(enc, dec, likelihood, d, spec.shape, prior=prior)
 
 
@@ -122,11 +176,8 @@ def vae_recipe(vae: vae_lib.VAE, config: dict) -> Recipe:
     """Train/eval/generate functions for any :class:`fgm.models.vae.VAE`."""
     optimizer = make_optimizer(config, config["total_steps"])
     loss_fn = functools.partial(vae_lib.loss, vae)
-    step = train.make_step(
-        loss_fn,
-        optimizer,
-        make_inputs=lambda x, key: (x, vae_lib.latent_noise(vae, key, x.shape[0])),
-    )
+    make_inputs = lambda x, key: (x, vae_lib.latent_noise(vae, key, x.shape[0]))  # noqa: E731
+    step = train.make_step(loss_fn, optimizer, make_inputs=make_inputs)
 
     def init(key):
         return train.init_state(vae_lib.init(vae, key), optimizer, key)
@@ -149,6 +200,9 @@ def vae_recipe(vae: vae_lib.VAE, config: dict) -> Recipe:
         networks={"encoder": (vae.encoder, (1, c, h, w)), "decoder": (vae.decoder, (1, vae.latent_dim))},
         objective="neg_elbo",
         log_likelihood=lambda params, x, key, k: nll_lib.iwae_log_likelihood(vae, params, x, key, k, chunk_size=min(k, 100)),
+        interpolate=functools.partial(analysis.vae_interpolations, vae),
+        make_update=functools.partial(train.make_update, loss_fn, optimizer),
+        make_inputs=make_inputs,
     )
 
 
@@ -165,7 +219,9 @@ def vae_std(spec: fdata.DatasetSpec, config: dict) -> Recipe:
 def vae_flow(spec: fdata.DatasetSpec, config: dict) -> Recipe:
     """The same encoder/decoder as ``vae_std`` with a RealNVP prior (Monte-Carlo KL)."""
     flow = bijectors.realnvp(config["latent_dim"], config["flow_layers"], tuple(config["flow_hidden"]))
-    return vae_recipe(build_vae(spec, config, prior=vae_lib.flow_prior(flow)), config)
+    vae = build_vae(spec, config, prior=vae_lib.flow_prior(flow))
+    # interpolations in both spaces: the flow's base space u and its latent space z = f(u)
+    return vae_recipe(vae, config)._replace(interpolate=functools.partial(analysis.vae_interpolations, vae, flow=flow))
 
 
 # --------------------------------------------------------------------------- GAN
@@ -176,20 +232,20 @@ from fgm.models import gan as gan_lib  # noqa: E402
 def build_gan(spec: fdata.DatasetSpec, config: dict) -> gan_lib.GAN:
     """The dataset's generator/discriminator pair (templates only).
 
-    MNIST gets MLPs (``g_hidden``, ``d_hidden``): dense layers are the cheapest
-    FLOPs on a CPU. 32×32 images (SVHN) get DCGAN-style convnets of ``width``
-    that mirror the SVHN VAE's encoder and decoder.
+    The same choice as :func:`build_vae`: binarised datasets of any shape
+    (MNIST) get MLPs (``g_hidden``, ``d_hidden``), dense layers being the
+    cheapest FLOPs on a CPU; 32×32 images of 256 levels (SVHN) get
+    DCGAN-style convnets of ``width`` that mirror the SVHN VAE's encoder and
+    decoder. Other datasets raise a ValueError naming the shape.
     """
     d = config["latent_dim"]
-    c, h, w = spec.shape
-    if spec.name == "mnist":
+    c = spec.shape[0]
+    if _architecture(spec, "gan") == "mlp":
         build_g = functools.partial(gan_lib.mlp_generator, d, spec.shape, tuple(config["g_hidden"]))
         build_d = functools.partial(gan_lib.mlp_discriminator, spec.shape, tuple(config["d_hidden"]))
-    elif (h, w) == (32, 32):
+    else:
         build_g = functools.partial(gan_lib.dcgan_generator, d, c, config["width"])
         build_d = functools.partial(gan_lib.dcgan_discriminator, c, config["width"])
-    else:
-        raise ValueError(f"gan: no architecture for {spec.name} images of shape {spec.shape}")
     return gan_lib.make_gan(build_g, build_d, d, spec.shape)
 
 
@@ -255,4 +311,7 @@ def gan(spec: fdata.DatasetSpec, config: dict) -> Recipe:
         # Pixels in [-1, 1], not binarised: the generator's tanh covers that range.
         train_input=lambda images, key: gan_lib.scale_pixels(images),
         eval_input=gan_lib.scale_pixels,
+        interpolate=functools.partial(analysis.gan_interpolations, model),
+        make_update=functools.partial(gan_lib.make_gan_update, model, loss, g_opt, d_opt),
+        make_inputs=gan_lib.gan_inputs(model, loss, config["d_steps"]),
     )

@@ -3,6 +3,9 @@
     python -m experiments.run vae_std mnist                  # default profile
     python -m experiments.run vae_std mnist --profile smoke  # seconds, data subsets
     python -m experiments.run vae_std mnist --resume         # continue an interrupted run
+    python -m experiments.run vae_std mnist --seeds 4        # seeds 0-3 at once (vmap), mean ± std
+    python -m experiments.run all                            # every model on every dataset with data
+    python -m experiments.run my_vae mnist --import my_models  # a model registered in your own module
 
 Outputs go to ``runs/<model>-<dataset>-s<seed>/``: ``config.json`` (the
 resolved config), ``metrics.jsonl`` (one line per epoch), ``curves.png``,
@@ -15,6 +18,7 @@ Exit codes: 0 done, 2 bad input (names, data, checkpoint), 3 non-finite loss.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import sys
@@ -23,15 +27,17 @@ from pathlib import Path
 
 import torch
 
-from experiments import plots, profiles, trainer
+from experiments import evaluation, plots, profiles, trainer
 from experiments.registry import MODELS, get_model
 from fgm import checkpoint, random
 from fgm import data as fdata
 from fgm import nn as fnn
+from fgm.metrics import inception
 
 # Config keys that may differ between a run and its resumption.
 # (evaluation-only settings: changing them cannot change the trained state)
-_RESUMABLE_CHANGES = {"data_dir", "out", "nll_samples", "test_limit"}
+_RESUMABLE_CHANGES = {"data_dir", "out", "nll_samples", "test_limit", "fid_samples", "fid_reference_count",
+                      "fid_every", "fid_val_samples"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, metavar="N",
+                        help="train N seeds (--seed, --seed + 1, ...) at once with vmap and report mean ± std "
+                             "(runs/<model>-<dataset>-s<seed>xN; see experiments/ensemble.py)")
     parser.add_argument("--data-dir", help="dataset root (default: $FGM_DATA_DIR, else ./data)")
     parser.add_argument("--out", help="run directory (default: runs/<model>-<dataset>-s<seed>)")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
@@ -51,10 +60,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-limit", type=int, help="use only the first N validation images")
     parser.add_argument("--test-limit", type=int, help="use only the first N test images")
     parser.add_argument("--nll-samples", type=int, help="importance samples K for the test NLL (0 skips it)")
+    parser.add_argument("--fid-samples", type=int, help="generated images for the test FID (0 skips it)")
+    parser.add_argument("--fid-reference-count", type=int, help="real test images the FID compares against")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a model setting, e.g. --set flow_layers=6 (JSON value; a bare word is a string)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (it may register models/datasets), e.g. --import my_models")
     return parser.parse_args(argv)
+
+
+def import_plugins(argv: list[str]) -> None:
+    """Imports the ``--import MODULE`` modules of ``argv`` so their registrations exist before parsing."""
+    names = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--import"]
+    names += [arg.partition("=")[2] for arg in argv if arg.startswith("--import=")]
+    for name in names:
+        if name:
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:
+                raise ValueError(f"--import {name}: {exc}") from exc
 
 
 def resolve_config(args: argparse.Namespace) -> dict:
@@ -64,7 +89,8 @@ def resolve_config(args: argparse.Namespace) -> dict:
     config = {"model": args.model, "dataset": args.dataset, "profile": args.profile, "seed": args.seed}
     config.update(profiles.resolve(args.model, args.dataset, args.profile))
     config.update(entry.defaults)
-    for flag in ("epochs", "batch_size", "lr", "sample_every", "train_limit", "val_limit", "test_limit", "nll_samples"):
+    for flag in ("epochs", "batch_size", "lr", "sample_every", "train_limit", "val_limit", "test_limit", "nll_samples",
+                 "fid_samples", "fid_reference_count"):
         value = getattr(args, flag)
         if value is not None:
             config[flag] = value
@@ -112,15 +138,25 @@ def parameter_table(recipe, params) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "all":  # every (model, dataset) pair with data: experiments/sweep.py
+        from experiments import sweep
+
+        return sweep.main(argv[1:])
     try:
+        import_plugins(argv)
+        args = parse_args(argv)
         return _main(args)
-    except (ValueError, fdata.DataError, checkpoint.CheckpointError) as exc:
+    except (ValueError, fdata.DataError, checkpoint.CheckpointError, inception.InceptionWeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.seeds is not None:  # N seeds in one process: experiments/ensemble.py
+        from experiments import ensemble
+
+        return ensemble.main(args)
     config = resolve_config(args)
     spec = fdata.get_spec(args.dataset)
     out = Path(args.out or f"runs/{args.model}-{args.dataset}-s{args.seed}")
@@ -157,6 +193,8 @@ def _main(args: argparse.Namespace) -> int:
         history = meta.get("history", [])
         trainer.restore_metrics(out, history)
         print(f"resuming {out} from epoch {start_epoch} (step {state.step})")
+    if config.get("fid_samples") or config.get("fid_every"):
+        inception.make_feature_extractor()  # fail before training, not after, if the weights are missing
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
@@ -169,6 +207,7 @@ def _main(args: argparse.Namespace) -> int:
         state = trainer.train_run(
             recipe, config, args.dataset, train_images, val_inputs, out, state, start_epoch,
             history=history, progress=not args.no_progress,
+            fid_reference=_limit(images["val"], config.get("fid_val_samples")) if config.get("fid_every") else None,
         )
     except trainer.NonFiniteLossError as exc:
         kept = f"the checkpoint of epoch {exc.epoch - 1} in {ckpt_path}" if exc.epoch > 1 else "no checkpoint (it failed in the first epoch)"
@@ -186,6 +225,14 @@ def _main(args: argparse.Namespace) -> int:
         if spec.likelihood == "discretized_logistic":
             test["nll_bits_per_dim"] = -log_px / (math.prod(spec.shape) * math.log(2.0))
         print(f"test NLL (IWAE, K={k}, {test_inputs.shape[0]} images): {test['nll']:.3f} nats")
+    fid_results = {}
+    if config.get("fid_samples"):
+        reference = _limit(images["test"], config.get("fid_reference_count"))
+        report = evaluation.model_fid(recipe, state.params, random.fold_in(test_key, 2), config["fid_samples"],
+                                      args.dataset, "test", reference, progress=not args.no_progress)
+        fid_results = report.as_results("test")
+        print(f"test FID: {report.value:.2f} ({report.num_generated} samples vs {report.reference}, "
+              f"{report.weights} Inception weights)")
     records = plots.read_metrics(out / trainer.METRICS)
     results = {
         "model": args.model,
@@ -195,6 +242,7 @@ def _main(args: argparse.Namespace) -> int:
         "num_test": int(test_inputs.shape[0]),
         "nll_samples": config.get("nll_samples") if "nll" in test else None,
         **{f"test_{k}": v for k, v in test.items()},
+        **fid_results,
         "final_val": {k: v for k, v in records[-1].items() if k.startswith("val_")} if records else {},
         "train_seconds_total": round(sum(r.get("epoch_seconds", 0.0) for r in records), 1),
         "this_invocation_seconds": round(elapsed, 1),

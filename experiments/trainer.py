@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from fgm import checkpoint, random, train
 from fgm import data as fdata
-from experiments import plots
+from experiments import evaluation, plots
 from experiments.registry import Recipe
 
 CHECKPOINT = "checkpoint.pt"
@@ -74,6 +74,7 @@ def train_run(
     start_epoch: int,
     history: list[dict] | None = None,
     progress: bool = True,
+    fid_reference: torch.Tensor | None = None,
 ) -> train.TrainState:
     """Trains from ``start_epoch`` to ``config["epochs"]``, checkpointing every epoch.
 
@@ -88,6 +89,9 @@ def train_run(
       start_epoch: number of epochs already done.
       history: the per-epoch records of those epochs (from the checkpoint).
       progress: show a progress bar with ETA.
+      fid_reference: ``uint8`` validation images; with ``config["fid_every"]``
+        set, every that many epochs (and at the last) the record gets
+        ``val_fid``: ``config["fid_val_samples"]`` samples against these.
 
     Returns:
       The final state.
@@ -137,6 +141,14 @@ def train_run(
             val = evaluate(recipe, state.params, val_inputs, eval_key)
             record.update({f"val_{k}": v for k, v in val.items()})
             record["epoch_seconds"] = round(train_seconds, 3)
+            fid_every = config.get("fid_every")
+            if fid_reference is not None and fid_every and (epoch % fid_every == 0 or epoch == epochs):
+                report = evaluation.model_fid(
+                    recipe, state.params, random.fold_in(eval_key, 1), config["fid_val_samples"],
+                    dataset, "val", fid_reference, progress=False,
+                )
+                record["val_fid"] = report.value
+                record["val_fid_samples"] = report.num_generated
             if warnings:
                 record["warnings"] = warnings
             if epoch % config["sample_every"] == 0 or epoch == epochs:

@@ -9,15 +9,47 @@ Modules (each usable on its own):
 * ``fgm.train``: ``TrainState`` and ``step(state, batch, key) -> (state, metrics)`` builders.
 * ``fgm.distributions``: log-densities and KL divergences.
 * ``fgm.bijectors``: bijectors, RealNVP.
-* ``fgm.models``: the VAE (``fgm.models.vae``) and its architectures.
-* ``fgm.metrics``: the IWAE negative log-likelihood (``fgm.metrics.nll``) and the
-  Fréchet distance with streaming feature statistics (``fgm.metrics.frechet``).
-* ``fgm.data``: MNIST / SVHN loading, splits, batching, binarisation.
 * ``fgm.checkpoint``: atomic, verified checkpoints.
+* ``fgm.models``: the VAE (``fgm.models.vae``), its architectures
+  (``fgm.models.networks``) and the GAN (``fgm.models.gan``).
+* ``fgm.metrics``: the IWAE negative log-likelihood (``fgm.metrics.nll``), the
+  Fréchet distance with streaming feature statistics (``fgm.metrics.frechet``)
+  and FID (``fgm.metrics.fid``).
+* ``fgm.data``: MNIST / SVHN loading, splits, batching, binarisation.
+
+``fgm.data``, ``fgm.models`` and ``fgm.metrics`` are imported on first access
+(``fgm.data`` and FID import torchvision, which takes seconds). A guided tour
+with runnable examples is in ``docs/api.md``.
 """
+
+import importlib
 
 from fgm import bijectors, checkpoint, distributions, nn, optim, random, train, tree
 
 __version__ = "0.1.0"
 
-__all__ = ["bijectors", "checkpoint", "distributions", "nn", "optim", "random", "train", "tree"]
+_LAZY = ("data", "metrics", "models")
+
+__all__ = [
+    "bijectors",
+    "checkpoint",
+    "data",
+    "distributions",
+    "metrics",
+    "models",
+    "nn",
+    "optim",
+    "random",
+    "train",
+    "tree",
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

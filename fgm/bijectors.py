@@ -29,6 +29,17 @@ from fgm import nn as fnn
 from fgm import random
 from fgm.tree import TensorTree
 
+__all__ = [
+    "Bijector",
+    "affine_coupling",
+    "alternating_masks",
+    "chain",
+    "forward",
+    "inverse",
+    "permute",
+    "realnvp",
+]
+
 Transform = Callable[[TensorTree, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -47,12 +58,30 @@ class Bijector(NamedTuple):
 
 
 def forward(bijector: Bijector, params: TensorTree, x: torch.Tensor) -> torch.Tensor:
-    """``y = f(x)``."""
+    """``y = f(x)``, derived from ``forward_and_log_det``.
+
+    Args:
+      bijector: the bijector ``f``.
+      params: its parameters.
+      x: ``[B, d]``.
+
+    Returns:
+      ``y``: ``[B, d]``.
+    """
     return bijector.forward_and_log_det(params, x)[0]
 
 
 def inverse(bijector: Bijector, params: TensorTree, y: torch.Tensor) -> torch.Tensor:
-    """``x = f⁻¹(y)``."""
+    """``x = f⁻¹(y)``, derived from ``inverse_and_log_det``.
+
+    Args:
+      bijector: the bijector ``f``.
+      params: its parameters.
+      y: ``[B, d]``.
+
+    Returns:
+      ``x``: ``[B, d]``.
+    """
     return bijector.inverse_and_log_det(params, y)[0]
 
 
@@ -62,6 +91,12 @@ def chain(bijectors: Sequence[Bijector]) -> Bijector:
     Forward: ``y = fN(...f1(x))``, ``log|det J| = Σ_i log|det J_{f_i}|`` at each
     intermediate point. Inverse runs the list backwards. Parameters are a dict
     ``{"0": params_of_f1, "1": params_of_f2, ...}``.
+
+    Args:
+      bijectors: ``[f1, ..., fN]``, applied first to last.
+
+    Returns:
+      A :class:`Bijector` whose ``init(key)`` splits ``key`` over the parts.
     """
     bijectors = tuple(bijectors)
     names = [str(i) for i in range(len(bijectors))]
@@ -88,7 +123,14 @@ def chain(bijectors: Sequence[Bijector]) -> Bijector:
 
 
 def permute(permutation: Sequence[int]) -> Bijector:
-    """A fixed permutation of the dimensions, ``y = x[:, perm]``; log-det 0."""
+    """A fixed permutation of the dimensions, ``y = x[:, perm]``; log-det 0.
+
+    Args:
+      permutation: a permutation of ``range(d)``.
+
+    Returns:
+      A :class:`Bijector` without parameters (``init`` returns ``{}``).
+    """
     perm = torch.as_tensor(list(permutation), dtype=torch.long)
     inv = torch.argsort(perm)
 
@@ -133,6 +175,10 @@ def affine_coupling(
       scale_bound: ``b``; bounding the log-scale keeps early training stable.
       identity_init: zero the conditioner's output layer so the layer starts
         as the identity (then a flow of them is exactly the base distribution).
+
+    Returns:
+      A :class:`Bijector` on ``[B, d]`` whose parameters are the conditioner's
+      (a flat dict, as :func:`fgm.nn.init_params` makes).
     """
     mask = mask.to(torch.float32)
     dim = mask.numel()
@@ -168,7 +214,16 @@ def affine_coupling(
 
 
 def alternating_masks(dim: int, num_layers: int) -> list[torch.Tensor]:
-    """Masks that alternate between even and odd dimensions, layer by layer."""
+    """Masks that alternate between even and odd dimensions, layer by layer.
+
+    Args:
+      dim: ``d``.
+      num_layers: how many masks.
+
+    Returns:
+      ``num_layers`` float32 ``[d]`` masks: even dimensions set for layers 0, 2, ...,
+      odd ones for layers 1, 3, ...
+    """
     even = (torch.arange(dim) % 2 == 0).to(torch.float32)
     return [even if i % 2 == 0 else 1 - even for i in range(num_layers)]
 
@@ -184,6 +239,16 @@ def realnvp(
 
     Consecutive layers use complementary masks, so after two layers every
     dimension has been transformed, conditioned on the others.
+
+    Args:
+      dim: ``d`` >= 2.
+      num_layers: number of coupling layers, >= 1.
+      hidden: the conditioners' hidden widths.
+      scale_bound: bound ``b`` on each layer's log-scale (see :func:`affine_coupling`).
+      identity_init: start every layer as the identity.
+
+    Returns:
+      ``chain([coupling_1, ..., coupling_L])``, a :class:`Bijector` on ``[B, dim]``.
     """
     if dim < 2:
         raise ValueError(f"a coupling flow needs dim >= 2, got {dim}")

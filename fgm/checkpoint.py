@@ -27,6 +27,8 @@ import torch
 from fgm import random
 from fgm.tree import TensorTree
 
+__all__ = ["CheckpointError", "load", "read_metadata", "save"]
+
 MAGIC = b"FGMCKPT1"
 _DIGEST = 32
 
@@ -54,6 +56,10 @@ def save(path: str | os.PathLike, state: TensorTree, metadata: dict | None = Non
       path: destination file.
       state: the tree to save (e.g. a :class:`fgm.train.TrainState`).
       metadata: JSON-like dict stored beside it (config, epoch, ...).
+
+    Returns:
+      None. The file is replaced atomically: after a crash it holds either the
+      previous checkpoint or this one, never a mix.
     """
     path = Path(path)
     leaves, spec = optree.tree_flatten(state, none_is_leaf=True)
@@ -84,7 +90,17 @@ def save(path: str | os.PathLike, state: TensorTree, metadata: dict | None = Non
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The metadata of a checkpoint (verifies integrity first)."""
+    """The metadata of a checkpoint (verifies integrity first).
+
+    Args:
+      path: the file written by :func:`save`.
+
+    Returns:
+      The ``metadata`` dict passed to :func:`save`.
+
+    Raises:
+      CheckpointError: missing or corrupt file.
+    """
     return _read(Path(path))["metadata"]
 
 

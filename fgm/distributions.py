@@ -11,6 +11,15 @@ import math
 import torch
 import torch.nn.functional as F
 
+__all__ = [
+    "bernoulli_log_prob",
+    "bits_per_dim",
+    "diag_normal_log_prob",
+    "discretized_logistic_log_prob",
+    "kl_diag_normal_std_normal",
+    "std_normal_log_prob",
+]
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -121,5 +130,15 @@ def _log1mexp(a: torch.Tensor) -> torch.Tensor:
 
 
 def bits_per_dim(nll_nats: torch.Tensor, num_dims: int) -> torch.Tensor:
-    """Converts a per-example NLL in nats to bits per dimension."""
+    """Converts a per-example NLL in nats to bits per dimension.
+
+    ``bpd = NLL / (D · log 2)``.
+
+    Args:
+      nll_nats: ``[batch]`` (or any shape) negative log-likelihoods in nats.
+      num_dims: ``D``, the number of dimensions per example (e.g. ``C·H·W``).
+
+    Returns:
+      Bits per dimension, the shape of ``nll_nats``.
+    """
     return nll_nats / (num_dims * math.log(2.0))

@@ -27,6 +27,8 @@ from torch import nn
 from fgm import random
 from fgm.tree import TensorTree, tree_size
 
+__all__ = ["count_params", "default_initializer", "describe", "functional", "init_params"]
+
 Initializer = Callable[[random.Key, str, torch.Tensor], torch.Tensor]
 
 
@@ -65,6 +67,15 @@ def default_initializer(k: random.Key, name: str, like: torch.Tensor, fan_in: in
     ``nn.Linear``/``nn.Conv*`` draw weights and biases from
     ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (kaiming-uniform with ``a=sqrt(5)``);
     one-dimensional ``weight`` leaves (normalisation scales) start at one.
+
+    Args:
+      k: the key of this one parameter.
+      name: the parameter's name (``"0.weight"``); decides the ones-init case.
+      like: a tensor (e.g. on the meta device) giving shape and dtype.
+      fan_in: the layer's fan-in (input features × kernel size).
+
+    Returns:
+      A new tensor of ``like``'s shape and dtype, on the CPU.
     """
     if name.endswith("weight") and like.dim() == 1:
         return torch.ones(like.shape, dtype=like.dtype)
@@ -111,7 +122,11 @@ def _fan_in(named: dict[str, nn.Parameter], name: str) -> int:
 
 
 def count_params(params: TensorTree) -> int:
-    """The number of scalars in a parameter tree."""
+    """The number of scalars in a parameter tree.
+
+    Returns:
+      ``Σ leaf.numel()`` over the tensor leaves.
+    """
     return tree_size(params)
 
 
@@ -120,6 +135,13 @@ def describe(template: nn.Module, example_input_shape: tuple[int, ...]) -> list[
 
     Runs the template on a meta tensor (no compute, no memory), like
     pytorch-model-summary but without touching real data.
+
+    Args:
+      template: the module (built by :func:`functional`, or any module).
+      example_input_shape: input shape including the batch axis, e.g. ``(1, 1, 28, 28)``.
+
+    Returns:
+      One row per leaf module, in call order.
     """
     rows: list[tuple[str, str, tuple, int]] = []
     hooks = []

@@ -35,16 +35,29 @@ Design, following optax:
   C++ loop over the leaves on the CPU). Purity has a price that in-place
   optimizers do not pay: every step writes new moment and parameter buffers
   (see ``benchmarks/bench_adam.py``).
+* Buffer donation (opt-in, as ``donate_argnums`` in JAX): ``update(...,
+  donate=True)`` may overwrite the old *state* and hand its buffers back as
+  the new state, and ``apply_updates(..., donate=True)`` adds into the old
+  parameters. The values are bitwise those of the pure call; only a caller
+  that never reads the donated trees again may ask for it (a training loop
+  that replaces its state every step). It removes most fresh buffers, and
+  with them most of the gap to ``torch.optim.Adam`` on large leaves (see
+  BENCHMARKS.md). Incoming updates are never written to, even when donating:
+  autograd may hand the same gradient tensor to two leaves.
 * The optimizer maths runs under ``torch.no_grad()``: updates and states never
   carry autograd history, and :func:`apply_updates` returns fresh tensors with
   the ``requires_grad`` flags of the parameters it was given.
-
-The ``_foreach`` kernels have no ``torch.func.vmap`` batching rules, so these
-transformations run eagerly, outside ``vmap``.
+* ``torch.func`` composes: the ``_foreach`` kernels have no ``vmap`` batching
+  rules, so when a leaf is a ``torch.func`` tensor (inside ``vmap``, e.g. a
+  seed ensemble, see ``fgm.ensemble``) each transformation runs the same ops
+  leaf by leaf instead, with the same results. Step counters must then be
+  unbatched (all members at the same step), because bias corrections and
+  schedules read them as Python ints.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Callable, NamedTuple, Union
 
@@ -65,7 +78,10 @@ class GradientTransformation(NamedTuple):
       init: ``init(params) -> state``.
       update: ``update(updates, state, params=None) -> (updates, state)``;
         ``params`` is needed only by transformations that read the parameters
-        (e.g. :func:`add_decayed_weights`).
+        (e.g. :func:`add_decayed_weights`). The transformations of this module
+        also take ``donate=True`` (keyword only): the caller gives up
+        ``state``, whose buffers may then be overwritten and returned as the
+        new state.
     """
 
     init: Callable[[Params], OptState]
@@ -124,6 +140,42 @@ def _leaves_like(tree: Any, treedef: optree.PyTreeSpec, what: str) -> list[torch
     return leaves
 
 
+def _foreach(name: str, *args, **kwargs):
+    """``torch._foreach_<name>(*args, **kwargs)``."""
+    return getattr(torch, "_foreach_" + name)(*args, **kwargs)
+
+
+# In-place ops without a vmap batching rule in torch 2.14 (their out-of-place forms have one).
+_NO_BATCHED_INPLACE = frozenset({"lerp_", "addcmul_"})
+
+
+def _per_leaf(name: str, *args, **kwargs):
+    """The same op as :func:`_foreach`, as a loop of ``Tensor.<name>`` calls.
+
+    On the CPU a ``_foreach`` kernel is such a loop in C++ (bitwise the same
+    results); this one also runs on ``torch.func`` tensors, for which the
+    ``_foreach`` kernels have no batching rule. List arguments are indexed
+    per leaf, anything else is passed to every call.
+    """
+    calls = [tuple(a[i] if isinstance(a, list) else a for a in args) for i in range(len(args[0]))]
+    if name in _NO_BATCHED_INPLACE:
+        # Same kernel out of place, then copied back: vmap's fallback for these
+        # in-place ops would loop over the members one by one.
+        method = getattr(torch.Tensor, name[:-1])
+        for call in calls:
+            call[0].copy_(method(*call, **kwargs))
+        return None
+    method = getattr(torch.Tensor, name)
+    out = [method(*call, **kwargs) for call in calls]
+    return None if name.endswith("_") else out
+
+
+def _ops(*leaf_lists: list[torch.Tensor]) -> Callable[..., Any]:
+    """:func:`_per_leaf` if any leaf is a ``torch.func`` tensor (inside ``vmap``), else :func:`_foreach`."""
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    return _per_leaf if any(map(wrapped, itertools.chain(*leaf_lists))) else _foreach
+
+
 class _Scalars:
     """Makes the scalar operand of a ``_foreach`` op over ``leaves``.
 
@@ -162,7 +214,7 @@ def _scaled(leaves: list[torch.Tensor], value: float) -> list[torch.Tensor]:
     """``value * leaf`` for each leaf, as new tensors."""
     if not leaves:
         return []
-    return torch._foreach_mul(leaves, _Scalars(leaves)(value))
+    return _ops(leaves)("mul", leaves, _Scalars(leaves)(value))
 
 
 # --------------------------------------------------------------------------- Adam
@@ -177,35 +229,43 @@ def _adam_step(
     b2: float,
     eps: float,
     post_scale: float | None,
+    donate: bool = False,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-    """One Adam step on non-empty leaf lists: returns fresh ``(updates, mu, nu)``.
+    """One Adam step on non-empty leaf lists: returns ``(updates, mu, nu)``.
 
     ``count`` is the 1-based index of this step. With ``post_scale`` set, the
     updates are multiplied by it in place, which gives bitwise the result of
-    multiplying them afterwards by :func:`scale`, without a new buffer.
+    multiplying them afterwards by :func:`scale`, without a new buffer. The
+    moments are fresh tensors, or with ``donate`` the old ones updated in
+    place (the same kernels, so the same values).
     """
     bc1 = 1.0 - b1**count
     bc2 = 1.0 - b2**count
     sqrt_bc2 = math.sqrt(bc2)
     scalar = _Scalars(grads)
-    mu = torch._foreach_lerp(mu, grads, 1.0 - b1)
-    nu = torch._foreach_mul(nu, scalar(b2))
+    op = _ops(grads, mu, nu)
+    if donate:
+        op("lerp_", mu, grads, 1.0 - b1)
+        op("mul_", nu, scalar(b2))
+    else:
+        mu = op("lerp", mu, grads, 1.0 - b1)
+        nu = op("mul", nu, scalar(b2))
     # One pass instead of squaring into a temporary, exactly as torch.optim.Adam.
-    torch._foreach_addcmul_(nu, grads, grads, 1.0 - b2)
+    op("addcmul_", nu, grads, grads, value=1.0 - b2)
     # The only allocation besides mu and nu, and it becomes the updates:
     # fresh buffers are what costs most on the CPU (page faults), more than
     # the two extra in-place passes of the reciprocal form below.
-    updates = torch._foreach_sqrt(nu)
+    updates = op("sqrt", nu)
     # sqrt(nu_hat) + eps, scaled by sqrt(bc2) so that bias correction 2 costs
     # no pass of its own; the sqrt(bc2) goes back in with the last scalar.
-    torch._foreach_add_(updates, scalar(eps * sqrt_bc2))
+    op("add_", updates, scalar(eps * sqrt_bc2))
     # 1 / (denom / mu) = mu / denom, written into the denominator's buffer.
     # mu = 0 gives denom / 0 = inf and then exactly 0, as mu / denom would.
-    torch._foreach_div_(updates, mu)
-    torch._foreach_reciprocal_(updates)
-    torch._foreach_mul_(updates, scalar(sqrt_bc2 / bc1))
+    op("div_", updates, mu)
+    op("reciprocal_", updates)
+    op("mul_", updates, scalar(sqrt_bc2 / bc1))
     if post_scale is not None:
-        torch._foreach_mul_(updates, scalar(post_scale))
+        op("mul_", updates, scalar(post_scale))
     return updates, mu, nu
 
 
@@ -216,13 +276,14 @@ def _adam_update(
     b2: float,
     eps: float,
     post_scale: float | None,
+    donate: bool = False,
 ) -> tuple[Updates, ScaleByAdamState]:
     grads, treedef = optree.tree_flatten(updates)
     mu = _leaves_like(state.mu, treedef, "state.mu")
     nu = _leaves_like(state.nu, treedef, "state.nu")
     count = int(state.count) + 1
     if grads:
-        new_updates, mu, nu = _adam_step(grads, mu, nu, count, b1, b2, eps, post_scale)
+        new_updates, mu, nu = _adam_step(grads, mu, nu, count, b1, b2, eps, post_scale, donate)
     else:
         new_updates = []
     new_state = ScaleByAdamState(
@@ -274,9 +335,9 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
         return ScaleByAdamState(count=_zero_count(), mu=zeros(), nu=zeros())
 
     @torch.no_grad()
-    def update_fn(updates: Updates, state: ScaleByAdamState, params: Params = None):
+    def update_fn(updates: Updates, state: ScaleByAdamState, params: Params = None, *, donate: bool = False):
         del params
-        return _adam_update(updates, state, b1, b2, eps, post_scale=None)
+        return _adam_update(updates, state, b1, b2, eps, post_scale=None, donate=donate)
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -300,8 +361,8 @@ def scale(step_size: float) -> GradientTransformation:
         return EmptyState()
 
     @torch.no_grad()
-    def update_fn(updates: Updates, state: EmptyState, params: Params = None):
-        del params
+    def update_fn(updates: Updates, state: EmptyState, params: Params = None, *, donate: bool = False):
+        del params, donate  # stateless: nothing to donate
         leaves, treedef = optree.tree_flatten(updates)
         return optree.tree_unflatten(treedef, _scaled(leaves, step_size)), state
 
@@ -327,8 +388,8 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
         return ScaleByScheduleState(count=_zero_count())
 
     @torch.no_grad()
-    def update_fn(updates: Updates, state: ScaleByScheduleState, params: Params = None):
-        del params
+    def update_fn(updates: Updates, state: ScaleByScheduleState, params: Params = None, *, donate: bool = False):
+        del params, donate  # the state is one fresh counter
         count = int(state.count)
         factor = float(step_size_fn(count))
         leaves, treedef = optree.tree_flatten(updates)
@@ -375,18 +436,22 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
       *transforms: the transformations, first applied first.
 
     Returns:
-      A transformation whose state is the tuple of the inner states.
+      A transformation whose state is the tuple of the inner states. With
+      ``donate=True`` every inner transformation is asked to donate, so all
+      of them must accept the keyword (this module's do).
     """
 
     def init_fn(params: Params) -> tuple:
         return tuple(t.init(params) for t in transforms)
 
-    def update_fn(updates: Updates, state: tuple, params: Params = None):
+    def update_fn(updates: Updates, state: tuple, params: Params = None, *, donate: bool = False):
         if len(state) != len(transforms):
             raise ValueError(f"chain of {len(transforms)} transformations got a state of length {len(state)}")
+        # Pure calls do not pass the keyword, so user transformations without it still chain.
+        extra = {"donate": True} if donate else {}
         new_state = []
         for t, s in zip(transforms, state):
-            updates, s = t.update(updates, s, params)
+            updates, s = t.update(updates, s, params, **extra)
             new_state.append(s)
         return updates, tuple(new_state)
 
@@ -423,7 +488,7 @@ def adam(
     signed = _signed(learning_rate, flip_sign=True)
 
     @torch.no_grad()
-    def update_fn(updates: Updates, state: tuple, params: Params = None):
+    def update_fn(updates: Updates, state: tuple, params: Params = None, *, donate: bool = False):
         del params
         adam_state, lr_state = state
         if callable(signed):
@@ -432,7 +497,7 @@ def adam(
             lr_state = ScaleByScheduleState(count=_count_tensor(count + 1))
         else:
             factor = signed
-        updates, adam_state = _adam_update(updates, adam_state, b1, b2, eps, post_scale=factor)
+        updates, adam_state = _adam_update(updates, adam_state, b1, b2, eps, post_scale=factor, donate=donate)
         return updates, (adam_state, lr_state)
 
     return GradientTransformation(composed.init, update_fn)
@@ -464,12 +529,13 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         return EmptyState()
 
     @torch.no_grad()
-    def update_fn(updates: Updates, state: EmptyState, params: Params = None):
-        del params
+    def update_fn(updates: Updates, state: EmptyState, params: Params = None, *, donate: bool = False):
+        del params, donate  # stateless: nothing to donate
         leaves, treedef = optree.tree_flatten(updates)
         if not leaves:
             return updates, state
-        norms = torch._foreach_norm(leaves)
+        op = _ops(leaves)
+        norms = op("norm", leaves)
         dtype = norms[0].dtype
         for n in norms[1:]:
             dtype = torch.promote_types(dtype, n.dtype)
@@ -480,7 +546,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         # float64 0-dim factor would otherwise come out float64.
         by_dtype = {dt: factor.to(dt) for dt in {t.dtype for t in leaves}}
         factors = [by_dtype[t.dtype] for t in leaves]
-        return optree.tree_unflatten(treedef, torch._foreach_mul(leaves, factors)), state
+        return optree.tree_unflatten(treedef, op("mul", leaves, factors)), state
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -505,25 +571,28 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
         return EmptyState()
 
     @torch.no_grad()
-    def update_fn(updates: Updates, state: EmptyState, params: Params = None):
+    def update_fn(updates: Updates, state: EmptyState, params: Params = None, *, donate: bool = False):
+        del donate  # stateless: nothing to donate
         if params is None:
             raise ValueError("add_decayed_weights needs params: call update(updates, state, params)")
         leaves, treedef = optree.tree_flatten(updates)
         p = _leaves_like(params, treedef, "params")
         if not leaves:
             return updates, state
-        return optree.tree_unflatten(treedef, torch._foreach_add(leaves, p, alpha=weight_decay)), state
+        return optree.tree_unflatten(treedef, _ops(leaves, p)("add", leaves, p, alpha=weight_decay)), state
 
     return GradientTransformation(init_fn, update_fn)
 
 
-def apply_updates(params: Params, updates: Updates) -> Params:
+def apply_updates(params: Params, updates: Updates, *, donate: bool = False) -> Params:
     """Returns ``params + updates``, leafwise, as new tensors.
 
     Args:
       params: the parameter tree.
       updates: a tree of the same structure, shapes and dtypes (the output of
         a transformation's ``update``, already a descent step).
+      donate: add in place and return ``params``' own tensors (the caller
+        gives up the old parameters: nothing may read them afterwards).
 
     Returns:
       The new parameter tree. A leaf whose parameter had ``requires_grad`` set
@@ -534,8 +603,13 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     u = _leaves_like(updates, treedef, "updates")
     if not leaves:
         return params
+    op = _ops(leaves, u)
+    if donate:
+        with torch.no_grad():
+            op("add_", leaves, u)
+        return params
     with torch.no_grad():
-        new = torch._foreach_add(leaves, u)
+        new = op("add", leaves, u)
     for p, q in zip(leaves, new):
         if p.requires_grad:
             q.requires_grad_(True)

@@ -8,6 +8,13 @@ The key in the state is the run's root key. Loops derive step ``t``'s key as
 ``fold_in(state.key, t)`` (see :func:`step_key`), so a run resumed from a
 checkpoint at step ``t`` draws exactly the noise it would have drawn without
 stopping.
+
+A step has two parts: ``make_inputs(batch, key)`` draws the step's noise from
+the key (Python-level, at the edge), and the *update* ``update(params,
+opt_state, *inputs) -> (params, opt_state, metrics)`` is a pure function of
+tensors only (:func:`make_update`). The update is what ``torch.func.vmap``
+maps over a stack of models (``fgm.ensemble``) and what ``torch.compile``
+compiles.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from fgm.tree import TensorTree, tree_map
 Metrics = dict[str, torch.Tensor]
 LossFn = Callable[..., tuple[torch.Tensor, Metrics]]
 StepFn = Callable[["TrainState", Any, random.Key], tuple["TrainState", Metrics]]
+# (params, opt_state, *inputs) -> (params, opt_state, metrics): tensors in, tensors out.
+UpdateFn = Callable[..., tuple[TensorTree, TensorTree, Metrics]]
+InputsFn = Callable[[Any, random.Key], tuple]
 
 
 class TrainState(NamedTuple):
@@ -94,11 +104,75 @@ def value_and_grad(loss_fn: LossFn, backend: str = "autograd") -> Callable[..., 
     return fn
 
 
+def make_update(
+    loss_fn: LossFn,
+    optimizer: optim.GradientTransformation,
+    backend: str = "autograd",
+    donate: bool = False,
+    compile: bool = False,
+) -> UpdateFn:
+    """Builds the pure tensor core of a train step: one gradient step on ``loss_fn``.
+
+    Args:
+      loss_fn: ``(params, *inputs) -> (loss, metrics)``, deterministic.
+      optimizer: a :class:`fgm.optim.GradientTransformation`.
+      backend: see :func:`value_and_grad`; ``"func"`` for ``torch.func.vmap``.
+      donate: reuse the buffers of the incoming ``params`` and ``opt_state``
+        for the outputs (JAX's buffer donation): the results are bitwise the
+        same, but the caller must not read the old trees afterwards. Saves
+        the fresh parameter and moment buffers of every step (see
+        ``fgm.optim``); the optimizer's transformations must accept
+        ``donate`` (those of ``fgm.optim`` do).
+      compile: run the loss and its gradient through ``torch.compile`` (with
+        the ``"func"`` backend, which dynamo traces into one graph; the first
+        call compiles, for tens of seconds on a CPU). The optimizer stays
+        eager: its step counters and schedules are Python numbers, which a
+        compiled graph would specialise on and recompile for every step.
+
+    Returns:
+      ``update(params, opt_state, *inputs) -> (params, opt_state, metrics)``,
+      where ``metrics`` holds ``"loss"`` and the loss's own metrics
+      (detached scalars). It takes no keys and touches no Python state, so
+      ``torch.func.vmap`` can map it over stacked models.
+    """
+    grad_fn = torch.compile(value_and_grad(loss_fn, "func")) if compile else value_and_grad(loss_fn, backend)
+    # Pure calls pass no keyword, so optimizers written without `donate` still work.
+    donation = {"donate": True} if donate else {}
+
+    def update(params: TensorTree, opt_state: TensorTree, *inputs) -> tuple[TensorTree, TensorTree, Metrics]:
+        (loss, metrics), grads = grad_fn(params, *inputs)
+        updates, opt_state = optimizer.update(grads, opt_state, params, **donation)
+        params = optim.apply_updates(params, updates, donate=donate)
+        return params, opt_state, {"loss": loss, **metrics}
+
+    return update
+
+
+def step_from_update(update: UpdateFn, make_inputs: InputsFn = lambda batch, key: (batch,)) -> StepFn:
+    """Wraps a tensor-level ``update`` into ``step(state, batch, key) -> (state, metrics)``.
+
+    Args:
+      update: ``(params, opt_state, *inputs) -> (params, opt_state, metrics)``.
+      make_inputs: ``(batch, key) -> inputs``: draws the step's noise *at the
+        edge* and hands it to ``update`` as ordinary tensors.
+
+    Returns:
+      The step; it advances ``state.step`` by one and keeps ``state.key``.
+    """
+
+    def step(state: TrainState, batch: Any, key: random.Key) -> tuple[TrainState, Metrics]:
+        params, opt_state, metrics = update(state.params, state.opt_state, *make_inputs(batch, key))
+        return TrainState(params=params, opt_state=opt_state, step=state.step + 1, key=state.key), metrics
+
+    return step
+
+
 def make_step(
     loss_fn: LossFn,
     optimizer: optim.GradientTransformation,
-    make_inputs: Callable[[Any, random.Key], tuple] = lambda batch, key: (batch,),
+    make_inputs: InputsFn = lambda batch, key: (batch,),
     backend: str = "autograd",
+    donate: bool = False,
 ) -> StepFn:
     """Builds a pure train step from a loss and an optimizer.
 
@@ -108,18 +182,12 @@ def make_step(
       make_inputs: ``(batch, key) -> inputs``: draws the step's noise *at the
         edge* and hands it to ``loss_fn`` as ordinary tensors.
       backend: see :func:`value_and_grad`.
+      donate: see :func:`make_update`: the step then consumes its input
+        state (``state.params`` and ``state.opt_state`` hold the new values
+        afterwards), so use it only in loops that drop the old state.
 
     Returns:
       ``step(state, batch, key) -> (new_state, metrics)``; ``metrics``
       contains ``"loss"`` plus the loss's own metrics (detached scalars).
     """
-    grad_fn = value_and_grad(loss_fn, backend)
-
-    def step(state: TrainState, batch: Any, key: random.Key) -> tuple[TrainState, Metrics]:
-        (loss, metrics), grads = grad_fn(state.params, *make_inputs(batch, key))
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optim.apply_updates(state.params, updates)
-        new_state = TrainState(params=params, opt_state=opt_state, step=state.step + 1, key=state.key)
-        return new_state, {"loss": loss, **metrics}
-
-    return step
+    return step_from_update(make_update(loss_fn, optimizer, backend, donate), make_inputs)

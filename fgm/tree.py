@@ -3,6 +3,8 @@
 Parameters, gradients and optimizer states are pytrees: nested dicts, tuples,
 lists and NamedTuples whose leaves are tensors. ``optree`` sorts dict keys when
 flattening, so two trees with the same keys always flatten in the same order.
+
+``TensorTree`` is the type alias used in annotations for such a tree.
 """
 
 from __future__ import annotations
@@ -12,36 +14,80 @@ from typing import Any, Callable
 import optree
 import torch
 
+__all__ = [
+    "TensorTree",
+    "tree_allclose",
+    "tree_clone",
+    "tree_detach",
+    "tree_equal",
+    "tree_leaves",
+    "tree_map",
+    "tree_size",
+]
+
 TensorTree = Any  # a pytree whose leaves are torch.Tensors
 
 
 def tree_map(fn: Callable[..., Any], tree: TensorTree, *rest: TensorTree) -> TensorTree:
-    """Applies ``fn`` leafwise (with optree's ``none_is_leaf=False`` default)."""
+    """Applies ``fn`` leafwise (with optree's ``none_is_leaf=False`` default).
+
+    Args:
+      fn: called as ``fn(leaf, *other_leaves)`` for each leaf position.
+      tree: the tree whose structure the result takes.
+      *rest: trees with the same structure as ``tree``.
+
+    Returns:
+      A tree of ``tree``'s structure holding ``fn``'s outputs.
+    """
     return optree.tree_map(fn, tree, *rest)
 
 
 def tree_leaves(tree: TensorTree) -> list[Any]:
-    """The leaves of ``tree`` in optree's (sorted-key) order."""
+    """The leaves of ``tree`` in optree's (sorted-key) order.
+
+    Returns:
+      A list of the leaves (``None`` is not a leaf).
+    """
     return optree.tree_leaves(tree)
 
 
 def tree_clone(tree: TensorTree) -> TensorTree:
-    """A deep copy of every tensor leaf (detached)."""
+    """A deep copy of every tensor leaf (detached).
+
+    Returns:
+      A tree of the same structure whose tensors share no storage with ``tree``.
+    """
     return tree_map(lambda t: t.detach().clone(), tree)
 
 
 def tree_detach(tree: TensorTree) -> TensorTree:
-    """Detaches every tensor leaf from the autograd graph (no copy)."""
+    """Detaches every tensor leaf from the autograd graph (no copy).
+
+    Returns:
+      A tree of the same structure; tensors alias the originals, other leaves are kept.
+    """
     return tree_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, tree)
 
 
 def tree_size(tree: TensorTree) -> int:
-    """The total number of scalars in the tensor leaves of ``tree``."""
+    """The total number of scalars in the tensor leaves of ``tree``.
+
+    Returns:
+      ``Σ leaf.numel()`` over tensor leaves (other leaves count 0).
+    """
     return sum(t.numel() for t in tree_leaves(tree) if isinstance(t, torch.Tensor))
 
 
 def tree_equal(a: TensorTree, b: TensorTree) -> bool:
-    """True when ``a`` and ``b`` have the same structure and bitwise-equal leaves."""
+    """True when ``a`` and ``b`` have the same structure and bitwise-equal leaves.
+
+    Args:
+      a, b: trees; tensor leaves must also match in shape and dtype, other
+        leaves (ints, keys) are compared with ``==``.
+
+    Returns:
+      A Python bool.
+    """
     leaves_a, spec_a = optree.tree_flatten(a)
     leaves_b, spec_b = optree.tree_flatten(b)
     if spec_a != spec_b:
@@ -50,7 +96,15 @@ def tree_equal(a: TensorTree, b: TensorTree) -> bool:
 
 
 def tree_allclose(a: TensorTree, b: TensorTree, rtol: float = 1e-5, atol: float = 1e-8) -> bool:
-    """True when ``a`` and ``b`` have the same structure and close leaves."""
+    """True when ``a`` and ``b`` have the same structure and close leaves.
+
+    Args:
+      a, b: trees; tensor leaves are compared with ``torch.allclose``, other leaves with ``==``.
+      rtol, atol: tolerances, as in ``torch.allclose``.
+
+    Returns:
+      A Python bool.
+    """
     leaves_a, spec_a = optree.tree_flatten(a)
     leaves_b, spec_b = optree.tree_flatten(b)
     if spec_a != spec_b:

@@ -71,6 +71,7 @@ def test_registry():
     assert s.torchvision_class is torchvision.datasets.SVHN
     assert m.raw_files == tuple(f"MNIST/raw/{f}" for f in MNIST_FILES)
     assert s.raw_files == ("train_32x32.mat", "test_32x32.mat")
+    assert callable(m.loader) and callable(s.loader)  # registered like any other dataset
 
 
 def test_unknown_name_and_split_list_choices(tmp_path):
@@ -92,6 +93,123 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("FGM_DATA_DIR")
     monkeypatch.chdir(tmp_path)
     assert data.resolve_data_dir() == (tmp_path / "data").resolve()
+
+
+@pytest.fixture
+def restore_datasets():
+    """Undoes the test's dataset registrations (and drops their cached splits)."""
+    saved = dict(data.DATASETS)
+    yield
+    data.DATASETS.clear()
+    data.DATASETS.update(saved)
+    data.clear_cache()
+
+
+def _toy_loader(calls: list, labelled: bool = False, num_train: int = 40, num_test: int = 8):
+    """A loader of deterministic 1x4x4 images; image i of a split has every pixel = i (train) or 200 + i (test)."""
+
+    def loader(root, split, download):
+        calls.append((root, split, download))
+        n, offset = (num_train, 0) if split == "train" else (num_test, 200)
+        images = (torch.arange(n, dtype=torch.uint8) + offset).view(n, 1, 1, 1).expand(n, 1, 4, 4).clone()
+        return (images, torch.arange(n) % 3) if labelled else images
+
+    return loader
+
+
+def _toy_spec(loader, name="toy", **overrides):
+    return data.DatasetSpec(
+        **{"name": name, "shape": (1, 4, 4), "num_val": 10, "likelihood": "bernoulli", "loader": loader, **overrides}
+    )
+
+
+def test_registered_dataset_loads_through_load_images(tmp_path, restore_datasets):
+    calls = []
+    spec = data.register_dataset(_toy_spec(_toy_loader(calls)))
+    assert data.get_spec("toy") is spec and list(data.DATASETS) == ["mnist", "svhn", "toy"]
+    val = data.load_images("toy", "val", tmp_path, download=False)
+    train, test = data.load("toy", "train", tmp_path), data.load("toy", "test", tmp_path)
+    assert calls == [(tmp_path.resolve(), "train", False), (tmp_path.resolve(), "test", True)]  # one read per split
+    train_idx, val_idx = data.split_indices(40, 10)  # the same fixed split as the built-in datasets
+    assert torch.equal(val[:, 0, 0, 0], val_idx.to(torch.uint8)) and val.shape == (10, 1, 4, 4)
+    assert torch.equal(train.images[:, 0, 0, 0], train_idx.to(torch.uint8))
+    assert test.images.shape == (8, 1, 4, 4) and test.images[0, 0, 0, 0] == 200
+    assert train.labels.dtype == torch.int64 and (train.labels == -1).all()  # images only: no labels
+    # The likelihood, not the name, decides the model inputs.
+    x = data.to_model_input("toy", test.images, fr.key(0))
+    assert torch.equal(x, data.binarize(fr.key(0), test.images))
+    assert torch.equal(data.to_eval_input("toy", test.images), data.fixed_binarization(test.images))
+
+
+def test_registered_dataset_with_labels_and_levels(tmp_path, restore_datasets):
+    data.register_dataset(
+        _toy_spec(_toy_loader([], labelled=True), name="toy_levels", shape=[1, 4, 4], likelihood="discretized_logistic")
+    )
+    assert data.get_spec("toy_levels").shape == (1, 4, 4)  # normalised to a tuple
+    test = data.load("toy_levels", "test", tmp_path)
+    assert test.labels.tolist() == [i % 3 for i in range(8)]
+    assert torch.equal(data.to_model_input("toy_levels", test.images, None), test.images.float() / 127.5 - 1)
+
+
+def test_duplicate_dataset_name_is_refused(tmp_path, restore_datasets):
+    with pytest.raises(ValueError, match=r"dataset 'mnist' is already registered.*replace=True"):
+        data.register_dataset(data.get_spec("mnist")._replace(num_val=10))
+    assert data.get_spec("mnist").num_val == 5000
+    data.register_dataset(_toy_spec(_toy_loader([])))
+    with pytest.raises(ValueError, match=r"'toy' is already registered \(registered: mnist, svhn, toy\)"):
+        data.register_dataset(_toy_spec(_toy_loader([])))
+    # replace=True replaces it and forgets the splits the old loader read.
+    old = data.load_images("toy", "test", tmp_path)
+    calls = []
+    data.register_dataset(_toy_spec(_toy_loader(calls, num_test=5)), replace=True)
+    assert data.load_images("toy", "test", tmp_path).shape[0] == 5 and old.shape[0] == 8 and len(calls) == 1
+
+
+def test_unknown_dataset_lists_registered_names(restore_datasets):
+    data.register_dataset(_toy_spec(_toy_loader([])))
+    with pytest.raises(ValueError, match=r"unknown dataset 'cifar'; choose from: mnist, svhn, toy"):
+        data.get_spec("cifar")
+    with pytest.raises(ValueError, match=r"choose from: mnist, svhn, toy"):
+        data.load_images("cifar", "train")
+
+
+def test_register_dataset_validates_the_spec(restore_datasets):
+    loader = _toy_loader([])
+    with pytest.raises(ValueError, match=r"unknown likelihood 'gaussian'; choose from: bernoulli, discretized_logistic"):
+        data.register_dataset(_toy_spec(loader, likelihood="gaussian"))
+    with pytest.raises(ValueError, match=r"shape = \(C, H, W\).*shape=\(16, 16\)"):
+        data.register_dataset(_toy_spec(loader, shape=(16, 16)))
+    with pytest.raises(ValueError, match=r"num_val=0"):
+        data.register_dataset(_toy_spec(loader, num_val=0))
+    with pytest.raises(ValueError, match="non-empty string"):
+        data.register_dataset(_toy_spec(loader, name=""))
+    with pytest.raises(TypeError, match="loader must be a function"):
+        data.register_dataset(_toy_spec("toy.pt"))
+    with pytest.raises(TypeError, match="expects a DatasetSpec"):
+        data.register_dataset({"name": "toy"})
+    assert set(data.DATASETS) == {"mnist", "svhn"}  # nothing half-registered
+
+
+def test_registered_dataset_errors(tmp_path, monkeypatch, restore_datasets):
+    def missing(root, split, download):
+        return torch.load(root / "toy" / f"{split}.pt")
+
+    data.register_dataset(_toy_spec(missing, raw_files=("toy/train.pt", "toy/test.pt")))
+    monkeypatch.setenv("FGM_DATA_DIR", str(tmp_path))
+    with pytest.raises(data.DataError) as e:
+        data.load("toy", "test", download=False)
+    _assert_missing_message(e.value, tmp_path.resolve(), ["toy/train.pt", "toy/test.pt", str(tmp_path / "toy" / "test.pt")])
+    assert "from FGM_DATA_DIR" in str(e.value) and "download=False" in str(e.value)
+
+    data.register_dataset(_toy_spec(_toy_loader([]), name="toy_rgb", shape=(3, 4, 4)))
+    with pytest.raises(data.DataError, match=r"toy_rgb: .*unexpected arrays.*\(40, 1, 4, 4\).*uint8 \[N, 3, 4, 4\]"):
+        data.load("toy_rgb", "train", tmp_path)
+    data.register_dataset(_toy_spec(lambda root, split, download: None, name="toy_none"))
+    with pytest.raises(data.DataError, match=r"toy_none: the loader returned NoneType; expected uint8 images"):
+        data.load("toy_none", "test", tmp_path)
+    data.register_dataset(_toy_spec(_toy_loader([]), name="toy_small", num_val=40))
+    with pytest.raises(data.DataError, match="only 40 images, not enough for a 40-image validation split"):
+        data.load("toy_small", "val", tmp_path)
 
 
 # ----------------------------------------------------------------------------- MNIST splits

@@ -183,3 +183,39 @@ def test_vae_flow_smoke_and_set_overrides(tmp_path, mnist_root, capsys):
     assert config["flow_layers"] == 2 and config["flow_hidden"] == [8]
     assert cli("vae_flow", "mnist", *SMOKE, "--set", "nope=1") == 2
     assert "flow_layers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "shape, likelihood, kind",
+    [((1, 28, 28), "bernoulli", "mlp"), ((1, 16, 16), "bernoulli", "mlp"), ((3, 20, 12), "bernoulli", "mlp"),
+     ((3, 32, 32), "discretized_logistic", "conv"), ((1, 32, 32), "discretized_logistic", "conv")],
+)
+def test_built_in_models_fit_any_registered_shape(shape, likelihood, kind):
+    from fgm import nn as fnn
+    from fgm.models import gan as gan_lib, vae as vae_lib
+
+    spec = fdata.DatasetSpec("toy", shape, 10, likelihood, loader=lambda root, split, download: None)
+    vae_config = {**registry.MODELS["vae_std"].defaults, "total_steps": 1}
+    vae = registry.build_vae(spec, vae_config)
+    params = vae_lib.init(vae, random.key(0))
+    x = torch.zeros(2, *shape)
+    loss, _ = vae_lib.loss(vae, params, x, vae_lib.latent_noise(vae, random.key(1), 2))
+    assert torch.isfinite(loss)
+    assert vae_lib.generate(vae, params, random.normal(random.key(2), (2, vae.latent_dim))).shape == (2, *shape)
+    if shape == (1, 28, 28):  # MNIST's networks are unchanged by the generalisation
+        assert {k: fnn.count_params(v) for k, v in params.items()} == {"encoder": 549_696, "decoder": 542_224, "prior": 0}
+
+    gan = registry.build_gan(spec, registry.MODELS["gan"].defaults)
+    gan_params = gan_lib.init(gan, random.key(3))
+    fake = gan.generate(gan_params["generator"], random.normal(random.key(4), (2, gan.latent_dim)))
+    assert fake.shape == (2, *shape) and gan.discriminate(gan_params["discriminator"], fake).shape == (2,)
+    convolutional = any(isinstance(m, torch.nn.ConvTranspose2d) for m in gan.generator.modules())
+    assert convolutional == (kind == "conv")
+
+
+def test_built_in_models_refuse_other_shapes_naming_them():
+    spec = fdata.DatasetSpec("big", (3, 64, 64), 10, "discretized_logistic", loader=lambda root, split, download: None)
+    with pytest.raises(ValueError, match=r"vae: no built-in architecture for dataset 'big' of shape \(3, 64, 64\)"):
+        registry.build_vae(spec, registry.MODELS["vae_std"].defaults)
+    with pytest.raises(ValueError, match=r"gan: .*'big' of shape \(3, 64, 64\)"):
+        registry.build_gan(spec, registry.MODELS["gan"].defaults)

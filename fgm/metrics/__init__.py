@@ -1,0 +1,28 @@
+"""Evaluation metrics.
+
+* ``fgm.metrics.nll``: the IWAE bound on a VAE's negative log-likelihood.
+* ``fgm.metrics.frechet``: the Fréchet distance between Gaussians fitted to
+  features, with streaming float64 feature statistics.
+* ``fgm.metrics.inception``: the Inception V3 feature extractor for FID.
+* ``fgm.metrics.fid``: FID between two sets of images.
+
+Submodules are imported on first access (``fgm.metrics.fid``) or explicitly
+(``from fgm.metrics import fid``): the Inception network pulls in torchvision,
+which takes seconds to import, and only FID needs it.
+"""
+
+import importlib
+
+_SUBMODULES = ("fid", "frechet", "inception", "nll")
+
+__all__ = list(_SUBMODULES)
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULES))

@@ -25,6 +25,15 @@ from typing import NamedTuple
 
 import torch
 
+__all__ = [
+    "FeatureStats",
+    "frechet_distance",
+    "frechet_distance_from_stats",
+    "init_stats",
+    "mean_and_covariance",
+    "update_stats",
+]
+
 
 class FeatureStats(NamedTuple):
     """Running sums for a mean and covariance, float64.
@@ -41,7 +50,14 @@ class FeatureStats(NamedTuple):
 
 
 def init_stats(dim: int) -> FeatureStats:
-    """Empty statistics for ``dim``-dimensional features."""
+    """Empty statistics for ``dim``-dimensional features.
+
+    Args:
+      dim: feature dimension ``D``.
+
+    Returns:
+      :class:`FeatureStats` with count 0 and zero sums.
+    """
     return FeatureStats(
         torch.zeros((), dtype=torch.int64),
         torch.zeros(dim, dtype=torch.float64),
@@ -50,13 +66,27 @@ def init_stats(dim: int) -> FeatureStats:
 
 
 def update_stats(stats: FeatureStats, features: torch.Tensor) -> FeatureStats:
-    """Adds a batch ``[N, D]`` of features; pure (returns new statistics)."""
+    """Adds a batch of features; pure (returns new statistics).
+
+    Args:
+      stats: the running statistics.
+      features: ``[N, D]``; converted to float64 and detached.
+
+    Returns:
+      New :class:`FeatureStats` including the batch.
+    """
     f = features.detach().to(torch.float64)
     return FeatureStats(stats.count + f.shape[0], stats.total + f.sum(0), stats.outer + f.T @ f)
 
 
 def mean_and_covariance(stats: FeatureStats) -> tuple[torch.Tensor, torch.Tensor]:
     """``μ = Σf / N`` and the unbiased ``Σ = (Σ f fᵀ - N μ μᵀ) / (N - 1)``.
+
+    Args:
+      stats: accumulated statistics.
+
+    Returns:
+      ``(mean [D], cov [D, D])`` float64, ``cov`` exactly symmetric.
 
     Raises:
       ValueError: fewer than two feature vectors.
@@ -104,6 +134,12 @@ def frechet_distance_from_stats(stats1: FeatureStats, stats2: FeatureStats) -> f
 
     Warns (it does not fail) when a set has no more vectors than dimensions:
     its covariance is then singular and the value is biased upwards.
+
+    Args:
+      stats1, stats2: statistics of the two feature sets (same ``D``).
+
+    Returns:
+      The squared Fréchet distance, a Python float.
     """
     dim = stats1.total.shape[0]
     for name, s in (("first", stats1), ("second", stats2)):

@@ -31,6 +31,8 @@ from fgm import random
 from fgm.models import vae as vae_lib
 from fgm.tree import TensorTree
 
+__all__ = ["iwae_log_likelihood", "log_importance_weights", "nll"]
+
 
 def log_importance_weights(
     vae: vae_lib.VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor
@@ -104,5 +106,12 @@ def nll(
     num_samples: int = 1000,
     chunk_size: int = 100,
 ) -> torch.Tensor:
-    """``-L_K(x)``, the importance-sampled negative log-likelihood, ``[B]`` nats."""
+    """``-L_K(x)``, the importance-sampled negative log-likelihood (an upper bound on ``-log p(x)``).
+
+    Args:
+      vae, params, x, key, num_samples, chunk_size: as in :func:`iwae_log_likelihood`.
+
+    Returns:
+      ``[B]`` float64 nats.
+    """
     return -iwae_log_likelihood(vae, params, x, key, num_samples, chunk_size)

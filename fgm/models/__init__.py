@@ -1,0 +1,27 @@
+"""Generative models as pure functions of parameter pytrees.
+
+* ``fgm.models.vae``: the VAE (:func:`~fgm.models.vae.make_vae`, ELBO, likelihoods,
+  standard-normal and flow priors).
+* ``fgm.models.networks``: the encoder/decoder architectures the CLI uses (MNIST MLPs,
+  SVHN ConvNets); any ``nn.Module`` of the right shapes works instead.
+* ``fgm.models.gan``: the GAN (generators, discriminators, adversarial losses, D/G steps).
+
+Submodules are imported on first access (``fgm.models.gan``) or explicitly
+(``from fgm.models import vae``).
+"""
+
+import importlib
+
+_SUBMODULES = ("gan", "networks", "vae")
+
+__all__ = list(_SUBMODULES)
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULES))

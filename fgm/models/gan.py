@@ -10,9 +10,12 @@ parameters live in a separate pytree ``{"generator": ..., "discriminator":
 Each step is a pure function ``(TrainState, data, noise) -> (TrainState,
 metrics)`` that updates one player's parameters and optimizer state and
 hands the other player's subtrees through untouched (the very same tensor
-objects). :func:`make_gan_step` composes them into the
+objects). :func:`make_gan_update` composes them into one pure update of
+tensors (D step(s), then a G step), :func:`gan_inputs` draws that update's
+noise from a key, and :func:`make_gan_step` joins the two into the
 ``step(state, batch, key) -> (state, metrics)`` that ``fgm.train`` and the
-runner use; it is the only place where noise is drawn from a key.
+runner use. Split this way, the update can be ``vmap``-ed over a seed
+ensemble (``fgm.ensemble``) like any other.
 
 The discriminator returns one *logit* per image, ``D(x) ∈ ℝ``; for the
 losses derived from a classifier, ``σ(D(x))`` is its probability that ``x``
@@ -453,11 +456,16 @@ def generator_objective(
 
 
 def _update_player(
-    state: train.TrainState, player: str, grads: TensorTree, optimizer: optim.GradientTransformation
+    state: train.TrainState,
+    player: str,
+    grads: TensorTree,
+    optimizer: optim.GradientTransformation,
+    donate: bool = False,
 ) -> train.TrainState:
     """Applies ``optimizer`` to one player's subtree; the other's entries are passed through as is."""
-    updates, opt_state = optimizer.update(grads, state.opt_state[player], state.params[player])
-    params = {**state.params, player: optim.apply_updates(state.params[player], updates)}
+    donation = {"donate": True} if donate else {}
+    updates, opt_state = optimizer.update(grads, state.opt_state[player], state.params[player], **donation)
+    params = {**state.params, player: optim.apply_updates(state.params[player], updates, donate=donate)}
     return state._replace(params=params, opt_state={**state.opt_state, player: opt_state})
 
 
@@ -469,6 +477,8 @@ def discriminator_step(
     real: torch.Tensor,
     z: torch.Tensor,
     alpha: Optional[torch.Tensor] = None,
+    backend: str = "autograd",
+    donate: bool = False,
 ) -> tuple[train.TrainState, Metrics]:
     """One optimizer step on the discriminator; the generator is untouched.
 
@@ -484,6 +494,10 @@ def discriminator_step(
       real: ``[B, C, H, W]`` data in ``[-1, 1]``.
       z: ``[B, d]`` latent noise for the fakes.
       alpha: ``[B, 1, 1, 1]`` interpolation weights (WGAN-GP only).
+      backend: see :func:`fgm.train.value_and_grad` (``"func"`` under ``vmap``;
+        not with WGAN-GP, whose penalty calls ``torch.autograd.grad``).
+      donate: update the discriminator's parameters and optimizer state in
+        place (see :func:`fgm.train.make_update`).
 
     Returns:
       ``(new_state, metrics)`` with the metrics of :func:`discriminator_objective`,
@@ -493,10 +507,10 @@ def discriminator_step(
     def objective(d_params, g_params, real, z, alpha):
         return discriminator_objective(gan, loss, d_params, g_params, real, z, alpha)
 
-    (_, metrics), grads = train.value_and_grad(objective)(
+    (_, metrics), grads = train.value_and_grad(objective, backend)(
         state.params["discriminator"], state.params["generator"], real, z, alpha
     )
-    return _update_player(state, "discriminator", grads, d_opt), metrics
+    return _update_player(state, "discriminator", grads, d_opt, donate), metrics
 
 
 def generator_step(
@@ -505,6 +519,8 @@ def generator_step(
     g_opt: optim.GradientTransformation,
     state: train.TrainState,
     z: torch.Tensor,
+    backend: str = "autograd",
+    donate: bool = False,
 ) -> tuple[train.TrainState, Metrics]:
     """One optimizer step on the generator; the discriminator is untouched.
 
@@ -517,6 +533,8 @@ def generator_step(
       g_opt: the generator's optimizer.
       state: as for :func:`discriminator_step`.
       z: ``[B, d]`` latent noise.
+      backend: see :func:`fgm.train.value_and_grad`.
+      donate: update the generator's parameters and optimizer state in place.
 
     Returns:
       ``(new_state, {"g_loss"})``, the loss before the update.
@@ -525,8 +543,81 @@ def generator_step(
     def objective(g_params, d_params, z):
         return generator_objective(gan, loss, g_params, d_params, z)
 
-    (_, metrics), grads = train.value_and_grad(objective)(state.params["generator"], state.params["discriminator"], z)
-    return _update_player(state, "generator", grads, g_opt), metrics
+    (_, metrics), grads = train.value_and_grad(objective, backend)(
+        state.params["generator"], state.params["discriminator"], z
+    )
+    return _update_player(state, "generator", grads, g_opt, donate), metrics
+
+
+def gan_inputs(gan: GAN, loss: AdversarialLoss, d_steps_per_g_step: int = 1) -> train.InputsFn:
+    """The noise of one game iteration, drawn from its key (the edge of :func:`make_gan_update`).
+
+    The key is split into ``d_steps_per_g_step + 1`` keys, one per player
+    step; each D key is split again into the latents' and (WGAN-GP only) the
+    interpolation weights' keys.
+
+    Returns:
+      ``inputs(batch [B, C, H, W], key) -> (batch, d_noise, z_g)`` with
+      ``d_noise`` a tuple of one ``(z [B, d],)`` or ``(z, alpha [B, 1, 1, 1])``
+      per D step and ``z_g`` the G step's ``[B, d]`` latents.
+    """
+    if d_steps_per_g_step < 1:
+        raise ValueError(f"d_steps_per_g_step must be >= 1, got {d_steps_per_g_step}")
+
+    def inputs(batch: torch.Tensor, key: random.Key) -> tuple:
+        n = batch.shape[0]
+        *d_keys, g_key = random.split(key, d_steps_per_g_step + 1)
+        d_noise = []
+        for d_key in d_keys:
+            k_z, k_alpha = random.split(d_key)
+            alpha = (interpolation_weights(k_alpha, n),) if loss.gradient_penalty > 0 else ()
+            d_noise.append((latent_noise(gan, k_z, n), *alpha))
+        return batch, tuple(d_noise), latent_noise(gan, g_key, n)
+
+    return inputs
+
+
+def make_gan_update(
+    gan: GAN,
+    loss: AdversarialLoss,
+    g_opt: optim.GradientTransformation,
+    d_opt: optim.GradientTransformation,
+    backend: str = "autograd",
+    donate: bool = False,
+) -> train.UpdateFn:
+    """One game iteration as a pure update of tensors: D step(s), then a G step.
+
+    Args:
+      gan: the model definition.
+      loss: the adversarial loss.
+      g_opt: the generator's optimizer.
+      d_opt: the discriminator's optimizer.
+      backend: see :func:`fgm.train.value_and_grad`; ``"func"`` composes
+        with ``vmap`` (seed ensembles), except for WGAN-GP.
+      donate: update parameters and optimizer states in place (see
+        :func:`fgm.train.make_update`).
+
+    Returns:
+      ``update(params, opt_state, real, d_noise, z_g) -> (params, opt_state,
+      metrics)`` with the inputs of :func:`gan_inputs` (one D step per entry
+      of ``d_noise``) and the metrics of :func:`make_gan_step`.
+
+    Raises:
+      ValueError: WGAN-GP with the ``"func"`` backend.
+    """
+    if backend == "func" and loss.gradient_penalty > 0:
+        raise ValueError(f"the {loss.name} loss needs the autograd backend: its gradient penalty calls torch.autograd.grad")
+
+    def update(params: TensorTree, opt_state: TensorTree, real: torch.Tensor, d_noise: tuple, z_g: torch.Tensor):
+        # The key of this temporary state is never read: the noise is already drawn.
+        state = train.TrainState(params=params, opt_state=opt_state, step=0, key=None)
+        for noise in d_noise:
+            state, d_metrics = discriminator_step(gan, loss, d_opt, state, real, *noise, backend=backend, donate=donate)
+        state, g_metrics = generator_step(gan, loss, g_opt, state, z_g, backend=backend, donate=donate)
+        metrics = {"loss": d_metrics["d_loss"] + g_metrics["g_loss"], **d_metrics, **g_metrics}
+        return state.params, state.opt_state, metrics
+
+    return update
 
 
 def make_gan_step(
@@ -535,12 +626,14 @@ def make_gan_step(
     g_opt: optim.GradientTransformation,
     d_opt: optim.GradientTransformation,
     d_steps_per_g_step: int = 1,
+    donate: bool = False,
 ) -> train.StepFn:
     """Builds ``step(state, batch, key) -> (state, metrics)``: D step(s), then a G step.
 
     The key is split into ``d_steps_per_g_step + 1`` keys, one per player
     step; each D step draws its own latents (and WGAN-GP weights) and reuses
-    the same real batch, the G step draws fresh latents of the batch's size.
+    the same real batch, the G step draws fresh latents of the batch's size
+    (:func:`gan_inputs`; the update is :func:`make_gan_update`).
     ``state.step`` grows by one per call.
 
     Args:
@@ -549,6 +642,7 @@ def make_gan_step(
       g_opt: the generator's optimizer.
       d_opt: the discriminator's optimizer.
       d_steps_per_g_step: D steps before each G step (e.g. 5 for WGAN-GP).
+      donate: the step consumes its input state (see :func:`fgm.train.make_step`).
 
     Returns:
       The step function. Its metrics (detached scalars) are ``d_loss``,
@@ -557,21 +651,8 @@ def make_gan_step(
       d_loss + g_loss`` for the runner's NaN guard (plus ``gradient_penalty``
       for WGAN-GP).
     """
-    if d_steps_per_g_step < 1:
-        raise ValueError(f"d_steps_per_g_step must be >= 1, got {d_steps_per_g_step}")
-
-    def step(state: train.TrainState, batch: torch.Tensor, key: random.Key) -> tuple[train.TrainState, Metrics]:
-        n = batch.shape[0]
-        *d_keys, g_key = random.split(key, d_steps_per_g_step + 1)
-        for d_key in d_keys:
-            k_z, k_alpha = random.split(d_key)
-            alpha = interpolation_weights(k_alpha, n) if loss.gradient_penalty > 0 else None
-            state, d_metrics = discriminator_step(gan, loss, d_opt, state, batch, latent_noise(gan, k_z, n), alpha)
-        state, g_metrics = generator_step(gan, loss, g_opt, state, latent_noise(gan, g_key, n))
-        metrics = {"loss": d_metrics["d_loss"] + g_metrics["g_loss"], **d_metrics, **g_metrics}
-        return state._replace(step=state.step + 1), metrics
-
-    return step
+    inputs = gan_inputs(gan, loss, d_steps_per_g_step)
+    return train.step_from_update(make_gan_update(gan, loss, g_opt, d_opt, donate=donate), inputs)
 
 
 # --------------------------------------------------------------------------- evaluation and monitoring

@@ -6,7 +6,9 @@ Why these shapes (2 CPU cores, minutes not hours):
   cheapest FLOP there is (one GEMM, no im2col), and for 28×28 binary digits
   an MLP VAE is within a few nats of a convolutional one (IWAE paper, Table 1:
   its VAEs are MLPs). About 1.0M parameters: an epoch of 55k images is a few
-  seconds, so tens of epochs fit in the 10-minute budget.
+  seconds, so tens of epochs fit in the 10-minute budget. The same MLPs take
+  any ``image_shape``, for other binarised datasets
+  (:func:`fgm.data.register_dataset`).
 * **SVHN, a small strided ConvNet (32-64-128 channels, 4×4 kernels,
   stride 2).** Colour images have spatial statistics an MLP of the same size
   models badly; three stride-2 convolutions bring 32×32 down to 4×4 with few
@@ -19,10 +21,23 @@ stably, and cheap.
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
+
+__all__ = ["mlp", "mnist_mlp_decoder", "mnist_mlp_encoder", "svhn_conv_decoder", "svhn_conv_encoder"]
 
 
 def mlp(sizes: list[int], activation=nn.ELU) -> list[nn.Module]:
+    """The layers of a dense network, an activation between consecutive ``nn.Linear``.
+
+    Args:
+      sizes: ``[in, hidden..., out]`` widths.
+      activation: activation class, instantiated after every layer but the last.
+
+    Returns:
+      A list of modules for ``nn.Sequential(*layers)``; ``[B, in] -> [B, out]``.
+    """
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(fan_in, fan_out))
@@ -31,20 +46,64 @@ def mlp(sizes: list[int], activation=nn.ELU) -> list[nn.Module]:
     return layers
 
 
-def mnist_mlp_encoder(latent_dim: int, hidden: tuple[int, ...] = (512, 256)) -> nn.Module:
-    """``[B, 1, 28, 28] -> [B, 2·latent_dim]`` (mean and log-variance, concatenated)."""
-    return nn.Sequential(nn.Flatten(), *mlp([784, *hidden, 2 * latent_dim]))
+def mnist_mlp_encoder(
+    latent_dim: int,
+    hidden: tuple[int, ...] = (512, 256),
+    image_shape: tuple[int, int, int] = (1, 28, 28),
+) -> nn.Module:
+    """MLP encoder ``[B, C, H, W] -> [B, 2·latent_dim]`` (mean and log-variance, concatenated).
+
+    Named for MNIST, its default shape; any image shape works, the pixels are flattened.
+
+    Args:
+      latent_dim: ``d``.
+      hidden: hidden widths, input side first.
+      image_shape: ``(C, H, W)`` of the input images.
+
+    Returns:
+      An ``nn.Sequential`` (build it through :func:`fgm.nn.functional`).
+    """
+    return nn.Sequential(nn.Flatten(), *mlp([math.prod(image_shape), *hidden, 2 * latent_dim]))
 
 
-def mnist_mlp_decoder(latent_dim: int, hidden: tuple[int, ...] = (256, 512), out_channels: int = 1) -> nn.Module:
-    """``[B, latent_dim] -> [B, out_channels, 28, 28]`` (Bernoulli logits for one channel)."""
-    return nn.Sequential(*mlp([latent_dim, *hidden, out_channels * 784]), nn.Unflatten(1, (out_channels, 28, 28)))
+def mnist_mlp_decoder(
+    latent_dim: int,
+    hidden: tuple[int, ...] = (256, 512),
+    out_channels: int | None = None,
+    image_shape: tuple[int, int, int] = (1, 28, 28),
+) -> nn.Module:
+    """MLP decoder ``[B, latent_dim] -> [B, out_channels, H, W]`` (Bernoulli logits: one channel per image channel).
+
+    Named for MNIST, its default shape; any image shape works.
+
+    Args:
+      latent_dim: ``d``.
+      hidden: hidden widths, latent side first.
+      out_channels: output channels, the likelihood's ``out_channels`` times the image's ``C``;
+        default ``C`` (Bernoulli logits).
+      image_shape: ``(C, H, W)`` of the modelled images.
+
+    Returns:
+      An ``nn.Sequential``.
+    """
+    c, h, w = image_shape
+    out_channels = c if out_channels is None else out_channels
+    return nn.Sequential(*mlp([latent_dim, *hidden, out_channels * h * w]), nn.Unflatten(1, (out_channels, h, w)))
 
 
-def svhn_conv_encoder(latent_dim: int, width: int = 32) -> nn.Module:
-    """``[B, 3, 32, 32] -> [B, 2·latent_dim]``."""
+def svhn_conv_encoder(latent_dim: int, width: int = 32, in_channels: int = 3) -> nn.Module:
+    """Strided ConvNet encoder ``[B, in_channels, 32, 32] -> [B, 2·latent_dim]``.
+
+    Args:
+      latent_dim: ``d``.
+      width: channels of the first convolution (then ``2·width``, ``4·width``).
+      in_channels: image channels (3 for SVHN's RGB).
+
+    Returns:
+      An ``nn.Sequential``.
+    """
     return nn.Sequential(
-        nn.Conv2d(3, width, 4, 2, 1), nn.ELU(),  # 16×16
+        nn.Conv2d(in_channels, width, 4, 2, 1), nn.ELU(),  # 16×16
         nn.Conv2d(width, 2 * width, 4, 2, 1), nn.ELU(),  # 8×8
         nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.ELU(),  # 4×4
         nn.Flatten(),
@@ -53,7 +112,16 @@ def svhn_conv_encoder(latent_dim: int, width: int = 32) -> nn.Module:
 
 
 def svhn_conv_decoder(latent_dim: int, width: int = 32, out_channels: int = 6) -> nn.Module:
-    """``[B, latent_dim] -> [B, out_channels, 32, 32]`` (6 = logistic mean and log-scale per RGB channel)."""
+    """Transposed-ConvNet decoder ``[B, latent_dim] -> [B, out_channels, 32, 32]``.
+
+    Args:
+      latent_dim: ``d``.
+      width: mirrors :func:`svhn_conv_encoder`'s ``width``.
+      out_channels: 6 = logistic location and log-scale per RGB channel.
+
+    Returns:
+      An ``nn.Sequential``.
+    """
     return nn.Sequential(
         nn.Linear(latent_dim, 4 * width * 16), nn.ELU(),
         nn.Unflatten(1, (4 * width, 4, 4)),

@@ -29,6 +29,25 @@ from fgm import nn as fnn
 from fgm import random
 from fgm.tree import TensorTree
 
+__all__ = [
+    "ElboTerms",
+    "Likelihood",
+    "Prior",
+    "VAE",
+    "bernoulli_likelihood",
+    "discretized_logistic_likelihood",
+    "elbo_terms",
+    "flow_prior",
+    "generate",
+    "init",
+    "latent_noise",
+    "loss",
+    "make_vae",
+    "reconstruct",
+    "reparameterize",
+    "standard_normal_prior",
+]
+
 
 class Likelihood(NamedTuple):
     """How decoder outputs score data: ``log p(x | z)``.
@@ -47,7 +66,14 @@ class Likelihood(NamedTuple):
 
 
 def bernoulli_likelihood() -> Likelihood:
-    """Bernoulli pixels for binarised data; decoder outputs logits ``[B, C, H, W]``."""
+    """Bernoulli pixels for binarised data; decoder outputs logits ``[B, C, H, W]``.
+
+    ``log p(x|z) = Σ_i x_i ℓ_i - softplus(ℓ_i)`` with ``ℓ`` the logits (see
+    :func:`fgm.distributions.bernoulli_log_prob`).
+
+    Returns:
+      A :class:`Likelihood` with ``out_channels = 1``; its ``mean`` is ``sigmoid(ℓ)``.
+    """
     return Likelihood("bernoulli", D.bernoulli_log_prob, torch.sigmoid, 1)
 
 
@@ -59,7 +85,16 @@ def _split_logistic(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def discretized_logistic_likelihood(num_levels: int = 256) -> Likelihood:
     """Discretised logistic over ``num_levels`` pixel levels (data in ``[-1, 1]``).
 
-    The decoder outputs ``[B, 2C, H, W]``: locations then log-scales.
+    The decoder outputs ``[B, 2C, H, W]``: locations then log-scales. The
+    probability of each level is the logistic mass of its bin (see
+    :func:`fgm.distributions.discretized_logistic_log_prob`).
+
+    Args:
+      num_levels: number of pixel levels ``L``.
+
+    Returns:
+      A :class:`Likelihood` with ``out_channels = 2``; its ``mean`` maps the
+      locations to ``[0, 1]``.
     """
 
     def log_prob(out, x):
@@ -91,7 +126,13 @@ class Prior(NamedTuple):
 
 
 def standard_normal_prior() -> Prior:
-    """``p(z) = N(0, I)``, with the analytic Gaussian KL."""
+    """``p(z) = N(0, I)``, with the analytic Gaussian KL.
+
+    ``KL(N(μ, diag σ²) || N(0, I)) = 1/2 Σ_d (μ_d² + σ_d² - 1 - log σ_d²)``.
+
+    Returns:
+      A :class:`Prior` without parameters (``init`` returns ``{}``).
+    """
     return Prior(
         init=lambda key: {},
         log_prob=lambda params, z: D.std_normal_log_prob(z),
@@ -115,6 +156,10 @@ def flow_prior(flow: bijectors.Bijector) -> Prior:
 
     Args:
       flow: a bijector on ``[B, d]``, e.g. :func:`fgm.bijectors.realnvp`.
+
+    Returns:
+      A :class:`Prior` whose parameters are the flow's and whose
+      ``analytic_kl`` is ``None``.
     """
 
     def log_prob(params, z):
@@ -168,6 +213,12 @@ def make_vae(
       latent_dim: ``d``.
       image_shape: ``(C, H, W)``.
       prior: defaults to :func:`standard_normal_prior`.
+
+    Returns:
+      A :class:`VAE`; get parameters with :func:`init`.
+
+    Raises:
+      ValueError: a module registers buffers (see :func:`fgm.nn.functional`).
     """
     encoder, encoder_apply = fnn.functional(build_encoder)
     decoder, decoder_apply = fnn.functional(build_decoder)
@@ -189,7 +240,15 @@ def make_vae(
 
 
 def init(vae: VAE, key: random.Key) -> dict[str, TensorTree]:
-    """Fresh parameters ``{"encoder", "decoder", "prior"}`` from ``key``."""
+    """Fresh parameters ``{"encoder", "decoder", "prior"}`` from ``key``.
+
+    Args:
+      vae: the model definition.
+      key: split three ways, one key per part.
+
+    Returns:
+      ``{"encoder": flat dict, "decoder": flat dict, "prior": prior.init(key)}``.
+    """
     k_enc, k_dec, k_prior = random.split(key, 3)
     return {
         "encoder": fnn.init_params(vae.encoder, k_enc),
@@ -212,11 +271,21 @@ class ElboTerms(NamedTuple):
 
     @property
     def elbo(self) -> torch.Tensor:
+        """``log p(x|z) - KL``, ``[B]``."""
         return self.log_likelihood - self.kl
 
 
 def reparameterize(mean: torch.Tensor, log_var: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """``z = μ + σ ⊙ ε`` with ``σ = exp(log_var / 2)``; shapes ``[B, d]``."""
+    """``z = μ + σ ⊙ ε`` with ``σ = exp(log_var / 2)``.
+
+    Args:
+      mean: ``[B, d]`` ``μ``.
+      log_var: ``[B, d]`` ``log σ²``.
+      eps: ``[B, d]`` (or broadcastable) standard-normal noise ``ε``.
+
+    Returns:
+      ``z``: ``[B, d]``, differentiable in ``mean`` and ``log_var``.
+    """
     return mean + torch.exp(0.5 * log_var) * eps
 
 
@@ -257,7 +326,15 @@ def loss(
 ) -> tuple[torch.Tensor, dict]:
     """Negative ELBO averaged over the batch, with its terms as metrics.
 
-    ``L(θ, φ) = -1/B Σ_b [log p_θ(x_b | z_b) - KL(q_φ(z|x_b) || p(z))]``.
+    ``L(θ, φ) = -1/B Σ_b [log p_θ(x_b | z_b) - KL(q_φ(z|x_b) || p(z))]``,
+    ``z_b = μ_φ(x_b) + σ_φ(x_b) ⊙ ε_b`` (see :func:`elbo_terms`).
+
+    Args:
+      vae: the model definition.
+      params: ``{"encoder", "decoder", "prior"}``.
+      x: ``[B, C, H, W]`` data in the likelihood's space.
+      eps: ``[B, d]`` standard-normal noise.
+      analytic_kl: use the prior's closed-form KL when it has one.
 
     Returns:
       ``(loss, {"neg_elbo", "recon", "kl"})``, all scalars (nats per example).
@@ -273,7 +350,16 @@ def loss(
 
 
 def latent_noise(vae: VAE, key: random.Key, batch_size: int) -> torch.Tensor:
-    """``ε ~ N(0, I)`` of shape ``[batch_size, d]`` for one step's reparameterisation."""
+    """``ε ~ N(0, I)`` for one step's reparameterisation.
+
+    Args:
+      vae: the model (gives ``d``).
+      key: the noise key.
+      batch_size: ``B``.
+
+    Returns:
+      ``[B, d]`` float32.
+    """
     return random.normal(key, (batch_size, vae.latent_dim))
 
 
@@ -281,6 +367,8 @@ def generate(vae: VAE, params: TensorTree, eps: torch.Tensor) -> torch.Tensor:
     """Images from the prior: ``z = prior.sample(ε)``, decoded to the likelihood's mean.
 
     Args:
+      vae: the model definition.
+      params: its parameters.
       eps: ``[N, d]`` base noise.
 
     Returns:
@@ -291,6 +379,15 @@ def generate(vae: VAE, params: TensorTree, eps: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruct(vae: VAE, params: TensorTree, x: torch.Tensor) -> torch.Tensor:
-    """Decodes the posterior mean of ``x``; ``[B, C, H, W] -> [B, C, H, W]`` in ``[0, 1]``."""
+    """Decodes the posterior mean ``μ(x)``.
+
+    Args:
+      vae: the model definition.
+      params: its parameters.
+      x: ``[B, C, H, W]`` data in the likelihood's space.
+
+    Returns:
+      ``[B, C, H, W]`` in ``[0, 1]``: the likelihood's mean at ``z = μ(x)``.
+    """
     mean, _ = vae.encode(params["encoder"], x)
     return vae.likelihood.mean(vae.decode(params["decoder"], mean))

@@ -1,0 +1,231 @@
+"""Seed ensembles: many independent models trained at once with ``torch.func.vmap``.
+
+The members of an ensemble share an architecture, an optimizer and a step
+count, and differ in their keys (initialisation, step noise, data order).
+Their parameter and optimizer-state trees are *stacked*: every tensor leaf
+gets a new leading axis of size ``M``, the number of members. A pure update
+``update(params, opt_state, *inputs)`` (see :func:`fgm.train.make_update`)
+is then mapped over that axis with ``torch.func.vmap``, so one call trains
+all members, each on its own inputs::
+
+    states = [recipe.init(fgm.random.key(s)) for s in (0, 1, 2, 3)]
+    ens = stack_states(states)
+    step = make_ensemble_step(train.make_update(loss_fn, optimizer, backend="func"), make_inputs)
+    ens, metrics = step(ens, [batch_0, batch_1, batch_2, batch_3], step_keys(ens))  # metrics: [4] each
+
+Keys stay outside ``vmap``: ``fgm.random`` samplers are Python-level (a
+private ``torch.Generator`` per key), and ``vmap`` forbids random ops inside
+anyway. Each member's noise is drawn at the edge from its own key by the
+same ``make_inputs`` a single run uses, and the draws are stacked. Member
+``i`` of an ensemble therefore follows exactly the computation of a single
+run with ``states[i]`` and the same keys and batches; the results agree to
+floating-point tolerance (batched matrix products may round differently).
+
+Integer leaves of the optimizer state are step counters. Bias corrections
+and learning-rate schedules read them as Python ints, which a batched tensor
+cannot give, so :func:`vmap_update` passes them *unbatched*: all members
+must be at the same count (they are, stepping in lockstep), and a mismatch
+is an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence
+
+import optree
+import torch
+
+from fgm import random, train
+from fgm.tree import TensorTree, tree_map
+
+EnsembleStepFn = Callable[["EnsembleState", Sequence[Any], Sequence[random.Key]], tuple["EnsembleState", train.Metrics]]
+
+
+# --------------------------------------------------------------------------- stacking
+
+
+def stack(trees: Sequence[TensorTree]) -> TensorTree:
+    """Stacks trees of the same structure leaf by leaf along a new leading axis.
+
+    Args:
+      trees: ``M >= 1`` trees with equal structure; matching leaves must have
+        equal shapes and dtypes.
+
+    Returns:
+      One tree of that structure whose leaves are ``[M, *leaf.shape]`` (new
+      memory, detached).
+
+    Raises:
+      ValueError: no trees, or trees of different structures.
+    """
+    if not trees:
+        raise ValueError("stack needs at least one tree")
+    leaves0, spec = optree.tree_flatten(trees[0])
+    columns = [[leaf] for leaf in leaves0]
+    for i, tree in enumerate(trees[1:], start=1):
+        leaves, other = optree.tree_flatten(tree)
+        if other != spec:
+            raise ValueError(f"tree {i} has structure {other}, expected {spec}")
+        for column, leaf in zip(columns, leaves):
+            column.append(leaf)
+    return optree.tree_unflatten(spec, [torch.stack([t.detach() for t in column]) for column in columns])
+
+
+def num_members(tree: TensorTree) -> int:
+    """The size ``M`` of the leading axis shared by all leaves of a stacked tree."""
+    sizes = {leaf.shape[0] for leaf in optree.tree_leaves(tree)}
+    if len(sizes) != 1:
+        raise ValueError(f"not a stacked tree: leading sizes {sorted(sizes)}")
+    return sizes.pop()
+
+
+def member(tree: TensorTree, i: int) -> TensorTree:
+    """Member ``i`` of a stacked tree: every leaf indexed ``leaf[i]`` (views, no copy)."""
+    return tree_map(lambda leaf: leaf[i], tree)
+
+
+def unstack(tree: TensorTree) -> list[TensorTree]:
+    """The inverse of :func:`stack`: ``M`` trees whose leaves are views ``leaf[i]``."""
+    return [member(tree, i) for i in range(num_members(tree))]
+
+
+class EnsembleState(NamedTuple):
+    """The training state of ``M`` models that step together.
+
+    Attributes:
+      params: the stacked parameter tree (leaves ``[M, ...]``).
+      opt_state: the stacked optimizer state (leaves ``[M, ...]``; integer
+        counters equal across members).
+      step: number of optimizer steps taken by every member (Python int).
+      keys: the members' root keys, one per member (see :func:`fgm.train.step_key`).
+    """
+
+    params: TensorTree
+    opt_state: TensorTree
+    step: int
+    keys: tuple[random.Key, ...]
+
+
+def stack_states(states: Sequence[train.TrainState]) -> EnsembleState:
+    """Stacks single-model states (all at the same step) into an :class:`EnsembleState`."""
+    steps = {s.step for s in states}
+    if len(steps) != 1:
+        raise ValueError(f"members must be at the same step to train together, got steps {sorted(steps)}")
+    return EnsembleState(
+        params=stack([s.params for s in states]),
+        opt_state=stack([s.opt_state for s in states]),
+        step=steps.pop(),
+        keys=tuple(s.key for s in states),
+    )
+
+
+def unstack_states(ensemble: EnsembleState) -> list[train.TrainState]:
+    """The members as :class:`fgm.train.TrainState` s (tensors are views into the stack)."""
+    params, opt_states = unstack(ensemble.params), unstack(ensemble.opt_state)
+    if not len(params) == len(opt_states) == len(ensemble.keys):
+        raise ValueError(f"{len(params)} parameter sets, {len(opt_states)} optimizer states, {len(ensemble.keys)} keys")
+    return [train.TrainState(p, o, ensemble.step, k) for p, o, k in zip(params, opt_states, ensemble.keys)]
+
+
+def step_keys(ensemble: EnsembleState) -> list[random.Key]:
+    """Each member's key for the next step, ``fold_in(key_i, step)`` as :func:`fgm.train.step_key`."""
+    return [random.fold_in(k, ensemble.step) for k in ensemble.keys]
+
+
+# --------------------------------------------------------------------------- vmapped steps
+
+
+def _is_shared(leaf: torch.Tensor) -> bool:
+    """Integer leaves are step counters, read as Python ints inside the update."""
+    return not (leaf.is_floating_point() or leaf.is_complex())
+
+
+def vmap_update(update: train.UpdateFn, input_dims: Any = 0) -> train.UpdateFn:
+    """Maps a pure update over the members of stacked trees with ``torch.func.vmap``.
+
+    Args:
+      update: ``(params, opt_state, *inputs) -> (params, opt_state,
+        metrics)`` for one model, built so that it composes with ``vmap``
+        (e.g. :func:`fgm.train.make_update` with ``backend="func"``; donation
+        works too and updates the stacks in place).
+      input_dims: ``vmap``'s ``in_dims`` for the inputs: 0 (default) when
+        every input has a leading member axis, ``None`` for inputs that all
+        members share, or a tuple with one entry per input.
+
+    Returns:
+      ``update(params, opt_state, *inputs)`` on stacked trees: ``params`` and
+      the floating-point leaves of ``opt_state`` are ``[M, ...]``; integer
+      leaves of ``opt_state`` are ``[M]`` and must be equal across members.
+      Outputs are stacked the same way; each metric is ``[M]``.
+
+    Raises:
+      ValueError: the members' step counters differ.
+    """
+
+    def stacked(params: TensorTree, opt_state: TensorTree, *inputs):
+        leaves, treedef = optree.tree_flatten(opt_state)
+        mask = [_is_shared(t) for t in leaves]
+        batched, shared = _split(leaves, mask)
+        for leaf in shared:
+            if leaf.dim() != 1 or not bool((leaf == leaf[0]).all()):
+                raise ValueError(f"members must share their step counters, got {leaf.tolist()}")
+
+        def core(params, batched, shared, *inputs):
+            opt_state = optree.tree_unflatten(treedef, _merge(batched, shared, mask))
+            params, opt_state, metrics = update(params, opt_state, *inputs)
+            new_leaves, new_def = optree.tree_flatten(opt_state)
+            if new_def != treedef:
+                raise ValueError(f"the update changed the optimizer state's structure: {treedef} -> {new_def}")
+            return params, *_split(new_leaves, mask), metrics
+
+        dims = input_dims if isinstance(input_dims, tuple) else (input_dims,) * len(inputs)
+        mapped = torch.func.vmap(core, in_dims=(0, 0, None, *dims), out_dims=(0, 0, None, 0))
+        params, batched, shared, metrics = mapped(params, batched, [leaf[0] for leaf in shared], *inputs)
+        m = num_members(params)
+        # Fresh [M] counters, not stride-0 views: a stacked state's leaves are ordinary tensors.
+        shared = [leaf.expand(m, *leaf.shape).clone() for leaf in shared]
+        return params, optree.tree_unflatten(treedef, _merge(batched, shared, mask)), metrics
+
+    return stacked
+
+
+def _split(leaves: list[torch.Tensor], mask: list[bool]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``(leaves where not mask, leaves where mask)``."""
+    return [t for t, m in zip(leaves, mask) if not m], [t for t, m in zip(leaves, mask) if m]
+
+
+def _merge(batched: list[torch.Tensor], shared: list[torch.Tensor], mask: list[bool]) -> list[torch.Tensor]:
+    """The inverse of :func:`_split`."""
+    b, s = iter(batched), iter(shared)
+    return [next(s) if m else next(b) for m in mask]
+
+
+def make_ensemble_step(
+    update: train.UpdateFn,
+    make_inputs: train.InputsFn = lambda batch, key: (batch,),
+) -> EnsembleStepFn:
+    """Builds ``step(ensemble, batches, keys) -> (ensemble, metrics)`` for stacked members.
+
+    Args:
+      update: one model's pure update (see :func:`vmap_update`).
+      make_inputs: ``(batch, key) -> inputs`` of one member, as for
+        :func:`fgm.train.step_from_update`; it runs outside ``vmap``, once
+        per member, and its outputs are stacked.
+
+    Returns:
+      The step. ``batches`` and ``keys`` have one entry per member (pass the
+      same batch ``M`` times for a shared data order); member ``i`` gets
+      ``make_inputs(batches[i], keys[i])``. Metrics are ``[M]`` tensors.
+      ``ensemble.step`` grows by one per call; the keys are kept.
+    """
+    mapped = vmap_update(update)
+
+    def step(ensemble: EnsembleState, batches: Sequence[Any], keys: Sequence[random.Key]) -> tuple[EnsembleState, train.Metrics]:
+        m = len(ensemble.keys)
+        if len(batches) != m or len(keys) != m:
+            raise ValueError(f"{m} members need {m} batches and {m} keys, got {len(batches)} and {len(keys)}")
+        inputs = stack([tuple(make_inputs(b, k)) for b, k in zip(batches, keys)])
+        params, opt_state, metrics = mapped(ensemble.params, ensemble.opt_state, *inputs)
+        return EnsembleState(params, opt_state, ensemble.step + 1, ensemble.keys), metrics
+
+    return step

@@ -1,0 +1,282 @@
+"""FID of image sets: Inception statistics, a disk cache for them, and the distance.
+
+Built on :mod:`fgm.metrics.frechet` (the streaming float64 statistics and the
+robust Fréchet distance) and :mod:`fgm.metrics.inception` (the features)::
+
+    extract = inception.make_feature_extractor()                  # TF FID weights
+    real = dataset_statistics("mnist", "test", extract, cache_dir="~/.cache/fgm")
+    result = fid(samples, real, extract)                          # samples: [N, C, H, W] in [0, 1]
+    print(result)                                                 # FID 12.345 (N = 10000 vs 10000)
+
+Statistics of real data are computed once per (dataset, split, number of
+images, weights, preprocessing, precision) and stored by
+:func:`cached_statistics`; the file carries its key and is refused when the
+key, shapes or values do not fit. FID with few images is biased upwards (and
+singular below 2048 images): compare values only at the same ``N``, which
+:class:`FIDResult` always carries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, NamedTuple, Union
+
+import torch
+from tqdm.auto import tqdm
+
+from fgm.metrics import inception
+from fgm.metrics.frechet import FeatureStats, frechet_distance_from_stats, init_stats, update_stats
+
+__all__ = [
+    "FIDResult",
+    "StatisticsCacheError",
+    "cached_statistics",
+    "dataset_statistics",
+    "fid",
+    "fid_from_stats",
+    "image_statistics",
+    "statistics_key",
+]
+
+Images = Union[torch.Tensor, Iterable[Any]]
+_CACHE_FORMAT = "fgm-feature-stats-v1"
+
+
+class StatisticsCacheError(ValueError):
+    """A statistics cache file is unreadable or does not match its key."""
+
+
+class FIDResult(NamedTuple):
+    """An FID value with the number of images of each set (always report both)."""
+
+    value: float
+    num_a: int
+    num_b: int
+
+    def __str__(self) -> str:
+        return f"FID {self.value:.3f} (N = {self.num_a} vs {self.num_b})"
+
+
+def _batches(images: Images, batch_size: int):
+    """Batches ``[n, C, H, W]`` of a tensor, or of an iterable of tensors / ``(images, labels)`` tuples."""
+    if isinstance(images, torch.Tensor):
+        yield from images.split(batch_size)
+        return
+    for batch in images:
+        if isinstance(batch, (tuple, list)):  # DataLoader-style (images, labels)
+            batch = batch[0]
+        yield from batch.split(batch_size)
+
+
+def image_statistics(
+    images: Images,
+    extractor: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int = 50,
+    progress: bool = True,
+    total: int | None = None,
+    desc: str = "FID features",
+) -> FeatureStats:
+    """Feature statistics of an image set in one streaming pass (float64 sums).
+
+    Args:
+      images: ``[N, C, H, W]`` tensor, or an iterable of such batches (or of
+        ``(images, labels)`` tuples); uint8 or float in ``[0, 1]``.
+      extractor: ``images → [n, D]`` features, e.g. :func:`inception.make_feature_extractor`.
+      batch_size: images per extractor call (larger batches are split).
+      progress: show a tqdm bar (images, rate, ETA).
+      total: number of images, for the bar's ETA when ``images`` is an iterable.
+      desc: the bar's label.
+
+    Returns:
+      :class:`FeatureStats` (count, ``Σf``, ``Σ f fᵀ``); only these are kept,
+      never the features.
+
+    Raises:
+      ValueError: no images.
+    """
+    if isinstance(images, torch.Tensor):
+        total = images.shape[0]
+    stats = None
+    with tqdm(total=total, unit="img", desc=desc, disable=not progress, dynamic_ncols=True) as bar:
+        for batch in _batches(images, batch_size):
+            features = extractor(batch)
+            stats = update_stats(init_stats(features.shape[1]) if stats is None else stats, features)
+            bar.update(batch.shape[0])
+    if stats is None:
+        raise ValueError("no images to compute statistics of")
+    return stats
+
+
+def statistics_key(dataset: str, split: str, num_images: int, info: inception.FeatureInfo, **extra) -> dict:
+    """The cache key of a data set's statistics: what the set is and what the features are.
+
+    Args:
+      dataset, split: e.g. ``"mnist"``, ``"test"``.
+      num_images: how many images (the first ``num_images`` of the split).
+      info: the extractor's :class:`inception.FeatureInfo` (weights
+        fingerprint, preprocessing version, precision).
+      **extra: anything else that changes the images (JSON scalars).
+    """
+    return {"dataset": dataset, "split": split, "num_images": int(num_images), **info.key(), **extra}
+
+
+def _key_json(key: dict) -> str:
+    try:
+        return json.dumps(key, sort_keys=True, separators=(",", ":"))
+    except TypeError as e:
+        raise TypeError(f"cache key must hold JSON values only: {e}") from e
+
+
+def cache_path(cache_dir: str | os.PathLike, key: dict) -> Path:
+    """``<cache_dir>/fid-stats-<sha256(key)[:16]>.pt``."""
+    digest = hashlib.sha256(_key_json(key).encode()).hexdigest()[:16]
+    return Path(cache_dir).expanduser() / f"fid-stats-{digest}.pt"
+
+
+def _read_cache(path: Path, key: dict) -> FeatureStats:
+    """Loads and verifies one cache file; any problem is a :class:`StatisticsCacheError`."""
+    def refuse(reason: str) -> StatisticsCacheError:
+        return StatisticsCacheError(f"statistics cache {path} {reason}; delete it to recompute")
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated zips, bad pickles, ... all mean "corrupt"
+        raise refuse(f"is unreadable ({type(e).__name__}: {e})") from e
+    if not isinstance(blob, dict) or blob.get("format") != _CACHE_FORMAT:
+        raise refuse(f"is not a {_CACHE_FORMAT} file")
+    if blob.get("key") != _key_json(key):
+        raise refuse(f"was written for another key: {blob.get('key')} (wanted {_key_json(key)})")
+    count, total, outer = blob.get("count"), blob.get("total"), blob.get("outer")
+    if not all(isinstance(t, torch.Tensor) for t in (count, total, outer)):
+        raise refuse("lacks count/total/outer tensors")
+    dim = total.shape[0] if total.dim() == 1 else -1
+    if count.dim() != 0 or outer.shape != (dim, dim) or total.dtype != torch.float64 or outer.dtype != torch.float64:
+        raise refuse(f"has malformed statistics (total {tuple(total.shape)}, outer {tuple(outer.shape)})")
+    if int(count) < 1 or not (torch.isfinite(total).all() and torch.isfinite(outer).all()):
+        raise refuse("has an empty count or non-finite sums")
+    if "num_images" in key and int(count) != int(key["num_images"]):
+        raise refuse(f"holds {int(count)} images, the key says {key['num_images']}")
+    return FeatureStats(count.to(torch.int64), total, outer)
+
+
+def cached_statistics(
+    cache_dir: str | os.PathLike | None,
+    key: dict,
+    compute: Callable[[], FeatureStats],
+) -> FeatureStats:
+    """Statistics from ``cache_dir`` if stored under ``key``, else ``compute()`` and store them.
+
+    The file name is a hash of ``key`` and the file repeats the key, so a
+    collision or a copied file is detected. Writes go to a temporary file in
+    the same directory and are moved into place with ``os.replace``: a crash
+    never leaves a half-written cache, and concurrent writers agree.
+
+    Args:
+      cache_dir: the cache folder (created if needed); ``None`` disables caching.
+      key: JSON-able dict identifying the statistics (see :func:`statistics_key`).
+      compute: produces the statistics on a miss.
+
+    Raises:
+      StatisticsCacheError: the cached file is corrupt or was written for
+        another key (it is never silently overwritten).
+    """
+    if cache_dir is None:
+        return compute()
+    path = cache_path(cache_dir, key)
+    if path.exists():
+        return _read_cache(path, key)
+    stats = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {"format": _CACHE_FORMAT, "key": _key_json(key), "count": stats.count.to(torch.int64),
+            "total": stats.total.to(torch.float64), "outer": stats.outer.to(torch.float64)}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(blob, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return stats
+
+
+def dataset_statistics(
+    dataset: str,
+    split: str,
+    extractor: inception.FeatureExtractor,
+    *,
+    num_images: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    batch_size: int = 50,
+    progress: bool = True,
+) -> FeatureStats:
+    """Statistics of the first ``num_images`` images of a data split, cached on disk.
+
+    Args:
+      dataset, split: as in :func:`fgm.data.load_images` (``"test"`` is the
+        official test set in its official order).
+      extractor: a :class:`inception.FeatureExtractor` (its ``info`` keys the cache).
+      num_images: ``None`` for the whole split.
+      cache_dir: statistics cache folder; ``None`` computes without caching.
+      data_dir: data folder (default ``$FGM_DATA_DIR``, see :mod:`fgm.data`).
+      batch_size, progress: see :func:`image_statistics`.
+    """
+    from fgm import data  # local: fgm.data pulls in torchvision datasets, unneeded for the maths
+
+    images = data.load_images(dataset, split, data_dir)
+    n = images.shape[0] if num_images is None else int(num_images)
+    if not 2 <= n <= images.shape[0]:
+        raise ValueError(f"num_images must be in [2, {images.shape[0]}] for {dataset}/{split}, got {n}")
+    key = statistics_key(dataset, split, n, extractor.info)
+    return cached_statistics(
+        cache_dir, key,
+        lambda: image_statistics(images[:n], extractor, batch_size, progress, desc=f"{dataset}/{split} features"),
+    )
+
+
+def fid_from_stats(stats_a: FeatureStats, stats_b: FeatureStats) -> FIDResult:
+    """:class:`FIDResult` of two sets' statistics (warns when a set has ``N ≤ D``)."""
+    value = frechet_distance_from_stats(stats_a, stats_b)
+    return FIDResult(value, int(stats_a.count), int(stats_b.count))
+
+
+def fid(
+    images_a: Images | FeatureStats,
+    images_b: Images | FeatureStats,
+    extractor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    *,
+    batch_size: int = 50,
+    progress: bool = False,
+) -> FIDResult:
+    """Fréchet Inception Distance between two image sets.
+
+    ``FID = ‖μ_a - μ_b‖² + Tr(Σ_a + Σ_b - 2 (Σ_a^{1/2} Σ_b Σ_a^{1/2})^{1/2})`` over
+    the sets' pool3 features (:func:`fgm.metrics.frechet.frechet_distance`).
+
+    Args:
+      images_a, images_b: ``[N, C, H, W]`` tensors in ``[0, 1]`` (or uint8),
+        iterables of batches, or precomputed :class:`FeatureStats` (e.g.
+        cached real-data statistics, which must come from the same extractor).
+      extractor: the feature extractor; default
+        :func:`inception.make_feature_extractor` ``()`` (TF FID weights).
+      batch_size, progress: see :func:`image_statistics`.
+
+    Returns:
+      ``FIDResult(value, num_a, num_b)``.
+    """
+    def stats_of(images):
+        nonlocal extractor
+        if isinstance(images, FeatureStats):
+            return images
+        if extractor is None:
+            extractor = inception.make_feature_extractor()
+        return image_statistics(images, extractor, batch_size, progress)
+
+    return fid_from_stats(stats_of(images_a), stats_of(images_b))

@@ -1,0 +1,324 @@
+"""Seed ensembles: stacking, the vmap-able optimizer path, donation, and members equal to single runs."""
+
+import functools
+import json
+from typing import Callable, NamedTuple
+
+import optree
+import pytest
+import torch
+
+from experiments import registry, run
+from fgm import checkpoint, ensemble, optim, random, train
+from fgm import data as fdata
+from fgm.models import gan as G
+from fgm.tree import tree_allclose, tree_clone, tree_equal
+
+SMOKE = ["--profile", "smoke", "--no-progress", "--train-limit", "256", "--val-limit", "100", "--test-limit", "100"]
+
+
+def _double(tree):
+    return optree.tree_map(lambda t: t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t, tree)
+
+
+def _tree(seed, shapes=({"w": (3, 4), "b": (4,)}, (2,))):
+    gen = torch.Generator().manual_seed(seed)
+    return optree.tree_map(lambda s: torch.randn(s, generator=gen, dtype=torch.float64), shapes,
+                           is_leaf=lambda x: isinstance(x, tuple) and all(isinstance(i, int) for i in x))
+
+
+# --------------------------------------------------------------------------- stacking
+
+
+def test_stack_unstack_round_trip():
+    trees = [_tree(s) for s in range(3)]
+    stacked = ensemble.stack(trees)
+    assert stacked[0]["w"].shape == (3, 3, 4) and stacked[1].shape == (3, 2)
+    assert ensemble.num_members(stacked) == 3
+    assert all(tree_equal(a, b) for a, b in zip(ensemble.unstack(stacked), trees))
+    assert tree_equal(ensemble.member(stacked, 1), trees[1])
+    # new memory: stacking copies, so the members' trees stay independent
+    stacked[0]["w"].zero_()
+    assert not torch.equal(trees[0][0]["w"], torch.zeros(3, 4))
+
+
+def test_stack_rejects_mismatched_structures():
+    with pytest.raises(ValueError, match="structure"):
+        ensemble.stack([{"a": torch.zeros(2)}, {"b": torch.zeros(2)}])
+    with pytest.raises(ValueError, match="at least one"):
+        ensemble.stack([])
+
+
+def test_stack_states_round_trip_keeps_keys_steps_and_optimizer_state():
+    opt = optim.adam(optim.cosine_decay_schedule(1e-2, 10))
+    states = []
+    for s in range(3):
+        params = _tree(s)
+        state = train.init_state(params, opt, random.key(s))
+        updates, opt_state = opt.update(_tree(10 + s), state.opt_state, params)
+        states.append(state._replace(params=optim.apply_updates(params, updates), opt_state=opt_state, step=1))
+    stacked = ensemble.stack_states(states)
+    assert stacked.step == 1 and stacked.keys == tuple(random.key(s) for s in range(3))
+    assert stacked.opt_state[0].count.tolist() == [1, 1, 1]
+    back = ensemble.unstack_states(stacked)
+    assert all(tree_equal(a, b) for a, b in zip(back, states))
+    assert ensemble.step_keys(stacked) == [train.step_key(s) for s in states]
+    with pytest.raises(ValueError, match="same step"):
+        ensemble.stack_states([states[0], states[1]._replace(step=2)])
+
+
+def test_stacked_state_checkpoints(tmp_path):
+    opt = optim.adam(1e-2)
+    stacked = ensemble.stack_states([train.init_state(_tree(s), opt, random.key(s)) for s in range(2)])
+    checkpoint.save(tmp_path / "c.pt", stacked, {"epoch": 1})
+    loaded, meta = checkpoint.load(tmp_path / "c.pt", stacked)
+    assert tree_equal(loaded, stacked) and meta["epoch"] == 1
+
+
+# --------------------------------------------------------------------------- optimizer under vmap, donation
+
+
+def _transforms():
+    return {
+        "adam": optim.adam(1e-2),
+        "adam-schedule": optim.adam(optim.cosine_decay_schedule(1e-2, 10)),
+        "scale_by_adam": optim.scale_by_adam(0.5, 0.9, 1e-6),
+        "clip-adamw": optim.chain(
+            optim.clip_by_global_norm(0.5),
+            optim.scale_by_adam(),
+            optim.add_decayed_weights(1e-2),
+            optim.scale_by_learning_rate(optim.exponential_decay(1e-2, 0.5, 3)),
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(_transforms()))
+def test_vmapped_optimizer_equals_each_member(name):
+    """Inside vmap the per-leaf path runs; it must agree with the _foreach path member by member."""
+    tx = _transforms()[name]
+    update = ensemble.vmap_update(lambda p, s, g: (*_step(tx, p, s, g), {}))
+    params = [_tree(s) for s in range(3)]
+    states = [tx.init(p) for p in params]
+    stacked_p, stacked_s = ensemble.stack(params), ensemble.stack(states)
+    for k in range(4):
+        grads = [_tree(100 * k + s) for s in range(3)]
+        stacked_p, stacked_s, _ = update(stacked_p, stacked_s, ensemble.stack(grads))
+        for i in range(3):
+            params[i], states[i] = _step(tx, params[i], states[i], grads[i])
+    for i in range(3):
+        got = (ensemble.member(stacked_p, i), ensemble.member(stacked_s, i))
+        if name == "clip-adamw":  # Tensor.norm and _foreach_norm may sum in another order
+            assert tree_allclose(got, (params[i], states[i]), rtol=1e-13, atol=0)
+        else:
+            assert tree_equal(got, (params[i], states[i]))
+
+
+def _step(tx, params, state, grads, donate=False):
+    updates, state = tx.update(grads, state, params, **({"donate": True} if donate else {}))
+    return optim.apply_updates(params, updates, donate=donate), state
+
+
+def test_counters_must_be_shared():
+    tx = optim.adam(1e-2)
+    update = ensemble.vmap_update(lambda p, s, g: (*_step(tx, p, s, g), {}))
+    stacked = ensemble.stack([tx.init(_tree(0)), tx.init(_tree(1))])
+    stacked = (stacked[0]._replace(count=torch.tensor([0, 1])), stacked[1])
+    with pytest.raises(ValueError, match="step counters"):
+        update(ensemble.stack([_tree(0), _tree(1)]), stacked, ensemble.stack([_tree(2), _tree(3)]))
+
+
+@pytest.mark.parametrize("name", [*_transforms(), "sgd"])
+def test_donation_is_bitwise_the_pure_update_and_reuses_buffers(name):
+    tx = _transforms().get(name) or optim.scale_by_learning_rate(0.1)
+    pure_p, don_p = _tree(0), _tree(0)
+    pure_s, don_s = tx.init(pure_p), tx.init(don_p)
+    for k in range(4):
+        grads = _tree(10 + k)
+        pure_p, pure_s = _step(tx, pure_p, pure_s, grads)
+        old = {t.data_ptr() for t in optree.tree_leaves((don_p, don_s)) if t.is_floating_point() and t.numel()}
+        don_p, don_s = _step(tx, don_p, don_s, grads, donate=True)
+        new = {t.data_ptr() for t in optree.tree_leaves((don_p, don_s)) if t.is_floating_point() and t.numel()}
+        assert new == old  # parameters and moments were updated where they were
+        assert tree_equal((pure_p, pure_s), (don_p, don_s))
+
+
+def test_donation_leaves_gradients_alone():
+    # autograd may hand one gradient tensor to two leaves; donation must not write into it
+    g = torch.ones(3, dtype=torch.float64)
+    grads = {"a": g, "b": g}
+    params = {"a": torch.zeros(3, dtype=torch.float64), "b": torch.zeros(3, dtype=torch.float64)}
+    for tx in [*_transforms().values(), optim.scale_by_learning_rate(0.1)]:
+        _step(tx, params, tx.init(params), grads, donate=True)
+        assert torch.equal(g, torch.ones(3, dtype=torch.float64))
+
+
+# --------------------------------------------------------------------------- members equal single runs
+
+
+class Setup(NamedTuple):
+    """One model's pieces in float64, so that comparisons test the bookkeeping, not float32 rounding."""
+
+    init: Callable  # key -> TrainState
+    make_update: Callable  # (backend=..., donate=...) -> update
+    make_inputs: Callable  # (batch, key) -> inputs
+    data: Callable  # (seed, t) -> batch
+
+
+def _vae_setup(flow: bool) -> Setup:
+    config = {"latent_dim": 4, "hidden": [24, 12], "width": 8, "flow_layers": 2, "flow_hidden": [8],
+              "lr": 3e-3, "lr_schedule": "cosine", "total_steps": 6}
+    recipe = (registry.vae_flow if flow else registry.vae_std)(fdata.get_spec("mnist"), config)
+    return Setup(
+        init=lambda key: _double(recipe.init(key)),
+        make_update=recipe.make_update,
+        make_inputs=lambda x, key: _double(recipe.make_inputs(x, key)),
+        data=lambda seed, t: random.bernoulli(random.fold_in(random.key(100 + seed), t), torch.full((8, 1, 28, 28), 0.3)),
+    )
+
+
+def _gan_setup() -> Setup:
+    shape = (1, 28, 28)
+    gan = G.make_gan(lambda: G.mlp_generator(4, shape, (8, 16)), lambda: G.mlp_discriminator(shape, (16, 8)), 4, shape)
+    loss, opt = G.get_loss("non_saturating"), optim.adam(2e-3, b1=0.5)
+    make_inputs = G.gan_inputs(gan, loss, d_steps_per_g_step=2)
+    return Setup(
+        init=lambda key: _double(G.init_state(gan, opt, opt, key)),
+        make_update=functools.partial(G.make_gan_update, gan, loss, opt, opt),
+        make_inputs=lambda x, key: _double(make_inputs(x, key)),
+        data=lambda seed, t: random.uniform(random.fold_in(random.key(100 + seed), t), (8, *shape)) * 2 - 1,
+    )
+
+
+@pytest.mark.parametrize("model", ["vae_std", "vae_flow", "gan"])
+@pytest.mark.parametrize("donate", [False, True])
+def test_ensemble_members_equal_separate_runs(model, donate):
+    setup = _gan_setup() if model == "gan" else _vae_setup(model == "vae_flow")
+    seeds = [3, 5, 7]
+    singles = [setup.init(random.key(s)) for s in seeds]
+    single_step = train.step_from_update(setup.make_update(), setup.make_inputs)  # autograd backend, no vmap
+    ens = ensemble.stack_states(singles)
+    ens_step = ensemble.make_ensemble_step(setup.make_update(backend="func", donate=donate), setup.make_inputs)
+    for t in range(3):
+        batches = [setup.data(s, t) for s in seeds]
+        ens, metrics = ens_step(ens, batches, ensemble.step_keys(ens))
+        for i in range(len(seeds)):
+            singles[i], m = single_step(singles[i], batches[i], train.step_key(singles[i]))
+            for name, value in m.items():
+                torch.testing.assert_close(metrics[name][i], value, rtol=1e-10, atol=1e-12)
+    assert ens.step == 3 and all(s.step == 3 for s in singles)
+    for member, single in zip(ensemble.unstack_states(ens), singles):
+        assert member.key == single.key
+        assert tree_allclose((member.params, member.opt_state), (single.params, single.opt_state), rtol=1e-9, atol=1e-12)
+
+
+def test_ensemble_step_checks_its_arguments():
+    setup = _vae_setup(flow=False)
+    ens = ensemble.stack_states([setup.init(random.key(s)) for s in (0, 1)])
+    step = ensemble.make_ensemble_step(setup.make_update(backend="func"), setup.make_inputs)
+    with pytest.raises(ValueError, match="2 members need 2 batches"):
+        step(ens, [setup.data(0, 0)], ensemble.step_keys(ens))
+
+
+@pytest.mark.parametrize("model", ["vae_std", "gan"])
+def test_recipe_step_is_its_update_and_donation_changes_nothing(model):
+    setup = _gan_setup() if model == "gan" else _vae_setup(flow=False)
+    pure = train.step_from_update(setup.make_update(), setup.make_inputs)
+    donating = train.step_from_update(setup.make_update(donate=True), setup.make_inputs)
+    a = setup.init(random.key(0))
+    b = a._replace(params=tree_clone(a.params), opt_state=tree_clone(a.opt_state))
+    for t in range(3):
+        a, ma = pure(a, setup.data(0, t), train.step_key(a))
+        b, mb = donating(b, setup.data(0, t), train.step_key(b))
+        assert tree_equal(ma, mb)
+    assert tree_equal(a, b)
+
+
+@pytest.mark.parametrize("model", ["vae_std", "vae_flow", "gan"])
+def test_registry_step_is_its_update_with_its_inputs(model):
+    config = {**registry.get_model(model).defaults, "hidden": [16, 8], "g_hidden": [8, 16], "d_hidden": [16, 8],
+              "flow_hidden": [8], "lr": 1e-3, "total_steps": 5}
+    recipe = registry.get_model(model).build(fdata.get_spec("mnist"), config)
+    state = recipe.init(random.key(1))
+    x = random.uniform(random.key(3), (8, 1, 28, 28))
+    via_update = train.step_from_update(recipe.make_update(), recipe.make_inputs)
+    assert tree_equal(recipe.step(state, x, random.key(2)), via_update(state, x, random.key(2)))
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(tmp_path_factory, mnist_root):
+    out = tmp_path_factory.mktemp("ens") / "run"
+    assert run.main(["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--seeds", "2", "--seed", "4",
+                     "--out", str(out)]) == 0
+    return out
+
+
+def test_cli_seeds_writes_per_member_results_and_mean_std(ensemble_run):
+    results = json.loads((ensemble_run / "results.json").read_text())
+    assert results["seeds"] == [4, 5] and [m["seed"] for m in results["members"]] == [4, 5]
+    values = [m["test_neg_elbo"] for m in results["members"]]
+    assert results["mean"]["test_neg_elbo"] == pytest.approx(sum(values) / 2)
+    assert results["std"]["test_neg_elbo"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    records = [json.loads(line) for line in (ensemble_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and len(records[0]["members"]) == 2
+    assert "val_neg_elbo" in records[-1]["mean"] and "val_neg_elbo" in records[-1]["std"]
+    assert (ensemble_run / "samples" / "epoch_0002.png").exists() and (ensemble_run / "curves.png").exists()
+    assert json.loads((ensemble_run / "config.json").read_text())["seeds"] == [4, 5]
+
+
+def test_cli_member_equals_the_single_seed_run(ensemble_run, mnist_root, tmp_path):
+    out = tmp_path / "single"
+    assert run.main(["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--seed", "5", "--out", str(out)]) == 0
+    single = json.loads((out / "results.json").read_text())
+    member = json.loads((ensemble_run / "results.json").read_text())["members"][1]
+    for name in ("test_neg_elbo", "test_recon", "test_kl", "test_nll"):
+        assert member[name] == pytest.approx(single[name], rel=1e-5), name
+    single_records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    ens_records = [json.loads(line) for line in (ensemble_run / "metrics.jsonl").read_text().splitlines()]
+    for s, e in zip(single_records, ens_records):
+        for name in ("train_neg_elbo", "val_neg_elbo", "val_kl"):
+            assert e["members"][1][name] == pytest.approx(s[name], rel=1e-5), name
+
+
+def test_cli_seeds_resume_equals_uninterrupted(ensemble_run, mnist_root, tmp_path):
+    out = tmp_path / "split"
+    argv = ["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--seeds", "2", "--seed", "4", "--out", str(out)]
+    original = checkpoint.save
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(path, state, metadata):
+        original(path, state, metadata)
+        if metadata["epoch"] == 1:
+            raise Killed
+
+    checkpoint.save = save_then_die
+    try:
+        with pytest.raises(Killed):
+            run.main(argv)
+    finally:
+        checkpoint.save = original
+    assert run.main([*argv, "--resume"]) == 0
+    template = _ensemble_template()
+    a, meta_a = checkpoint.load(ensemble_run / "checkpoint.pt", template)
+    b, meta_b = checkpoint.load(out / "checkpoint.pt", template)
+    assert meta_a["epoch"] == meta_b["epoch"] == 2
+    assert tree_equal(a, b)
+    strip = lambda r: {k: v for k, v in r.items() if k != "epoch_seconds"}  # noqa: E731
+    assert [strip(r) for r in meta_a["history"]] == [strip(r) for r in meta_b["history"]]
+
+
+def _ensemble_template():
+    args = run.parse_args(["vae_std", "mnist", *SMOKE])
+    config = run.resolve_config(args)
+    config["total_steps"] = config["epochs"] * fdata.num_batches(config["train_limit"], config["batch_size"])
+    recipe = registry.get_model("vae_std").build(fdata.get_spec("mnist"), config)
+    return ensemble.stack_states([recipe.init(random.key(s)) for s in (4, 5)])
+
+
+def test_cli_seeds_rejects_bad_counts(capsys):
+    assert run.main(["vae_std", "mnist", *SMOKE, "--seeds", "0"]) == 2
+    assert "--seeds" in capsys.readouterr().err
