@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from experiments import evaluation, plots, profiles, trainer
+from experiments import analysis, evaluation, plots, profiles, trainer
 from experiments.registry import MODELS, get_model
 from fgm import checkpoint, random
 from fgm import data as fdata
@@ -249,6 +249,8 @@ def _main(args: argparse.Namespace) -> int:
         "parameters": {name: fnn.count_params(tree) for name, tree in state.params.items()},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    figures = analysis.write_run_figures(recipe, state.params, out, test_inputs)
+    print(f"figures: {', '.join(sorted(figures))} in {out}")
     print(f"test {recipe.objective}: {test[recipe.objective]:.3f} ({test_inputs.shape[0]} images); results in {out}")
     return 0
 
