@@ -93,15 +93,14 @@ def measure(variants: dict, inputs: list[torch.Tensor], rounds: int) -> tuple[di
     """Median images/s per variant over interleaved rounds, and each variant's last features."""
     n = sum(x.shape[0] for x in inputs)
     for name, fn in list(variants.items()):
-        # Warm-up: TorchScript profiles its first runs and oneDNN builds its kernels (one image is
-        # enough for both); compile compiles for the batch shape, so it sees a full batch.
+        # Warm-up on the timed batch shape: TorchScript's profiling executor specialises its graph
+        # to input shapes over the first runs, compile compiles per shape. bf16 is too slow for a
+        # full batch and has no shape-specialised state, so one image does.
         t0 = time.perf_counter()
+        warm = inputs[0][:1] if name == "+bf16 autocast" else inputs[0]
         try:
-            if name == "+compile":
-                fn(inputs[0])
-            else:
-                for _ in range(2):
-                    fn(inputs[0][:1])
+            for _ in range(2):
+                fn(warm)
         except Exception as e:  # noqa: BLE001 - e.g. no C++ compiler for inductor
             print(f"{name}: failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); skipped")
             del variants[name]

@@ -62,39 +62,28 @@ def real_batches(images: torch.Tensor, batch_size: int = 250) -> Iterator[torch.
         yield images[start : start + batch_size].float() / 255.0
 
 
-def real_batches_float(images: torch.Tensor, batch_size: int = 250) -> Iterator[torch.Tensor]:
-    """Float images already in ``[0, 1]``, in batches."""
-    for start in range(0, images.shape[0], batch_size):
-        yield images[start : start + batch_size]
-
-
 def reference_statistics(
     extractor, dataset: str, split: str, images: torch.Tensor, progress: bool = True
 ) -> frechet.FeatureStats:
     """Feature statistics of a real split (``uint8 [N, C, H, W]``), cached on disk."""
-    key = {"dataset": dataset, "split": split, "count": int(images.shape[0]), **extractor_identity(extractor)}
+    key = fid_lib.statistics_key(dataset, split, images.shape[0], extractor.info)
     return fid_lib.cached_statistics(
         cache_dir(),
         key,
-        lambda: fid_lib.image_statistics(real_batches(images), extractor, progress=progress,
+        lambda: fid_lib.image_statistics(real_batches(images), extractor, progress=progress, total=images.shape[0],
                                          desc=f"FID reference {dataset}:{split}[:{images.shape[0]}]"),
     )
 
 
-def extractor_identity(extractor) -> dict:
-    """What the cached statistics depend on: the weights and the preprocessing."""
-    return dict(extractor.config.cache_key()) if hasattr(extractor, "config") else {"extractor": repr(extractor)}
-
-
 def model_fid(
     recipe, params, key: random.Key, num_samples: int, dataset: str, split: str, reference: torch.Tensor,
-    extractor=None, progress: bool = True,
+    extractor: inception.FeatureExtractor | None = None, progress: bool = True,
 ) -> FIDReport:
     """FID between ``num_samples`` generated images and the real ``reference`` images."""
     extractor = extractor or inception.make_feature_extractor()
     real = reference_statistics(extractor, dataset, split, reference, progress)
     fake = fid_lib.image_statistics(generated_batches(recipe, params, key, num_samples), extractor,
-                                    progress=progress, desc=f"FID samples ({num_samples})")
+                                    progress=progress, total=num_samples, desc=f"FID samples ({num_samples})")
     value = frechet.frechet_distance_from_stats(fake, real)
     return FIDReport(value, num_samples, f"{dataset}:{split}[:{reference.shape[0]}]", int(reference.shape[0]),
-                     extractor_identity(extractor).get("weights", "?"))
+                     extractor.info.weights)

@@ -81,13 +81,14 @@ def statistics(source: str, extractor, args) -> tuple[frechet.FeatureStats, str]
     if path.is_dir():
         recipe, params, config = load_run(path)
         batches = evaluation.generated_batches(recipe, params, random.key(args.seed), args.samples)
-        stats = fid_lib.image_statistics(batches, extractor, progress=progress, desc=f"{path.name} samples")
+        stats = fid_lib.image_statistics(batches, extractor, progress=progress, total=args.samples,
+                                         desc=f"{path.name} samples")
         return stats, f"{args.samples} samples of {path}"
     if path.suffix in (".npy", ".npz", ".pt"):
         if not path.exists():
             raise ValueError(f"{path}: no such file")
         images = images_from_file(path)
-        stats = fid_lib.image_statistics(evaluation.real_batches_float(images), extractor, progress=progress, desc=path.name)
+        stats = fid_lib.image_statistics(images, extractor, progress=progress, desc=path.name)
         return stats, f"{images.shape[0]} images of {path}"
     parts = source.split(":")
     if len(parts) in (2, 3) and parts[0] in fdata.DATASETS:

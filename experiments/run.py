@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--nll-samples", type=int, help="importance samples K for the test NLL (0 skips it)")
     parser.add_argument("--fid-samples", type=int, help="generated images for the test FID (0 skips it)")
     parser.add_argument("--fid-reference-count", type=int, help="real test images the FID compares against")
+    parser.add_argument("--fid-every", type=int, help="validation FID every N epochs (0: never)")
+    parser.add_argument("--fid-val-samples", type=int, help="generated (and real validation) images per validation FID")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a model setting, e.g. --set flow_layers=6 (JSON value; a bare word is a string)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -90,7 +92,7 @@ def resolve_config(args: argparse.Namespace) -> dict:
     config.update(profiles.resolve(args.model, args.dataset, args.profile))
     config.update(entry.defaults)
     for flag in ("epochs", "batch_size", "lr", "sample_every", "train_limit", "val_limit", "test_limit", "nll_samples",
-                 "fid_samples", "fid_reference_count"):
+                 "fid_samples", "fid_reference_count", "fid_every", "fid_val_samples"):
         value = getattr(args, flag)
         if value is not None:
             config[flag] = value

