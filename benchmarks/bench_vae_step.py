@@ -8,6 +8,8 @@ Run from the repository root::
   ``experiments.registry.vae_std`` (functional_call over a parameter pytree,
   ``torch.autograd.grad``, ``fgm.optim.adam``, noise drawn from the key).
 * **fgm (func)**: the same step differentiated with ``torch.func.grad_and_value``.
+* **fgm donate**: the default step built with ``donate=True`` (parameters and Adam moments
+  updated in place, the updates written into the gradients' buffers; bitwise the same values).
 * **fgm vae_flow**: the ``vae_flow`` step (same encoder/decoder, 4-layer RealNVP prior).
 * **torch**: the same encoder/decoder as ``nn.Module``s, ``torch.optim.Adam(foreach=True)``,
   ``zero_grad(); loss.backward(); opt.step()``, noise from ``torch.randn``.
@@ -61,6 +63,13 @@ def build(batch_size: int):
     def fgm_func_step():
         func_state[0], _ = func_step(func_state[0], x, train.step_key(func_state[0]))
 
+    # fgm, donating step: the loop drops the old state, so its buffers are reused
+    donate_step = train.step_from_update(recipe.make_update(donate=True), recipe.make_inputs)
+    donate_state = [recipe.init(random.key(0))]
+
+    def fgm_donate_step():
+        donate_state[0], _ = donate_step(donate_state[0], x, train.step_key(donate_state[0]))
+
     # the usual way: modules hold their weights, the optimizer mutates them
     encoder = copy.deepcopy(vae.encoder).to_empty(device="cpu")
     decoder = copy.deepcopy(vae.decoder).to_empty(device="cpu")
@@ -88,7 +97,8 @@ def build(batch_size: int):
     def fgm_flow_step():
         flow_state[0], _ = flow_recipe.step(flow_state[0], x, train.step_key(flow_state[0]))
 
-    return {"fgm": fgm_step, "fgm (func)": fgm_func_step, "fgm vae_flow": fgm_flow_step, "torch": torch_step}
+    return {"fgm": fgm_step, "fgm (func)": fgm_func_step, "fgm donate": fgm_donate_step, "fgm vae_flow": fgm_flow_step,
+            "torch": torch_step}
 
 
 def main(argv=None):

@@ -222,6 +222,17 @@ def test_ensemble_members_equal_separate_runs(model, donate):
         assert tree_allclose((member.params, member.opt_state), (single.params, single.opt_state), rtol=1e-9, atol=1e-12)
 
 
+def test_shared_inputs_are_broadcast_to_all_members():
+    tx = optim.adam(1e-2)
+    update = lambda p, s, g: (*_step(tx, p, s, g), {})  # noqa: E731
+    params = ensemble.stack([_tree(0), _tree(1)])
+    state = ensemble.stack([tx.init(_tree(0)), tx.init(_tree(1))])
+    grads = _tree(2)
+    shared = ensemble.vmap_update(update, input_dims=None)(params, state, grads)
+    stacked = ensemble.vmap_update(update)(params, state, ensemble.stack([grads, grads]))
+    assert tree_equal(shared, stacked)
+
+
 def test_ensemble_step_checks_its_arguments():
     setup = _vae_setup(flow=False)
     ens = ensemble.stack_states([setup.init(random.key(s)) for s in (0, 1)])
@@ -266,6 +277,7 @@ def ensemble_run(tmp_path_factory, mnist_root):
     return out
 
 
+@pytest.mark.slow
 def test_cli_seeds_writes_per_member_results_and_mean_std(ensemble_run):
     results = json.loads((ensemble_run / "results.json").read_text())
     assert results["seeds"] == [4, 5] and [m["seed"] for m in results["members"]] == [4, 5]
@@ -279,6 +291,7 @@ def test_cli_seeds_writes_per_member_results_and_mean_std(ensemble_run):
     assert json.loads((ensemble_run / "config.json").read_text())["seeds"] == [4, 5]
 
 
+@pytest.mark.slow
 def test_cli_member_equals_the_single_seed_run(ensemble_run, mnist_root, tmp_path):
     out = tmp_path / "single"
     assert run.main(["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--seed", "5", "--out", str(out)]) == 0
@@ -293,6 +306,7 @@ def test_cli_member_equals_the_single_seed_run(ensemble_run, mnist_root, tmp_pat
             assert e["members"][1][name] == pytest.approx(s[name], rel=1e-5), name
 
 
+@pytest.mark.slow
 def test_cli_seeds_resume_equals_uninterrupted(ensemble_run, mnist_root, tmp_path):
     out = tmp_path / "split"
     argv = ["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--seeds", "2", "--seed", "4", "--out", str(out)]
@@ -338,6 +352,7 @@ def test_cli_seeds_rejects_bad_counts(capsys):
 # --------------------------------------------------------------------------- torch.compile
 
 
+@pytest.mark.slow
 def test_compiled_update_equals_eager():
     setup = _vae_setup(flow=False)
     eager = train.step_from_update(setup.make_update(), setup.make_inputs)

@@ -467,8 +467,8 @@ def _canonical(state_dict: dict[str, torch.Tensor], net: nn.Module) -> dict[str,
     missing, unexpected = sorted(set(wanted) - set(given)), sorted(set(given) - set(wanted))
     if missing or unexpected:
         raise InceptionWeightsError(
-            f"state dict does not fit the Inception architecture: missing {missing[:5]}{'...' if len(missing) > 5 else ''}"
-            f", unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+            f"state dict does not fit the Inception architecture: {len(missing)} missing entries "
+            f"{missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}"
         )
     out = {}
     for k, like in wanted.items():
@@ -578,7 +578,7 @@ def load_network(
     net = build_network(weights)
     if fold_bn:
         folded = _fold_batch_norms(state)
-        for name, module in net.named_modules():
+        for module in list(net.modules()):
             if isinstance(module, tv_inception.BasicConv2d):
                 conv = module.conv
                 module.conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
@@ -586,7 +586,7 @@ def load_network(
                 module.bn = nn.Identity()
         net.load_state_dict(folded, strict=True, assign=True)
     else:
-        counters = {k: torch.zeros((), dtype=torch.int64) for k in net.state_dict() if k.endswith("num_batches_tracked")}
+        counters = {k: torch.zeros((), dtype=torch.int64) for k in net.state_dict() if k.endswith("batches_tracked")}
         net.load_state_dict({**state, **counters}, strict=True, assign=True)
     net.eval().requires_grad_(False)
     return net, fingerprint
