@@ -17,8 +17,16 @@ for the GAN), with ``M`` members, each on its own batch and noise:
 
 Noise drawing and input stacking are included in every variant. The
 implementations run interleaved (fresh random order per round) and the table
-shows the median time per ensemble step (all ``M`` members) and its ratio to
-**sequential**.
+shows the median time per ensemble step (all ``M`` members), its ratio to
+**sequential** and the minor page faults per step.
+
+What to expect on a CPU: ``vmap`` does the same arithmetic in fewer, larger
+kernels. That saves per-op overhead (Python, dispatch, thread start-up),
+which matters for models made of many small ops (the flow prior) and when
+two threads fight a busy neighbour; for models dominated by large matrix
+products it saves little, and batched elementwise passes over ``M`` times
+larger buffers lose some cache locality. Use ``--threads 1`` on a shared
+machine (see ``benchmarks/bench_steps.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from typing import Callable
 
 import torch
 
-from benchmarks.bench_steps import time_interleaved
+from benchmarks.bench_steps import print_table, profile, time_interleaved
 from experiments import registry
 from fgm import data as fdata
 from fgm import ensemble, random, train
@@ -76,18 +84,19 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--profile", type=int, metavar="N", help="also profile N ensemble steps of each implementation")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{args.members} members, {torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds")
     for model in args.models.split(","):
         started = time.perf_counter()
-        medians = time_interleaved(build(model, args.members), args.rounds, args.warmup)
-        base = medians["sequential"]
+        fns = build(model, args.members)
+        medians = time_interleaved(fns, args.rounds, args.warmup)
         print(f"\n{model} (batch {64 if model == 'gan' else 128} per member), {time.perf_counter() - started:.0f} s")
-        print(f"{'implementation':<18} {'ms/step':>9} {'ratio to sequential':>20}")
-        for name, m in medians.items():
-            print(f"{name:<18} {m * 1e3:>9.2f} {m / base:>20.3f}")
+        print_table(medians, "sequential", "ratio to sequential")
+        if args.profile:
+            profile(fns, args.profile)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,14 @@ for the GAN, as their default profiles):
 
 All implementations run in this process, interleaved (one step each per
 round, in a fresh random order), so background load hits them alike; the
-table shows the median per step and the ratio to torch.
+table shows the median per step, the ratio to torch, and the minor page
+faults per step (``getrusage``): on the CPU a fresh multi-megabyte buffer
+costs a page fault per 4 KiB, which is where the pure step used to lose
+(see ``fgm.optim``). ``--profile N`` also prints ``torch.profiler``'s top
+operators over N steps of each implementation.
+
+On a shared machine use ``--threads 1``: with two threads, a second busy
+process makes small ops tens of times slower and the ratios meaningless.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import resource
 import statistics
 import time
 from typing import Callable
@@ -46,7 +54,6 @@ from torch import nn
 from experiments import registry
 from fgm import bijectors, random, train
 from fgm import data as fdata
-from fgm.models import gan as gan_lib
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -183,21 +190,47 @@ def gan_case(batch_size: int, compile_step: bool) -> dict[str, Callable[[], None
 # --------------------------------------------------------------------------- timing
 
 
-def time_interleaved(fns: dict[str, Callable[[], None]], rounds: int, warmup: int, seed: int = 0) -> dict[str, float]:
-    """Median seconds per call of each function, run interleaved in a fresh random order per round."""
+def time_interleaved(
+    fns: dict[str, Callable[[], None]], rounds: int, warmup: int, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """``{name: (median seconds per call, minor page faults per call)}``, calls interleaved in random order."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
+    faults = dict.fromkeys(fns, 0)
     names = list(fns)
     shuffler = torch.Generator().manual_seed(seed)
     for _ in range(rounds):
         # whoever runs after whom inherits warm caches: shuffle every round
         for i in torch.randperm(len(names), generator=shuffler).tolist():
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = time.perf_counter()
             fns[names[i]]()
             times[names[i]].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+            faults[names[i]] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    return {name: (statistics.median(ts), faults[name] / rounds) for name, ts in times.items()}
+
+
+def print_table(medians: dict[str, tuple[float, float]], base: str, label: str) -> None:
+    """One line per implementation: ms per call, ratio to ``base``'s, page faults per call."""
+    ref = medians[base][0]
+    print(f"{'implementation':<18} {'ms/step':>9} {label:>20} {'faults/step':>12}")
+    for name, (m, faults) in medians.items():
+        print(f"{name:<18} {m * 1e3:>9.2f} {m / ref:>20.3f} {faults:>12.0f}")
+
+
+def profile(fns: dict[str, Callable[[], None]], steps: int, rows: int = 15) -> None:
+    """``torch.profiler``'s operators by self CPU time over ``steps`` calls of each function."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    for name, fn in fns.items():
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                fn()
+        print(f"\n--- {name}: {steps} steps")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40))
 
 
 def main(argv=None):
@@ -207,6 +240,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--compile", action="store_true", help="add the torch.compile variant (VAEs)")
+    parser.add_argument("--profile", type=int, metavar="N", help="also profile N steps of each implementation")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -219,11 +253,11 @@ def main(argv=None):
             fns["fgm compile"]()  # the first call compiles
             print(f"{model}: torch.compile took {time.perf_counter() - t0:.1f} s")
         medians = time_interleaved(fns, args.rounds, args.warmup)
-        base = min(v for k, v in medians.items() if k.startswith("torch"))
+        base = min((k for k in medians if k.startswith("torch")), key=lambda k: medians[k][0])
         print(f"\n{model} (batch {64 if model == 'gan' else 128}), {time.perf_counter() - started:.0f} s")
-        print(f"{'implementation':<16} {'ms/step':>9} {'ratio to torch':>15}")
-        for name, m in medians.items():
-            print(f"{name:<16} {m * 1e3:>9.2f} {m / base:>15.3f}")
+        print_table(medians, base, "ratio to torch")
+        if args.profile:
+            profile(fns, args.profile)
 
 
 if __name__ == "__main__":

@@ -131,10 +131,12 @@ def main(args: argparse.Namespace) -> int:
         start_epoch, history = meta["epoch"], meta.get("history", [])
         trainer.restore_metrics(out, history)
         print(f"resuming {out} from epoch {start_epoch} (step {state.step})")
+    extractor = None
     if config.get("fid_samples") or config.get("fid_every"):
         from fgm.metrics import inception
 
-        inception.make_feature_extractor()  # fail before training, not after, if the weights are missing
+        # made once for all members; and it fails before training, not after, if the weights are missing
+        extractor = inception.make_feature_extractor()
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
@@ -149,6 +151,7 @@ def main(args: argparse.Namespace) -> int:
             recipe, update, config, args.dataset, train_images, val_inputs, out, state, start_epoch, history,
             progress=not args.no_progress,
             fid_reference=run._limit(images["val"], config.get("fid_val_samples")) if config.get("fid_every") else None,
+            extractor=extractor,
         )
     except trainer.NonFiniteLossError as exc:
         kept = f"the checkpoint of epoch {exc.epoch - 1} in {ckpt_path}" if exc.epoch > 1 else "no checkpoint (it failed in the first epoch)"
@@ -160,7 +163,7 @@ def main(args: argparse.Namespace) -> int:
     members = []
     for i, (seed, member_state) in enumerate(zip(seeds, ensemble.unstack_states(state))):
         test = test_member(recipe, config, args.dataset, spec, member_state.params, member_keys(seed),
-                           test_inputs, images, progress=not args.no_progress)
+                           test_inputs, images, progress=not args.no_progress, extractor=extractor)
         members.append({
             "seed": seed,
             **test,
@@ -207,6 +210,7 @@ def train_ensemble(
     history: list[dict],
     progress: bool = True,
     fid_reference: torch.Tensor | None = None,
+    extractor=None,
 ) -> ensemble.EnsembleState:
     """Trains all members from ``start_epoch`` to ``config["epochs"]``, checkpointing every epoch.
 
@@ -226,6 +230,7 @@ def train_ensemble(
       history: the per-epoch records of those epochs.
       progress: show a progress bar.
       fid_reference: ``uint8`` validation images for ``config["fid_every"]``.
+      extractor: the FID feature extractor (made once by the caller).
 
     Returns:
       The final stacked state.
@@ -285,7 +290,7 @@ def train_ensemble(
                     from experiments import evaluation
 
                     report = evaluation.model_fid(recipe, params, random.fold_in(k.eval, 1), config["fid_val_samples"],
-                                                  dataset, "val", fid_reference, progress=False)
+                                                  dataset, "val", fid_reference, extractor=extractor, progress=False)
                     record["val_fid"] = report.value
                     record["val_fid_samples"] = report.num_generated
                 if warnings[i]:
@@ -317,7 +322,7 @@ def train_ensemble(
 
 
 def test_member(recipe: Recipe, config: dict, dataset: str, spec, params, keys: MemberKeys,
-                test_inputs: torch.Tensor, images: dict, progress: bool = True) -> dict:
+                test_inputs: torch.Tensor, images: dict, progress: bool = True, extractor=None) -> dict:
     """One member's test metrics, with the keys and settings of the single run (``experiments.run``)."""
     from experiments import run
 
@@ -334,6 +339,6 @@ def test_member(recipe: Recipe, config: dict, dataset: str, spec, params, keys: 
 
         reference = run._limit(images["test"], config.get("fid_reference_count"))
         report = evaluation.model_fid(recipe, params, random.fold_in(keys.test, 2), config["fid_samples"],
-                                      dataset, "test", reference, progress=progress)
+                                      dataset, "test", reference, extractor=extractor, progress=progress)
         results.update(report.as_results("test"))
     return results

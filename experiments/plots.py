@@ -31,16 +31,18 @@ def plot_curves(records: list[dict], path: str | Path, title: str = "") -> None:
     """Plots every ``train_*`` / ``val_*`` metric pair, one panel per metric."""
     if not records:
         return
-    names = {k.split("_", 1)[1] for r in records for k in r if k.startswith(("train_", "val_"))}
+    names = {k.split("_", 1)[1] for r in records for k in r
+             if k.startswith(("train_", "val_")) and not k.endswith("_samples")}  # counts are not curves
     # the objective first, its parts after
     names = sorted(names, key=lambda n: (n not in ("neg_elbo", "loss"), n))
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
     epochs = [r["epoch"] for r in records]
     for ax, name in zip(axes[0], names):
         for split, style in (("train", "-"), ("val", "--")):
-            values = [r.get(f"{split}_{name}") for r in records]
-            if any(v is not None for v in values):
-                ax.plot(epochs, values, style, marker="o", markersize=3, label=split)
+            # Some metrics (validation FID) exist only every few epochs: join the epochs that have them.
+            points = [(e, r[f"{split}_{name}"]) for e, r in zip(epochs, records) if r.get(f"{split}_{name}") is not None]
+            if points:
+                ax.plot(*zip(*points), style, marker="o", markersize=3, label=split)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

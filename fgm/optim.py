@@ -216,17 +216,20 @@ class _Scalars:
 
 
 def _writable(leaves: list[torch.Tensor]) -> bool:
-    """True when donated ``leaves`` may be overwritten one by one.
+    """True when donated ``leaves`` may be overwritten one by one (in place, without ``out=``).
 
-    Each must be a plain dense tensor with storage of its own: autograd can
-    return one gradient tensor for two leaves (``a + b``) or a stride-0
-    expanded one (``p.sum()``), and writing into those would corrupt the
-    other leaf or fail. ``torch.func`` tensors (inside ``vmap``) are left
-    alone too: ``out=`` does not batch.
+    Each must be a dense tensor with storage of its own: autograd can return
+    one gradient tensor for two leaves (``a + b``) or a stride-0 expanded one
+    (``p.sum()``), and writing into those would corrupt the other leaf or
+    fail. Inside one ``vmap`` the check is made on the tensors underneath.
     """
     seen = set()
     for t in leaves:
-        if _is_wrapped(t) or not t.is_contiguous():
+        if _is_wrapped(t):
+            t = torch._C._functorch.get_unwrapped(t)
+            if _is_wrapped(t):  # nested transforms: do not guess
+                return False
+        if not t.is_contiguous():
             return False
         ptr = t.untyped_storage().data_ptr()
         if ptr in seen:
@@ -244,7 +247,7 @@ def _scaled(leaves: list[torch.Tensor], value: float, donate: bool = False) -> l
     if not leaves:
         return []
     if donate and _writable(leaves):
-        _foreach("mul_", leaves, _Scalars(leaves)(value))
+        _ops(leaves)("mul_", leaves, _Scalars(leaves)(value))
         return leaves
     return _ops(leaves)("mul", leaves, _Scalars(leaves)(value))
 
@@ -291,7 +294,10 @@ def _adam_step(
     # gradients are no longer needed here, so their buffers take it instead.
     if donate and _writable(grads):
         for g, n in zip(grads, nu):
-            torch.sqrt(n, out=g)
+            if _is_wrapped(g):  # vmap has no batching rule for out=
+                g.copy_(n).sqrt_()
+            else:
+                torch.sqrt(n, out=g)
         updates = grads
     else:
         updates = op("sqrt", nu)
@@ -621,7 +627,7 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
         if not leaves:
             return updates, state
         if donate and _writable(leaves):
-            _foreach("add_", leaves, p, alpha=weight_decay)
+            _ops(leaves, p)("add_", leaves, p, alpha=weight_decay)
             return optree.tree_unflatten(treedef, leaves), state
         return optree.tree_unflatten(treedef, _ops(leaves, p)("add", leaves, p, alpha=weight_decay)), state
 
@@ -636,7 +642,8 @@ def apply_updates(params: Params, updates: Updates, *, donate: bool = False) -> 
       updates: a tree of the same structure, shapes and dtypes (the output of
         a transformation's ``update``, already a descent step).
       donate: add in place and return ``params``' own tensors (the caller
-        gives up the old parameters: nothing may read them afterwards).
+        gives up the old parameters: nothing may read them afterwards). The
+        leaves must not share memory (no tied weights stored twice).
 
     Returns:
       The new parameter tree. A leaf whose parameter had ``requires_grad`` set
