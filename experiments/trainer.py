@@ -107,6 +107,11 @@ def train_run(
     epochs = config["epochs"]
     history = list(history or [])
     watch = recipe.monitor() if recipe.monitor else None
+    # The loop never touches a state again once it has stepped it, so the update
+    # may reuse its buffers (donate): the same numbers bit for bit, without
+    # allocating fresh optimizer buffers every step (BENCHMARKS.md).
+    step = (train.step_from_update(recipe.make_update(donate=True), recipe.make_inputs)
+            if recipe.make_update is not None and recipe.make_inputs is not None else recipe.step)
     prepare = recipe.train_input or (lambda images, key: fdata.to_model_input(dataset, images, key))
     bar = tqdm(
         total=epochs * steps_per_epoch,
@@ -123,7 +128,7 @@ def train_run(
             for batch in fdata.batches(train_images, config["batch_size"], random.fold_in(data_key, epoch)):
                 binarize_key, step_noise_key = random.split(train.step_key(state))
                 x = prepare(batch, binarize_key)
-                state, metrics = recipe.step(state, x, step_noise_key)
+                state, metrics = step(state, x, step_noise_key)
                 loss = float(metrics["loss"])
                 if not math.isfinite(loss):
                     raise NonFiniteLossError(state.step, epoch, metrics)
