@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a model setting, e.g. --set flow_layers=6 (JSON value; a bare word is a string)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the loss and its gradient (VAEs; ~20%% faster steps on CPU after "
+                             "a compile of up to a minute; results equal eager to float tolerance)")
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="import MODULE first (it may register models/datasets), e.g. --import my_models")
     return parser.parse_args(argv)
@@ -106,6 +109,8 @@ def resolve_config(args: argparse.Namespace) -> dict:
             config[name] = json.loads(raw)
         except json.JSONDecodeError:
             config[name] = raw  # a bare word, e.g. --set loss=hinge, is a string
+    if args.compile:  # recorded only when set, so configs of eager runs stay as they were
+        config["compile"] = True
     if config["epochs"] < 1 or config["batch_size"] < 1:
         raise ValueError("--epochs and --batch-size must be positive")
     return config
@@ -179,6 +184,7 @@ def _main(args: argparse.Namespace) -> int:
     config["total_steps"] = config["epochs"] * fdata.num_batches(train_images.shape[0], config["batch_size"])
 
     recipe = get_model(args.model).build(spec, config)
+    trainer.compile_option(recipe, config)  # refuse --compile for models without it before any work
     eval_input = recipe.eval_input or (lambda imgs: fdata.to_eval_input(args.dataset, imgs))
     val_inputs = eval_input(_limit(images["val"], config["val_limit"]))
     test_inputs = eval_input(_limit(images["test"], config["test_limit"]))

@@ -10,6 +10,7 @@ checkpoint of epoch ``e`` continues exactly as the uninterrupted run would.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
@@ -63,6 +64,19 @@ def log_likelihood(
     return total / n
 
 
+def compile_option(recipe: Recipe, config: dict) -> dict:
+    """``{"compile": True}`` for ``recipe.make_update`` when the run asks for it (``--compile``).
+
+    Raises:
+      ValueError: the run asks for it and the model's update cannot be compiled.
+    """
+    if not config.get("compile"):
+        return {}
+    if recipe.make_update is None or "compile" not in inspect.signature(recipe.make_update).parameters:
+        raise ValueError(f"--compile is not offered for {config.get('model', 'this model')} (VAEs only)")
+    return {"compile": True}
+
+
 def train_run(
     recipe: Recipe,
     config: dict,
@@ -110,7 +124,7 @@ def train_run(
     # The loop never touches a state again once it has stepped it, so the update
     # may reuse its buffers (donate): the same numbers bit for bit, without
     # allocating fresh optimizer buffers every step (BENCHMARKS.md).
-    step = (train.step_from_update(recipe.make_update(donate=True), recipe.make_inputs)
+    step = (train.step_from_update(recipe.make_update(donate=True, **compile_option(recipe, config)), recipe.make_inputs)
             if recipe.make_update is not None and recipe.make_inputs is not None else recipe.step)
     prepare = recipe.train_input or (lambda images, key: fdata.to_model_input(dataset, images, key))
     bar = tqdm(

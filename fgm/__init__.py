@@ -10,6 +10,7 @@ Modules (each usable on its own):
 * ``fgm.distributions``: log-densities and KL divergences.
 * ``fgm.bijectors``: bijectors, RealNVP.
 * ``fgm.checkpoint``: atomic, verified checkpoints.
+* ``fgm.ensemble``: seed ensembles: stacked states and a ``vmap``-ped train step.
 * ``fgm.models``: the VAE (``fgm.models.vae``), its architectures
   (``fgm.models.networks``) and the GAN (``fgm.models.gan``).
 * ``fgm.metrics``: the IWAE negative log-likelihood (``fgm.metrics.nll``), the
@@ -24,7 +25,7 @@ with runnable examples is in ``docs/api.md``.
 
 import importlib
 
-from fgm import bijectors, checkpoint, distributions, nn, optim, random, train, tree
+from fgm import bijectors, checkpoint, distributions, ensemble, nn, optim, random, train, tree
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,7 @@ __all__ = [
     "checkpoint",
     "data",
     "distributions",
+    "ensemble",
     "metrics",
     "models",
     "nn",

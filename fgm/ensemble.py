@@ -38,6 +38,20 @@ import torch
 from fgm import random, train
 from fgm.tree import TensorTree, tree_map
 
+__all__ = [
+    "EnsembleState",
+    "make_ensemble_step",
+    "member",
+    "num_members",
+    "stack",
+    "stack_states",
+    "step_keys",
+    "unstack",
+    "unstack_states",
+    "vmap_update",
+]
+
+# ``step(ensemble, batches, keys) -> (ensemble, metrics)``: one batch and one key per member.
 EnsembleStepFn = Callable[["EnsembleState", Sequence[Any], Sequence[random.Key]], tuple["EnsembleState", train.Metrics]]
 
 

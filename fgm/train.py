@@ -35,6 +35,16 @@ UpdateFn = Callable[..., tuple[TensorTree, TensorTree, Metrics]]
 InputsFn = Callable[[Any, random.Key], tuple]
 
 
+__all__ = [
+    "TrainState",
+    "init_state",
+    "make_step",
+    "make_update",
+    "step_from_update",
+    "step_key",
+    "value_and_grad",
+]
+
 class TrainState(NamedTuple):
     """The state of one model's training.
 

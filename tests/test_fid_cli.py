@@ -107,3 +107,4 @@ def test_fid_command_on_files_runs_and_splits(tmp_path, mnist_root, fake_incepti
 def test_fid_command_bad_sources(tmp_path, mnist_root, fake_inception, capsys, source, message):
     assert fid_cli.main([source, "mnist:test:10", "--data-dir", str(mnist_root), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
+

@@ -133,3 +133,36 @@ def test_works_with_a_flow_prior():
     ]) + 2 * torch.log(g[1] - g[0])
     est = N.iwae_log_likelihood(vae, params, x, random.key(8), num_samples=20000, chunk_size=5000)
     assert torch.allclose(est, log_px, atol=0.05)
+
+
+def test_one_sample_is_the_elbo_in_expectation():
+    vae, params = linear_gaussian()
+    params = orthogonal_decoder(params)  # a wrong encoder: the ELBO is well below log p(x)
+    x = data()
+    # L_1 with a key is exactly the single-sample ELBO with that key's noise ...
+    key = random.key(10)
+    eps = random.normal(random.fold_in(key, 0), (1, x.shape[0], DZ), dtype=torch.float64)
+    one = N.iwae_log_likelihood(vae, params, x, key, num_samples=1)
+    assert torch.allclose(one, V.elbo_terms(vae, params, x, eps[0], analytic_kl=False).elbo, atol=1e-12)
+    # ... and in expectation it is the ELBO with the analytic KL. Same noise for both (common
+    # random numbers): per sample they differ only by log p(z) - log q(z|x) + KL, of mean 0.
+    eps = random.normal(random.key(11), (4000, x.shape[0], DZ), dtype=torch.float64)
+    log_w = N.log_importance_weights(vae, params, x, eps)  # [K, B]: the L_1 of each sample
+    elbo = torch.stack([V.elbo_terms(vae, params, x, e, analytic_kl=True).elbo for e in eps])
+    diff = log_w - elbo
+    assert torch.all(diff.mean(0).abs() < 4 * diff.std(0) / math.sqrt(eps.shape[0]) + 1e-9)
+    elbo = elbo.mean(0)
+    assert torch.all(elbo < exact_log_px(params, x) - 0.1)  # the test would notice a tight bound
+
+
+def test_bound_does_not_decrease_with_k_on_average():
+    vae, params = linear_gaussian()
+    params = orthogonal_decoder(params)
+    x = data()
+    means = [
+        torch.stack([N.iwae_log_likelihood(vae, params, x, random.key(1000 * k + r), num_samples=k, chunk_size=50)
+                     for r in range(40)]).mean()
+        for k in (1, 5, 50, 500)
+    ]
+    assert all(a < b for a, b in zip(means, means[1:])), means
+    assert means[-1] <= exact_log_px(params, x).mean() + 0.02

@@ -219,3 +219,10 @@ def test_built_in_models_refuse_other_shapes_naming_them():
         registry.build_vae(spec, registry.MODELS["vae_std"].defaults)
     with pytest.raises(ValueError, match=r"gan: .*'big' of shape \(3, 64, 64\)"):
         registry.build_gan(spec, registry.MODELS["gan"].defaults)
+
+
+def test_compile_flag_is_refused_for_models_without_it(tmp_path, mnist_root, capsys):
+    out = tmp_path / "run"
+    assert cli("gan", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--compile") == 2
+    assert "--compile is not offered for gan" in capsys.readouterr().err
+    assert not out.exists()

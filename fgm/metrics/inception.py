@@ -77,9 +77,12 @@ __all__ = [
     "tf_graph_state_dict_to_torchvision",
 ]
 
+# The environment variable naming a weights file (used when no ``path=`` is given).
 ENV_VAR = "FGM_INCEPTION_WEIGHTS"
+# pool3 feature size, and the network's input side in pixels.
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
+# pytorch-fid's conversion of the same TensorFlow weights (one of the accepted files).
 PYTORCH_FID_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 )
