@@ -96,6 +96,8 @@ def main(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     config = run.resolve_config(args)
+    if config.get("compile"):
+        raise ValueError("--compile is not offered with --seeds (the vmapped step runs eagerly)")
     seeds = [args.seed + i for i in range(args.seeds)]
     config["seeds"] = seeds
     spec = fdata.get_spec(args.dataset)

@@ -66,8 +66,12 @@ class Recipe(NamedTuple):
         opt_state, metrics)`` (keywords as :func:`fgm.train.make_update`);
         with :attr:`make_inputs` it is the same step as :attr:`step`. Built
         with ``backend="func"`` it composes with ``vmap``, which is how
-        ``--seeds`` trains several members at once (``experiments.ensemble``).
-        ``None``: the model cannot be trained as an ensemble.
+        ``--seeds`` trains several members at once (``experiments.ensemble``),
+        and the runner trains single runs with ``make_update(donate=True)``
+        (bitwise the same as :attr:`step`, without fresh buffers), so a
+        recipe that replaces :attr:`step` must replace or clear this too.
+        ``None``: the model cannot be trained as an ensemble, and the runner
+        uses :attr:`step`.
       make_inputs: ``(model input batch, key) -> inputs`` of :attr:`make_update`'s
         update: the step's noise, drawn from the step's key.
     """

@@ -149,7 +149,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, mnist_ro
                 metrics = {**metrics, "loss": torch.tensor(float("nan"))}
             return state, metrics
 
-        return recipe._replace(step=step)
+        # The runner trains with make_update/make_inputs when a recipe has them (the same step,
+        # donating buffers); a recipe that wraps `step` must drop them so the wrapper is used.
+        return recipe._replace(step=step, make_update=None, make_inputs=None)
 
     monkeypatch.setitem(registry.MODELS, "vae_nan", registry.ModelEntry(build, registry.MODELS["vae_std"].defaults))
     out = tmp_path / "run"
