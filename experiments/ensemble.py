@@ -124,12 +124,7 @@ def main(args: argparse.Namespace) -> int:
     start_epoch, history = 0, []
     if args.resume:
         state, meta = checkpoint.load(ckpt_path, state)
-        saved = meta.get("config", {})
-        changed = sorted(k for k in set(saved) | set(config)
-                         if k not in run._RESUMABLE_CHANGES and saved.get(k) != config.get(k))
-        if changed:
-            diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
-            raise checkpoint.CheckpointError(f"{ckpt_path} was written with a different config ({diffs})")
+        run.check_resumable(meta.get("config", {}), config, ckpt_path)
         start_epoch, history = meta["epoch"], meta.get("history", [])
         trainer.restore_metrics(out, history)
         print(f"resuming {out} from epoch {start_epoch} (step {state.step})")

@@ -116,6 +116,18 @@ def resolve_config(args: argparse.Namespace) -> dict:
     return config
 
 
+def check_resumable(saved: dict, config: dict, ckpt_path: Path) -> None:
+    """Refuses to resume a checkpoint written with another config (evaluation-only keys aside).
+
+    Raises:
+      checkpoint.CheckpointError: naming every changed key with its old and new value.
+    """
+    changed = sorted(k for k in set(saved) | set(config) if k not in _RESUMABLE_CHANGES and saved.get(k) != config.get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
+        raise checkpoint.CheckpointError(f"{ckpt_path} was written with a different config ({diffs})")
+
+
 def _limit(images: torch.Tensor, n: int | None) -> torch.Tensor:
     return images if n is None else images[:n]
 
@@ -192,11 +204,7 @@ def _main(args: argparse.Namespace) -> int:
     start_epoch, history = 0, []
     if args.resume:
         state, meta = checkpoint.load(ckpt_path, state)
-        saved = meta.get("config", {})
-        changed = sorted(k for k in set(saved) | set(config) if k not in _RESUMABLE_CHANGES and saved.get(k) != config.get(k))
-        if changed:
-            diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
-            raise checkpoint.CheckpointError(f"{ckpt_path} was written with a different config ({diffs})")
+        check_resumable(meta.get("config", {}), config, ckpt_path)
         start_epoch = meta["epoch"]
         history = meta.get("history", [])
         trainer.restore_metrics(out, history)
