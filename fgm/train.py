@@ -27,12 +27,10 @@ import torch
 from fgm import optim, random
 from fgm.tree import TensorTree, tree_map
 
-Metrics = dict[str, torch.Tensor]
+from fgm.types import InputsFn, Metrics, UpdateFn  # noqa: F401 - re-exported: declared once in fgm.types
+
 LossFn = Callable[..., tuple[torch.Tensor, Metrics]]
 StepFn = Callable[["TrainState", Any, random.Key], tuple["TrainState", Metrics]]
-# (params, opt_state, *inputs) -> (params, opt_state, metrics): tensors in, tensors out.
-UpdateFn = Callable[..., tuple[TensorTree, TensorTree, Metrics]]
-InputsFn = Callable[[Any, random.Key], tuple]
 
 
 __all__ = [
@@ -170,9 +168,9 @@ def step_from_update(update: UpdateFn, make_inputs: InputsFn = lambda batch, key
       The step; it advances ``state.step`` by one and keeps ``state.key``.
     """
 
-    def step(state: TrainState, batch: Any, key: random.Key) -> tuple[TrainState, Metrics]:
+    def step(state, batch: Any, key: random.Key):
         params, opt_state, metrics = update(state.params, state.opt_state, *make_inputs(batch, key))
-        return TrainState(params=params, opt_state=opt_state, step=state.step + 1, key=state.key), metrics
+        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
     return step
 

@@ -7,7 +7,7 @@ parameters live in a separate pytree ``{"generator": ..., "discriminator":
     D step:  φ ← φ - η ∇_φ L_D(φ; x, G_θ(z)),      z ~ N(0, I)
     G step:  θ ← θ - η ∇_θ L_G(θ; D_φ),            z' ~ N(0, I)
 
-Each step is a pure function ``(TrainState, data, noise) -> (TrainState,
+Each step is a pure function ``(GANState, data, noise) -> (GANState,
 metrics)`` that updates one player's parameters and optimizer state and
 hands the other player's subtrees through untouched (the very same tensor
 objects). :func:`make_gan_update` composes them into one pure update of
@@ -48,8 +48,7 @@ from torch import nn
 from fgm import nn as fnn
 from fgm import optim, random, train
 from fgm.tree import TensorTree
-
-Metrics = dict[str, torch.Tensor]
+from fgm.types import Metrics, Trainer
 
 
 # --------------------------------------------------------------------------- architectures
@@ -176,20 +175,32 @@ def init(gan: GAN, key: random.Key) -> dict[str, TensorTree]:
     }
 
 
+class GANState(NamedTuple):
+    """The state of a GAN's training: two players, two optimizer states (flax: fork the state per regime).
+
+    Attributes:
+      params: ``{"generator": tree, "discriminator": tree}``.
+      opt_state: ``{"generator": g_opt state, "discriminator": d_opt state}``.
+      step: game iterations taken: one per G step, whatever the D steps per G step.
+      key: the step-key root (``fgm.train.step_key(state) = fold_in(key, step)``).
+    """
+
+    params: dict[str, TensorTree]
+    opt_state: dict[str, TensorTree]
+    step: int
+    key: random.Key
+
+
 def init_state(
     gan: GAN,
     g_opt: optim.GradientTransformation,
     d_opt: optim.GradientTransformation,
     key: random.Key,
-) -> train.TrainState:
-    """A step-0 :class:`fgm.train.TrainState` with one optimizer state per player.
-
-    ``params = {"generator", "discriminator"}`` and ``opt_state`` has the same
-    two keys; ``key`` is both the initialisation key and the run's root key.
-    """
+) -> GANState:
+    """A step-0 :class:`GANState`; ``key`` is both the initialisation key and the step-key root."""
     params = init(gan, key)
     opt_state = {"generator": g_opt.init(params["generator"]), "discriminator": d_opt.init(params["discriminator"])}
-    return train.TrainState(params=params, opt_state=opt_state, step=0, key=key)
+    return GANState(params=params, opt_state=opt_state, step=0, key=key)
 
 
 def latent_noise(gan: GAN, key: random.Key, n: int) -> torch.Tensor:
@@ -456,30 +467,45 @@ def generator_objective(
 
 
 def _update_player(
-    state: train.TrainState,
-    player: str,
-    grads: TensorTree,
-    optimizer: optim.GradientTransformation,
+    params: dict, opt_state: dict, player: str, grads: TensorTree, optimizer: optim.GradientTransformation,
     donate: bool = False,
-) -> train.TrainState:
-    """Applies ``optimizer`` to one player's subtree; the other's entries are passed through as is."""
+) -> tuple[dict, dict]:
+    """Applies ``optimizer`` to one player's subtrees; the other's are passed through as they are."""
     donation = {"donate": True} if donate else {}
-    updates, opt_state = optimizer.update(grads, state.opt_state[player], state.params[player], **donation)
-    params = {**state.params, player: optim.apply_updates(state.params[player], updates, donate=donate)}
-    return state._replace(params=params, opt_state={**state.opt_state, player: opt_state})
+    updates, player_opt = optimizer.update(grads, opt_state[player], params[player], **donation)
+    new_params = {**params, player: optim.apply_updates(params[player], updates, donate=donate)}
+    return new_params, {**opt_state, player: player_opt}
+
+
+def _discriminator_update(gan, loss, d_opt, params, opt_state, real, z, alpha=None, backend="autograd", donate=False):
+    def objective(d_params, g_params, real, z, alpha):
+        return discriminator_objective(gan, loss, d_params, g_params, real, z, alpha)
+
+    (_, metrics), grads = train.value_and_grad(objective, backend)(
+        params["discriminator"], params["generator"], real, z, alpha
+    )
+    return (*_update_player(params, opt_state, "discriminator", grads, d_opt, donate), metrics)
+
+
+def _generator_update(gan, loss, g_opt, params, opt_state, z, backend="autograd", donate=False):
+    def objective(g_params, d_params, z):
+        return generator_objective(gan, loss, g_params, d_params, z)
+
+    (_, metrics), grads = train.value_and_grad(objective, backend)(params["generator"], params["discriminator"], z)
+    return (*_update_player(params, opt_state, "generator", grads, g_opt, donate), metrics)
 
 
 def discriminator_step(
     gan: GAN,
     loss: AdversarialLoss,
     d_opt: optim.GradientTransformation,
-    state: train.TrainState,
+    state: GANState,
     real: torch.Tensor,
     z: torch.Tensor,
     alpha: Optional[torch.Tensor] = None,
     backend: str = "autograd",
     donate: bool = False,
-) -> tuple[train.TrainState, Metrics]:
+) -> tuple[GANState, Metrics]:
     """One optimizer step on the discriminator; the generator is untouched.
 
     Pure: ``state`` is not modified; the returned state shares the
@@ -490,7 +516,7 @@ def discriminator_step(
       gan: the model definition.
       loss: the adversarial loss.
       d_opt: the discriminator's optimizer.
-      state: ``params``/``opt_state`` with keys ``"generator"``, ``"discriminator"``.
+      state: the game's state.
       real: ``[B, C, H, W]`` data in ``[-1, 1]``.
       z: ``[B, d]`` latent noise for the fakes.
       alpha: ``[B, 1, 1, 1]`` interpolation weights (WGAN-GP only).
@@ -503,25 +529,20 @@ def discriminator_step(
       ``(new_state, metrics)`` with the metrics of :func:`discriminator_objective`,
       computed before the update.
     """
-
-    def objective(d_params, g_params, real, z, alpha):
-        return discriminator_objective(gan, loss, d_params, g_params, real, z, alpha)
-
-    (_, metrics), grads = train.value_and_grad(objective, backend)(
-        state.params["discriminator"], state.params["generator"], real, z, alpha
-    )
-    return _update_player(state, "discriminator", grads, d_opt, donate), metrics
+    params, opt_state, metrics = _discriminator_update(
+        gan, loss, d_opt, state.params, state.opt_state, real, z, alpha, backend, donate)
+    return state._replace(params=params, opt_state=opt_state), metrics
 
 
 def generator_step(
     gan: GAN,
     loss: AdversarialLoss,
     g_opt: optim.GradientTransformation,
-    state: train.TrainState,
+    state: GANState,
     z: torch.Tensor,
     backend: str = "autograd",
     donate: bool = False,
-) -> tuple[train.TrainState, Metrics]:
+) -> tuple[GANState, Metrics]:
     """One optimizer step on the generator; the discriminator is untouched.
 
     Pure, like :func:`discriminator_step`: the returned state shares the
@@ -531,7 +552,7 @@ def generator_step(
       gan: the model definition.
       loss: the adversarial loss.
       g_opt: the generator's optimizer.
-      state: as for :func:`discriminator_step`.
+      state: the game's state.
       z: ``[B, d]`` latent noise.
       backend: see :func:`fgm.train.value_and_grad`.
       donate: update the generator's parameters and optimizer state in place.
@@ -539,14 +560,8 @@ def generator_step(
     Returns:
       ``(new_state, {"g_loss"})``, the loss before the update.
     """
-
-    def objective(g_params, d_params, z):
-        return generator_objective(gan, loss, g_params, d_params, z)
-
-    (_, metrics), grads = train.value_and_grad(objective, backend)(
-        state.params["generator"], state.params["discriminator"], z
-    )
-    return _update_player(state, "generator", grads, g_opt, donate), metrics
+    params, opt_state, metrics = _generator_update(gan, loss, g_opt, state.params, state.opt_state, z, backend, donate)
+    return state._replace(params=params, opt_state=opt_state), metrics
 
 
 def gan_inputs(gan: GAN, loss: AdversarialLoss, d_steps_per_g_step: int = 1) -> train.InputsFn:
@@ -609,13 +624,12 @@ def make_gan_update(
         raise ValueError(f"the {loss.name} loss needs the autograd backend: its gradient penalty calls torch.autograd.grad")
 
     def update(params: TensorTree, opt_state: TensorTree, real: torch.Tensor, d_noise: tuple, z_g: torch.Tensor):
-        # The key of this temporary state is never read: the noise is already drawn.
-        state = train.TrainState(params=params, opt_state=opt_state, step=0, key=None)
         for noise in d_noise:
-            state, d_metrics = discriminator_step(gan, loss, d_opt, state, real, *noise, backend=backend, donate=donate)
-        state, g_metrics = generator_step(gan, loss, g_opt, state, z_g, backend=backend, donate=donate)
+            params, opt_state, d_metrics = _discriminator_update(
+                gan, loss, d_opt, params, opt_state, real, *noise, backend=backend, donate=donate)
+        params, opt_state, g_metrics = _generator_update(gan, loss, g_opt, params, opt_state, z_g, backend, donate)
         metrics = {"loss": d_metrics["d_loss"] + g_metrics["g_loss"], **d_metrics, **g_metrics}
-        return state.params, state.opt_state, metrics
+        return params, opt_state, metrics
 
     return update
 
@@ -653,6 +667,45 @@ def make_gan_step(
     """
     inputs = gan_inputs(gan, loss, d_steps_per_g_step)
     return train.step_from_update(make_gan_update(gan, loss, g_opt, d_opt, donate=donate), inputs)
+
+
+def build(
+    gan: GAN,
+    loss: AdversarialLoss,
+    g_opt: optim.GradientTransformation,
+    d_opt: optim.GradientTransformation,
+    d_steps_per_g_step: int = 1,
+) -> Trainer:
+    """The GAN's training pieces (:class:`fgm.types.Trainer`): one game iteration per update.
+
+    Args:
+      gan: the model definition.
+      loss: the adversarial loss.
+      g_opt: the generator's optimizer (its schedule counts game iterations).
+      d_opt: the discriminator's optimizer (its schedule counts D updates,
+        ``d_steps_per_g_step`` per iteration: size it accordingly).
+      d_steps_per_g_step: D steps before each G step.
+
+    Returns:
+      ``init(key) -> GANState``; ``make_update`` as :func:`make_gan_update`
+      (``compile=True`` is refused: the alternating steps are not compiled);
+      ``inputs`` as :func:`gan_inputs`; ``evaluate(params, x, key)`` as
+      :func:`evaluate` with latents from ``key``; ``generate(params, z)``
+      in ``[0, 1]``; ``noise(key, n) -> z [n, d]``.
+    """
+    def make_update(*, backend: str = "autograd", donate: bool = False, compile: bool = False):
+        if compile:
+            raise ValueError("compile is not offered for the GAN (its alternating steps run eagerly)")
+        return make_gan_update(gan, loss, g_opt, d_opt, backend=backend, donate=donate)
+
+    return Trainer(
+        init=lambda key: init_state(gan, g_opt, d_opt, key),
+        make_update=make_update,
+        inputs=gan_inputs(gan, loss, d_steps_per_g_step),
+        evaluate=lambda params, x, key: evaluate(gan, loss, params, x, latent_noise(gan, key, x.shape[0])),
+        generate=lambda params, z: generate(gan, params, z),
+        noise=lambda key, n: latent_noise(gan, key, n),
+    )
 
 
 # --------------------------------------------------------------------------- evaluation and monitoring

@@ -18,6 +18,8 @@ by the caller from an explicit key, so every function here is deterministic.
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Callable, NamedTuple, Optional
 
 import torch
@@ -26,8 +28,9 @@ from torch import nn
 from fgm import bijectors
 from fgm import distributions as D
 from fgm import nn as fnn
-from fgm import random
+from fgm import optim, random, train
 from fgm.tree import TensorTree
+from fgm.types import Trainer
 
 __all__ = [
     "ElboTerms",
@@ -35,8 +38,10 @@ __all__ = [
     "Prior",
     "VAE",
     "bernoulli_likelihood",
+    "build",
     "discretized_logistic_likelihood",
     "elbo_terms",
+    "evaluate",
     "flow_prior",
     "generate",
     "init",
@@ -391,3 +396,53 @@ def reconstruct(vae: VAE, params: TensorTree, x: torch.Tensor) -> torch.Tensor:
     """
     mean, _ = vae.encode(params["encoder"], x)
     return vae.likelihood.mean(vae.decode(params["decoder"], mean))
+
+
+def evaluate(vae: VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-example terms of the bound on held-out data.
+
+    Args:
+      vae: the model definition.
+      params: its parameters.
+      x: ``[B, C, H, W]`` data in the likelihood's space.
+      eps: ``[B, d]`` standard-normal noise.
+
+    Returns:
+      ``{"neg_elbo", "recon", "kl"}``, each ``[B]`` in nats (``-ELBO = recon + KL``);
+      for 256-level data also ``"bits_per_dim"``: ``-ELBO / (C·H·W · log 2)``, the
+      bound as a code length per sub-pixel.
+    """
+    terms = elbo_terms(vae, params, x, eps)
+    values = {"neg_elbo": -terms.elbo, "recon": -terms.log_likelihood, "kl": terms.kl}
+    if vae.likelihood.name == "discretized_logistic":
+        values["bits_per_dim"] = D.bits_per_dim(-terms.elbo, math.prod(vae.image_shape))
+    return values
+
+
+def build(vae: VAE, optimizer: optim.GradientTransformation) -> Trainer:
+    """The VAE's training pieces (:class:`fgm.types.Trainer`), trained on the negative ELBO.
+
+    Args:
+      vae: the model definition (any prior, any likelihood).
+      optimizer: the optimizer of all parameters (encoder, decoder and the
+        prior's, e.g. the flow's: a learned prior trains with the rest).
+
+    Returns:
+      ``init(key) -> TrainState``; ``make_update`` over :func:`loss`;
+      ``inputs(x, key) -> (x, ε)``; ``evaluate(params, x, key)`` as
+      :func:`evaluate` with ``ε`` from ``key``; ``generate(params, ε)`` as
+      :func:`generate`; ``noise(key, n) -> ε [n, d]``.
+    """
+    loss_fn = functools.partial(loss, vae)
+
+    def make_update(*, backend: str = "autograd", donate: bool = False, compile: bool = False):
+        return train.make_update(loss_fn, optimizer, backend=backend, donate=donate, compile=compile)
+
+    return Trainer(
+        init=lambda key: train.init_state(init(vae, key), optimizer, key),
+        make_update=make_update,
+        inputs=lambda x, key: (x, latent_noise(vae, key, x.shape[0])),
+        evaluate=lambda params, x, key: evaluate(vae, params, x, latent_noise(vae, key, x.shape[0])),
+        generate=functools.partial(generate, vae),
+        noise=lambda key, n: latent_noise(vae, key, n),
+    )

@@ -1,0 +1,92 @@
+"""The types every part of fgm agrees on, declared once.
+
+A *model* in fgm is a :class:`Trainer`: the same six pure pieces for a VAE,
+a flow-prior VAE or a GAN (posteriors' ``build -> Transform(init, update)``,
+optax's ``GradientTransformation``). Training code talks to nothing else::
+
+    trainer = fgm.models.vae.build(vae, optim.adam(1e-3))     # or fgm.models.gan.build(...)
+    state = trainer.init(key)
+    update = trainer.make_update()                           # pure tensor core
+    params, opt_state, metrics = update(state.params, state.opt_state, *trainer.inputs(batch, step_key))
+
+The update is a function of tensors only, so ``torch.func.vmap`` maps it over
+stacked seeds (:mod:`fgm.ensemble`) and ``torch.compile`` compiles it; the
+noise it needs is drawn at the edge by ``inputs`` from an explicit key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+import torch
+
+from fgm.random import Key
+from fgm.tree import TensorTree
+
+__all__ = ["InputsFn", "Metrics", "State", "Trainer", "UpdateFn"]
+
+Metrics = dict[str, torch.Tensor]
+
+
+class State(Protocol):
+    """What every training state has: a parameter tree, an optimizer state, a step count and a key.
+
+    :class:`fgm.train.TrainState` (one optimizer) and
+    :class:`fgm.models.gan.GANState` (one optimizer state per player) are the
+    two implementations; both are NamedTuples, so ``_replace`` works.
+    """
+
+    params: TensorTree
+    opt_state: TensorTree
+    step: int
+    key: Key
+
+
+class UpdateFn(Protocol):
+    """``(params, opt_state, *inputs) -> (params, opt_state, metrics)``: tensors in, tensors out.
+
+    Deterministic: the noise arrives in ``inputs``. ``metrics`` holds
+    ``"loss"`` (what the NaN guard watches) and the model's own scalars.
+    """
+
+    def __call__(self, params: TensorTree, opt_state: TensorTree, *inputs: Any) -> tuple[TensorTree, TensorTree, Metrics]: ...
+
+
+class MakeUpdateFn(Protocol):
+    """Builds an :class:`UpdateFn`.
+
+    Args:
+      backend: ``"autograd"`` (fastest eager) or ``"func"`` (composes with ``vmap``).
+      donate: reuse the incoming buffers for the outputs (bitwise the same results).
+      compile: run the differentiated part through ``torch.compile``.
+    """
+
+    def __call__(self, *, backend: str = "autograd", donate: bool = False, compile: bool = False) -> UpdateFn: ...
+
+
+class InputsFn(Protocol):
+    """``(batch, key) -> inputs``: the update's inputs, its noise drawn from ``key``."""
+
+    def __call__(self, batch: Any, key: Key) -> tuple: ...
+
+
+class Trainer(NamedTuple):
+    """One model's training pieces: the only surface training code uses.
+
+    Attributes:
+      init: ``key -> state`` at step 0 (a :class:`State`; its ``key`` is the
+        step-key root, ``fgm.train.step_key``).
+      make_update: see :class:`MakeUpdateFn`.
+      inputs: see :class:`InputsFn`; ``batch`` is in model-input form.
+      evaluate: ``(params, x [B, ...], key) -> {name: [B]}`` per-example
+        values on held-out data (averaged by the caller).
+      generate: ``(params, noise [N, ...]) -> images [N, C, H, W]`` in ``[0, 1]``.
+      noise: ``(key, n) -> noise [n, ...]`` for :attr:`generate`.
+    """
+
+    init: Any
+    make_update: MakeUpdateFn
+    inputs: InputsFn
+    evaluate: Any
+    generate: Any
+    noise: Any
