@@ -125,8 +125,18 @@ def discretized_logistic_log_prob(
 
 
 def _log1mexp(a: torch.Tensor) -> torch.Tensor:
-    """``log(1 - exp(-a))`` for ``a > 0``, accurate for small and large ``a``."""
-    return torch.where(a < math.log(2.0), torch.log(-torch.expm1(-a)), torch.log1p(-torch.exp(-a)))
+    """``log(1 - exp(-a))`` for ``a > 0``, accurate for small and large ``a`` (Mächler 2012).
+
+    ``log(-expm1(-a))`` below ``a = log 2``, ``log1p(-exp(-a))`` above. Each
+    branch gets its argument clamped to its own side of ``log 2`` (the
+    "safe where"): ``torch.where`` differentiates both branches, and the
+    unused ``log1p(-exp(-a))`` at tiny ``a`` has an infinite derivative whose
+    zero weight still makes the gradient ``0 · inf = NaN``.
+    """
+    cut = math.log(2.0)
+    small = torch.log(-torch.expm1(-a.clamp(max=cut)))
+    large = torch.log1p(-torch.exp(-a.clamp(min=cut)))
+    return torch.where(a < cut, small, large)
 
 
 def bits_per_dim(nll_nats: torch.Tensor, num_dims: int) -> torch.Tensor:

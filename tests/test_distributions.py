@@ -84,13 +84,68 @@ def test_discretized_logistic_matches_cdf_differences():
     assert torch.allclose(D.discretized_logistic_log_prob(mean, log_scale, x).exp(), ref.flatten(), rtol=1e-9)
 
 
-def test_discretized_logistic_gradients_finite_in_tails():
+def test_discretized_logistic_gradients_in_tails_match_reference():
+    """Far tails (bins 150 to 450 scales below the mean), off the log-scale clamp at -7.
+
+    Below the clamp the log-scale gradient is zero by construction, so the test sits above it; a
+    float64 CDF difference still resolves masses of ~1e-193 here, so it is the reference.
+    """
     x = _all_levels().view(256, 1, 1, 1)
-    mean = torch.full_like(x, 3.0, requires_grad=True)  # far outside [-1, 1]
-    log_scale = torch.full_like(x, -7.0, requires_grad=True)
-    D.discretized_logistic_log_prob(mean, log_scale, x).sum().backward()
-    assert torch.all(torch.isfinite(mean.grad)) and torch.all(torch.isfinite(log_scale.grad))
+    mean, log_scale = torch.full_like(x, 2.0), torch.full_like(x, -5.0)  # mean outside [-1, 1]
+    g_mean, g_scale = _logistic_grads(D.discretized_logistic_log_prob, mean, log_scale, x, torch.float32)
+    r_mean, r_scale = _logistic_grads(_reference_discretized_logistic, mean, log_scale, x, torch.float64)
+    assert torch.isfinite(g_mean).all() and torch.isfinite(g_scale).all()
+    assert (r_scale[:-1].abs() > 100).all()  # far from the clamp's zero gradient (the top bin holds μ = 2)
+    torch.testing.assert_close(g_mean.double(), r_mean, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(g_scale.double(), r_scale, rtol=1e-4, atol=1e-3)
+
+
+def test_discretized_logistic_log_scale_clamped_at_minus_7():
+    """Below -7 the log-scale is clamped: same value as at -7 and no gradient."""
+    x = _all_levels()[torch.tensor([0, 128, 255])].view(3, 1, 1, 1)
+    mean = torch.full_like(x, 0.01)
+    at_clamp = D.discretized_logistic_log_prob(mean, torch.full_like(x, -7.0), x)
+    log_scale = torch.full_like(x, -9.0, requires_grad=True)
+    below = D.discretized_logistic_log_prob(mean, log_scale, x)
+    assert torch.equal(below, at_clamp)
+    below.sum().backward()
+    assert torch.equal(log_scale.grad, torch.zeros_like(x))
 
 
 def test_bits_per_dim():
     assert math.isclose(D.bits_per_dim(torch.tensor(3072 * math.log(2.0)), 3072).item(), 1.0, rel_tol=1e-6)
+
+
+def _reference_discretized_logistic(mean, log_scale, x, num_levels=256):
+    """The bin masses as plain CDF differences in float64: independent of the log-space formula."""
+    h = 1 / (num_levels - 1)
+    s = torch.exp(log_scale.clamp(min=-7.0))
+    cdf_plus = torch.sigmoid((x + h - mean) / s)
+    cdf_minus = torch.sigmoid((x - h - mean) / s)
+    p = torch.where(x < -1 + 1e-3, cdf_plus, torch.where(x > 1 - 1e-3, 1 - cdf_minus, cdf_plus - cdf_minus))
+    return torch.log(p).flatten(1).sum(-1)
+
+
+def _logistic_grads(fn, mean, log_scale, x, dtype):
+    mean = mean.to(dtype).requires_grad_(True)
+    log_scale = log_scale.to(dtype).requires_grad_(True)
+    fn(mean, log_scale, x.to(dtype)).sum().backward()
+    return mean.grad, log_scale.grad
+
+
+def test_discretized_logistic_gradient_finite_for_wide_logistics():
+    """At log_scale >= 13 a bin's width in units of s is ~1e-8: exp(-a) rounds to 1 in float32.
+
+    The log-probability stays finite; its gradient must too (an unsafe ``torch.where`` turns the
+    unused branch's infinite derivative into NaN), and must match a float64 CDF difference.
+    """
+    x = _all_levels().view(256, 1, 1, 1)
+    for log_s in (13.0, 16.0, 20.0, 40.0):
+        mean, log_scale = torch.full_like(x, 0.1), torch.full_like(x, log_s)
+        g_mean, g_scale = _logistic_grads(D.discretized_logistic_log_prob, mean, log_scale, x, torch.float32)
+        assert torch.isfinite(g_mean).all() and torch.isfinite(g_scale).all(), log_s
+        if log_s <= 16.0:  # the float64 CDF difference is still accurate here
+            r_mean, r_scale = _logistic_grads(_reference_discretized_logistic, mean, log_scale, x, torch.float64)
+            # d log P / d log s ≈ -1 for interior bins (P ∝ 1/s), ≈ 0 at the edges (P → 1/2)
+            torch.testing.assert_close(g_scale.double(), r_scale, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(g_mean.double(), r_mean, rtol=1e-3, atol=1e-6)
