@@ -46,7 +46,8 @@ Design, following optax:
   arithmetic on it; with donation an Adam step allocates nothing, which
   makes it cheaper than ``torch.optim.Adam``'s (see BENCHMARKS.md). Updates
   are written to only when their leaves are dense and share no memory:
-  autograd may hand one gradient tensor to two leaves, or an expanded one.
+  autograd may hand one gradient tensor to two leaves, or an expanded one;
+  parameters only when no two share a storage (else ``apply_updates`` copies).
 * The optimizer maths runs under ``torch.no_grad()``: updates and states never
   carry autograd history, and :func:`apply_updates` returns fresh tensors with
   the ``requires_grad`` flags of the parameters it was given.
@@ -223,19 +224,35 @@ def _writable(leaves: list[torch.Tensor]) -> bool:
     (``p.sum()``), and writing into those would corrupt the other leaf or
     fail. Inside one ``vmap`` the check is made on the tensors underneath.
     """
-    seen = set()
+    plain = _underlying(leaves)
+    return plain is not None and all(t.is_contiguous() for t in plain) and _separate_storage(plain)
+
+
+def _underlying(leaves: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    """The plain tensors under one ``vmap`` level (the leaves themselves outside it).
+
+    ``None`` under nested ``torch.func`` transforms: the tensors underneath
+    are not the ones written to, so do not guess.
+    """
+    plain = []
     for t in leaves:
         if _is_wrapped(t):
             t = torch._C._functorch.get_unwrapped(t)
-            if _is_wrapped(t):  # nested transforms: do not guess
-                return False
-        if not t.is_contiguous():
-            return False
-        ptr = t.untyped_storage().data_ptr()
-        if ptr in seen:
-            return False
-        seen.add(ptr)
-    return True
+            if _is_wrapped(t):
+                return None
+        plain.append(t)
+    return plain
+
+
+def _separate_storage(tensors: list[torch.Tensor]) -> bool:
+    """True when no two non-empty ``tensors`` share a storage (views of one buffer do).
+
+    One set of storage pointers per call: cheap enough for every step.
+    Sharing a storage is stricter than overlapping (disjoint slices of a flat
+    buffer are refused too), which only costs the donating caller one copy.
+    """
+    ptrs = [t.untyped_storage().data_ptr() for t in tensors if t.numel()]
+    return len(set(ptrs)) == len(ptrs)
 
 
 def _is_wrapped(t: torch.Tensor) -> bool:
@@ -642,8 +659,10 @@ def apply_updates(params: Params, updates: Updates, *, donate: bool = False) -> 
       updates: a tree of the same structure, shapes and dtypes (the output of
         a transformation's ``update``, already a descent step).
       donate: add in place and return ``params``' own tensors (the caller
-        gives up the old parameters: nothing may read them afterwards). The
-        leaves must not share memory (no tied weights stored twice).
+        gives up the old parameters: nothing may read them afterwards). When
+        two leaves share a storage (tied weights stored twice, views of one
+        buffer) an in-place add would apply their updates to each other, so
+        the pure path runs instead: same values, fresh, separate leaves.
 
     Returns:
       The new parameter tree. A leaf whose parameter had ``requires_grad`` set
@@ -655,7 +674,10 @@ def apply_updates(params: Params, updates: Updates, *, donate: bool = False) -> 
     if not leaves:
         return params
     op = _ops(leaves, u)
-    if donate:
+    # Aliased leaves (tied weights stored twice, a slice of another leaf)
+    # would get every update they share once per leaf: copy instead, which
+    # gives the pure call's values and leaves separate buffers for next time.
+    if donate and (plain := _underlying(leaves)) is not None and _separate_storage(plain):
         with torch.no_grad():
             op("add_", leaves, u)
         return params

@@ -430,3 +430,33 @@ def test_mixed_dtype_tree_equals_separate_trees(name):
     mixed = run({"a": torch.float32, "b": torch.float64})
     assert torch.equal(mixed["a"], run({"a": torch.float32})["a"])
     assert torch.equal(mixed["b"], run({"b": torch.float64})["b"])
+
+
+def test_donated_apply_updates_with_aliased_leaves_equals_the_pure_result():
+    """Two leaves viewing one buffer (tied weights stored twice) must not get the update twice.
+
+    ``donate=True`` then copies, like the pure call, instead of adding into the shared storage.
+    """
+
+    def aliased():
+        w = torch.arange(4.0)
+        return {"a": w, "b": w.view(2, 2), "c": torch.ones(3)}
+
+    updates = {"a": torch.full((4,), 0.5), "b": torch.full((2, 2), 0.25), "c": torch.full((3,), 2.0)}
+    pure = optim.apply_updates(aliased(), updates)
+    donated = optim.apply_updates(aliased(), updates, donate=True)
+    assert _tree_equal(donated, pure)
+    assert torch.equal(donated["a"], torch.arange(4.0) + 0.5)
+    assert torch.equal(donated["b"], torch.arange(4.0).view(2, 2) + 0.25)
+    # a slice of another leaf aliases too
+    w = torch.zeros(4)
+    sliced = optim.apply_updates({"a": w, "b": w[1:3]}, {"a": torch.ones(4), "b": torch.ones(2)}, donate=True)
+    assert torch.equal(sliced["a"], torch.ones(4)) and torch.equal(sliced["b"], torch.ones(2))
+
+
+def test_donated_apply_updates_adds_in_place_when_leaves_are_separate():
+    params = {"a": torch.arange(4.0), "b": torch.ones(2, 2), "empty": torch.zeros(0), "none": torch.zeros(0)}
+    ptrs = {k: v.data_ptr() for k, v in params.items()}
+    new = optim.apply_updates(params, optree.tree_map(torch.ones_like, params), donate=True)
+    assert new is params and {k: v.data_ptr() for k, v in new.items()} == ptrs
+    assert torch.equal(new["a"], torch.arange(4.0) + 1) and torch.equal(new["b"], torch.full((2, 2), 2.0))
