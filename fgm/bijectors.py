@@ -242,7 +242,7 @@ def realnvp(
 
     Args:
       dim: ``d`` >= 2.
-      num_layers: number of coupling layers, >= 1.
+      num_layers: number of coupling layers, >= 2 (every dimension transformed).
       hidden: the conditioners' hidden widths.
       scale_bound: bound ``b`` on each layer's log-scale (see :func:`affine_coupling`).
       identity_init: start every layer as the identity.
@@ -252,6 +252,10 @@ def realnvp(
     """
     if dim < 2:
         raise ValueError(f"a coupling flow needs dim >= 2, got {dim}")
-    if num_layers < 1:
-        raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+    if num_layers < 2:
+        # A single coupling passes its conditioning half through unchanged.
+        raise ValueError(
+            f"a RealNVP flow needs num_layers >= 2 (one coupling leaves half the dimensions untouched), "
+            f"got {num_layers}"
+        )
     return chain([affine_coupling(m, hidden, scale_bound, identity_init) for m in alternating_masks(dim, num_layers)])

@@ -119,7 +119,18 @@ def test_identity_flow_is_exactly_the_standard_normal_prior():
 
 
 def test_realnvp_rejects_bad_sizes():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="dim >= 2"):
         B.realnvp(1)
-    with pytest.raises(ValueError):
-        B.realnvp(4, num_layers=0)
+    # one coupling leaves the masked half of the dimensions untouched: not a flow over all of them
+    for layers in (0, 1):
+        with pytest.raises(ValueError, match="num_layers >= 2"):
+            B.realnvp(4, num_layers=layers)
+    assert len(B.realnvp(4, num_layers=2).init(random.key(0))) == 2
+
+
+def test_two_realnvp_layers_move_every_dimension():
+    flow = B.realnvp(5, 2, (8,), identity_init=False)
+    params = flow.init(random.key(2))
+    x = random.normal(random.key(3), (7, 5))
+    y = B.forward(flow, params, x)
+    assert ((y - x).abs() > 1e-6).all()
