@@ -154,3 +154,45 @@ def test_real_inception_smoke(mnist_root, tmp_path):
     assert noise.num_a == noise.num_b == 3 and noise.value > 1
     # rank-2 covariances in 2048 dimensions: zero up to eigenvalue rounding
     assert abs(self_distance.value) < 1e-5 * noise.value
+
+
+def test_image_fingerprint_depends_on_content_only():
+    a = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).view(2, 1, 4, 4)
+    same_values = a.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)  # other memory layout
+    assert not same_values.is_contiguous()
+    assert FID.image_fingerprint(a) == FID.image_fingerprint(same_values) == FID.image_fingerprint(a.clone())
+    b = a.clone()
+    b[1, 0, 3, 3] += 1  # one pixel of one image
+    others = [b, a.float() / 255, a.view(2, 1, 2, 8), a[:1]]  # values, dtype, shape, count
+    assert len({FID.image_fingerprint(t) for t in [a, *others]}) == 1 + len(others)
+    assert len(FID.image_fingerprint(a)) == 16 and int(FID.image_fingerprint(a), 16) >= 0
+
+
+def test_cache_key_holds_the_images_content(key, tmp_path):
+    """Two image sets under one (dataset, split, N) name must not share a cache entry."""
+    k1, k2, k3 = random.split(key, 3)
+    extract, a, b = fake_extractor(k1), images(k2, 20), images(k3, 20)
+    key_a = FID.statistics_key("mnist", "test", 20, INFO, images=a)
+    key_b = FID.statistics_key("mnist", "test", 20, INFO, images=b)
+    assert key_a != key_b and key_a == FID.statistics_key("mnist", "test", 20, INFO, images=a.clone())
+    assert key_a["images_sha256"] == FID.image_fingerprint(a)
+    stats_a = FID.cached_statistics(tmp_path, key_a, lambda: FID.image_statistics(a, extract, progress=False))
+    stats_b = FID.cached_statistics(tmp_path, key_b, lambda: FID.image_statistics(b, extract, progress=False))
+    assert not torch.equal(stats_a.total, stats_b.total) and len(list(tmp_path.iterdir())) == 2
+    with pytest.raises(ValueError, match="20 images.*19"):
+        FID.statistics_key("mnist", "test", 20, INFO, images=a[:19])
+    # without images the key is what it was (callers that name their data by other means)
+    assert "images_sha256" not in FID.statistics_key("mnist", "test", 20, INFO)
+
+
+def test_dataset_statistics_key_the_loaded_images(mnist_root, tmp_path, key):
+    from fgm import data
+
+    weight = random.normal(key, (49, DIM), dtype=torch.float64)
+    pooled = lambda x: torch.nn.functional.avg_pool2d(x.double(), 4).flatten(1) @ weight  # noqa: E731
+    extract = I.FeatureExtractor(pooled, INFO)
+    FID.dataset_statistics("mnist", "test", extract, num_images=20, cache_dir=tmp_path, data_dir=mnist_root,
+                           progress=False)
+    first20 = data.load_images("mnist", "test", mnist_root)[:20]
+    expected = FID.statistics_key("mnist", "test", 20, INFO, images=first20)
+    assert [p.name for p in tmp_path.iterdir()] == [FID.cache_path(tmp_path, expected).name]

@@ -9,7 +9,7 @@ robust Fréchet distance) and :mod:`fgm.metrics.inception` (the features)::
     print(result)                                                 # FID 12.345 (N = 10000 vs 10000)
 
 Statistics of real data are computed once per (dataset, split, number of
-images, weights, preprocessing, precision) and stored by
+images, a hash of the images, weights, preprocessing, precision) and stored by
 :func:`cached_statistics`; the file carries its key and is refused when the
 key, shapes or values do not fit. FID with few images is biased upwards (and
 singular below 2048 images): compare values only at the same ``N``, which
@@ -38,6 +38,7 @@ __all__ = [
     "dataset_statistics",
     "fid",
     "fid_from_stats",
+    "image_fingerprint",
     "image_statistics",
     "statistics_key",
 ]
@@ -111,17 +112,57 @@ def image_statistics(
     return stats
 
 
-def statistics_key(dataset: str, split: str, num_images: int, info: inception.FeatureInfo, **extra) -> dict:
+def image_fingerprint(images: torch.Tensor) -> str:
+    """SHA-256 prefix of an image tensor's dtype, shape and values (not of its memory layout).
+
+    One SHA-256 pass over the bytes: negligible next to an Inception pass
+    over the same images, so it is computed on every cache lookup.
+
+    Args:
+      images: ``[N, C, H, W]``, any dtype and device.
+
+    Returns:
+      The first 16 hex digits of the digest.
+    """
+    flat = images.detach().cpu().contiguous().view(-1)
+    h = hashlib.sha256(f"{flat.dtype}{tuple(images.shape)}".encode())
+    h.update(flat.view(torch.uint8).numpy().data)  # the bytes as they are, without a copy
+    return h.hexdigest()[:16]
+
+
+def statistics_key(
+    dataset: str,
+    split: str,
+    num_images: int,
+    info: inception.FeatureInfo,
+    *,
+    images: torch.Tensor | None = None,
+    **extra,
+) -> dict:
     """The cache key of a data set's statistics: what the set is and what the features are.
+
+    A name does not pin down content (a re-downloaded, re-ordered or edited
+    split keeps its name), so give ``images`` whenever they are at hand: the
+    key then holds their :func:`image_fingerprint` and another set of the
+    same name and size gets its own cache entry.
 
     Args:
       dataset, split: e.g. ``"mnist"``, ``"test"``.
       num_images: how many images (the first ``num_images`` of the split).
       info: the extractor's :class:`inception.FeatureInfo` (weights
         fingerprint, preprocessing version, precision).
+      images: ``[num_images, C, H, W]``, the images the statistics are of.
       **extra: anything else that changes the images (JSON scalars).
+
+    Raises:
+      ValueError: ``images`` does not hold ``num_images`` images.
     """
-    return {"dataset": dataset, "split": split, "num_images": int(num_images), **info.key(), **extra}
+    key = {"dataset": dataset, "split": split, "num_images": int(num_images), **info.key(), **extra}
+    if images is not None:
+        if images.shape[0] != int(num_images):
+            raise ValueError(f"the key is for {int(num_images)} images but {images.shape[0]} were given")
+        key["images_sha256"] = image_fingerprint(images)
+    return key
 
 
 def _key_json(key: dict) -> str:
@@ -234,7 +275,7 @@ def dataset_statistics(
     n = images.shape[0] if num_images is None else int(num_images)
     if not 2 <= n <= images.shape[0]:
         raise ValueError(f"num_images must be in [2, {images.shape[0]}] for {dataset}/{split}, got {n}")
-    key = statistics_key(dataset, split, n, extractor.info)
+    key = statistics_key(dataset, split, n, extractor.info, images=images[:n])
     return cached_statistics(
         cache_dir, key,
         lambda: image_statistics(images[:n], extractor, batch_size, progress, desc=f"{dataset}/{split} features"),
