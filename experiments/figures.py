@@ -1,0 +1,233 @@
+"""Pictures of a run, written to its directory: learning curves, sample grids, interpolations, progression.
+
+Every function here takes numbers or images and writes files; the maths of
+the interpolation paths is in :mod:`experiments.interpolate`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on CI machines
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen before pyplot is imported
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+from experiments import interpolate  # noqa: E402
+from experiments.interpolate import Strip  # noqa: E402
+from fgm import random  # noqa: E402
+
+INDEX = "index.json"
+PROGRESSION_GIF = "progression.gif"
+PROGRESSION_PNG = "progression.png"
+_REAL_FRAME = (1.0, 0.0, 0.0)  # red
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> None:
+    """Saves ``[N, C, H, W]`` images in ``[0, 1]`` as one PNG grid."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torchvision.utils.save_image(images.clamp(0, 1), str(path), nrow=nrow, padding=2, pad_value=1.0)
+
+
+def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
+    """Plots every ``train_*`` / ``val_*`` metric pair, one panel per metric (the mean over members)."""
+    records = [{"epoch": r["epoch"], **r["mean"]} for r in history]
+    if not records:
+        return
+    names = {k.split("_", 1)[1] for r in records for k in r
+             if k.startswith(("train_", "val_")) and not k.endswith("_samples")}  # counts are not curves
+    # the objective first, its parts after
+    names = sorted(names, key=lambda n: (n not in ("neg_elbo", "loss"), n))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+    epochs = [r["epoch"] for r in records]
+    for ax, name in zip(axes[0], names):
+        for split, style in (("train", "-"), ("val", "--")):
+            # Some metrics (validation FID) exist only every few epochs: join the epochs that have them.
+            points = [(e, r[f"{split}_{name}"]) for e, r in zip(epochs, records) if r.get(f"{split}_{name}") is not None]
+            if points:
+                ax.plot(*zip(*points), style, marker="o", markersize=3, label=split)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _frame(images: torch.Tensor, colour=_REAL_FRAME) -> torch.Tensor:
+    """RGB copies of ``[N, C, H, W]`` images with a 1-pixel coloured frame."""
+    x = images.expand(-1, 3, -1, -1).clone() if images.shape[1] == 1 else images.clone()
+    c = torch.tensor(colour, dtype=x.dtype)[None, :, None]
+    x[:, :, 0, :] = c
+    x[:, :, -1, :] = c
+    x[:, :, :, 0] = c
+    x[:, :, :, -1] = c
+    return x
+
+
+def _strip_grid(strip: Strip) -> tuple[torch.Tensor, int]:
+    """``([N, C, H, W], images per row)`` of a strip, real ends framed."""
+    p, w = strip.images.shape[:2]
+    images = strip.images
+    if strip.real_a is None:
+        return images.reshape(p * w, *images.shape[2:]), w
+    gen = images.expand(-1, -1, 3, -1, -1) if images.shape[2] == 1 else images
+    rows = torch.cat([_frame(strip.real_a)[:, None], gen, _frame(strip.real_b)[:, None]], dim=1)
+    return rows.reshape(p * (w + 2), *rows.shape[2:]), w + 2
+
+
+def write_interpolations(
+    experiment: Any,
+    params: Any,
+    folder: str | Path,
+    test_inputs: torch.Tensor | None = None,
+    interior: int = interpolate.INTERIOR_POINTS,
+    pairs: int = interpolate.PAIRS,
+) -> dict[str, Path]:
+    """Writes ``folder/<kind>.png`` (one row per pair) and ``folder/index.json``.
+
+    Args:
+      experiment: the model's :class:`experiments.models.Experiment`; nothing
+        is written when it has no ``interpolate``.
+      params: trained parameters.
+      folder: where the figures go.
+      test_inputs: ``[N, C, H, W]`` test images in model-input form, for the
+        encodings (VAEs); ``None`` skips those.
+      interior: points strictly between the two ends of each strip.
+      pairs: rows per figure.
+
+    Returns:
+      ``{kind: path}`` of the PNGs written.
+    """
+    if experiment.interpolate is None:
+        return {}
+    key = random.key(interpolate.INTERPOLATION_SEED)
+    weights = interpolate.interpolation_weights(interior)
+    noise_a = experiment.trainer.noise(random.fold_in(key, 0), pairs)
+    noise_b = experiment.trainer.noise(random.fold_in(key, 1), pairs)
+    images_a = images_b = None
+    index_a = index_b = None
+    if test_inputs is not None and test_inputs.shape[0] >= 2:
+        index_a, index_b = interpolate.test_pairs(test_inputs.shape[0], pairs, key)
+        images_a, images_b = test_inputs[index_a], test_inputs[index_b]
+    strips = experiment.interpolate(params, noise_a, noise_b, images_a, images_b, weights)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    index: dict[str, Any] = {
+        "weights": [round(float(v), 6) for v in weights],
+        "pairs": pairs,
+        "seed": interpolate.INTERPOLATION_SEED,
+        "test_indices": {"a": index_a, "b": index_b} if index_a is not None else None,
+        "kinds": {},
+    }
+    for kind, strip in strips.items():
+        grid, nrow = _strip_grid(strip)
+        path = folder / f"{kind}.png"
+        save_grid(grid, path, nrow=nrow)
+        written[kind] = path
+        index["kinds"][kind] = {
+            "file": path.name,
+            "caption": strip.caption,
+            "real_ends": strip.real_a is not None,
+            **interpolate.path_statistics(strip.images),
+        }
+    (folder / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    return written
+
+
+# --------------------------------------------------------------------------- progression
+
+_EPOCH_FILE = re.compile(r"epoch_(\d+)\.png$")
+
+
+def sample_epochs(out: str | Path) -> list[tuple[int, Path]]:
+    """``[(epoch, path)]`` of a run's ``samples/epoch_*.png``, by epoch."""
+    found = []
+    for path in (Path(out) / "samples").glob("epoch_*.png"):
+        match = _EPOCH_FILE.search(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def _grid_tile(width: int, height: int, nrow: int = 8, padding: int = 2) -> tuple[int, int, int] | None:
+    """``(tile width, tile height, rows)`` of a ``save_grid`` PNG, or ``None`` if it does not fit."""
+    tw = (width - padding) / nrow - padding
+    if tw <= 0 or tw != int(tw):
+        return None
+    for rows in range(1, 65):
+        th = (height - padding) / rows - padding
+        if th == tw:
+            return int(tw), int(th), rows
+    return None
+
+
+def write_progression(out: str | Path, max_columns: int = 12, nrow: int = 8) -> list[Path]:
+    """The sample grids of a run through training, as a GIF and a labelled strip.
+
+    The grids (``samples/epoch_*.png``) all decode the same fixed latent
+    noise, so each image position follows one latent point through training.
+
+    * ``samples/progression.gif``: every grid, one frame per epoch, labelled.
+    * ``samples/progression.png``: one column per epoch (at most
+      ``max_columns``, evenly chosen, first and last always in): the left
+      column of each grid (``nrow`` images from the same latents), the epoch
+      written under it.
+
+    Returns:
+      The files written (none without sample grids).
+    """
+    epochs = sample_epochs(out)
+    if not epochs:
+        return []
+    folder = Path(out) / "samples"
+    frames = []
+    for epoch, path in epochs:
+        with Image.open(path) as im:
+            grid = im.convert("RGB")
+        labelled = Image.new("RGB", (grid.width, grid.height + 14), "white")
+        labelled.paste(grid, (0, 0))
+        ImageDraw.Draw(labelled).text((4, grid.height + 1), f"epoch {epoch}", fill="black")
+        frames.append(labelled)
+    gif = folder / PROGRESSION_GIF
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=700, loop=0)
+
+    if len(epochs) > max_columns:
+        keep = sorted({round(i * (len(epochs) - 1) / (max_columns - 1)) for i in range(max_columns)})
+        epochs = [epochs[i] for i in keep]
+    columns = []
+    for epoch, path in epochs:
+        with Image.open(path) as im:
+            grid = np.asarray(im.convert("RGB"))
+        tile = _grid_tile(grid.shape[1], grid.shape[0], nrow)
+        if tile is not None:
+            tw, _, _ = tile
+            grid = grid[:, : tw + 4]  # the first column of images with its padding
+        columns.append((epoch, grid))
+    height, width = columns[0][1].shape[:2]
+    col = 0.8  # inches per column
+    fig, axes = plt.subplots(1, len(columns), figsize=(col * len(columns) + 0.3, col * height / width + 0.7),
+                             squeeze=False)
+    for ax, (epoch, image) in zip(axes[0], columns):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"epoch {epoch}", fontsize=8)
+    fig.suptitle("same latents through training", fontsize=9)
+    fig.tight_layout()
+    png = folder / PROGRESSION_PNG
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return [gif, png]

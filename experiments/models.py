@@ -1,0 +1,242 @@
+"""The model registry of ``python -m experiments.run``: names, settings, and what each model builds.
+
+A model is registered with its settings (defaults, types, ranges) and a
+function ``build(spec, config) -> Experiment``; the training pieces come from
+the model's own module (``fgm.models.vae.build``, ``fgm.models.gan.build``),
+so nothing here assembles a train step::
+
+    @register_model("my_vae", settings={"latent_dim": (16, Setting("latent_dim", int, "latent size", low=1))})
+    def my_vae(spec, config):
+        ...
+        return Experiment(trainer=vae.build(model, optim.adam(config["lr"])), ...)
+
+The built-in models pick their networks from the dataset's spec: MLPs for
+binarised (``"bernoulli"``) data of any shape, ConvNets for 32×32 images of
+256 levels, a ValueError naming the shape otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple, Optional
+
+import torch
+from torch import nn
+
+from experiments import interpolate
+from experiments.config import MODEL_SETTINGS, Setting
+from fgm import bijectors, optim, random
+from fgm import data as fdata
+from fgm.metrics import nll as nll_lib
+from fgm.models import gan as gan_lib
+from fgm.models import networks
+from fgm.models import vae as vae_lib
+from fgm.types import Trainer
+
+
+class Experiment(NamedTuple):
+    """A model's training pieces plus what the command line needs around them.
+
+    Attributes:
+      trainer: the model's :class:`fgm.types.Trainer`.
+      networks: ``{name: (template, example input shape)}`` for the parameter table.
+      objective: the metric the curves and logs follow.
+      train_input: ``(uint8 batch, key) -> model input`` (e.g. dynamic binarisation).
+      eval_input: ``uint8 images -> model input`` for validation and test.
+      monitor: optional ``() -> watch``; ``watch(metrics, step) -> message | None``
+        after every step (e.g. "the discriminator has won"); training goes on.
+      log_likelihood: ``(params, x, key, K) -> [B]`` estimate of ``log p(x)``,
+        or ``None`` (no likelihood: GANs).
+      interpolate: ``(params, noise_a, noise_b, images_a | None, images_b,
+        weights) -> {kind: interpolate.Strip}``, or ``None``.
+    """
+
+    trainer: Trainer
+    networks: dict[str, tuple[nn.Module, tuple[int, ...]]]
+    objective: str
+    train_input: Callable[[torch.Tensor, random.Key], torch.Tensor]
+    eval_input: Callable[[torch.Tensor], torch.Tensor]
+    monitor: Optional[Callable[[], Callable[[dict, int], Optional[str]]]] = None
+    log_likelihood: Optional[Callable[..., torch.Tensor]] = None
+    interpolate: Optional[Callable[..., dict]] = None
+
+
+class ModelEntry(NamedTuple):
+    build: Callable[[fdata.DatasetSpec, dict], Experiment]
+    defaults: dict
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, settings: dict[str, tuple[Any, Optional[Setting]]] | None = None):
+    """Decorator registering ``build(spec, config) -> Experiment`` under ``name``.
+
+    Args:
+      name: the command-line name.
+      settings: ``{key: (default, Setting or None)}``: the model's settings
+        (``--set key=value``). Without a :class:`Setting` the type is the
+        default's and any value of that type is allowed.
+    """
+
+    def wrap(build):
+        defaults = {}
+        for key, (default, spec) in (settings or {}).items():
+            spec = spec or Setting(key, list if isinstance(default, list) else type(default), key, flag=False)
+            known = MODEL_SETTINGS.setdefault(key, spec._replace(flag=False))
+            if known.type is not spec.type:
+                raise ValueError(f"setting {key!r} of {name} is a {spec.type.__name__}, elsewhere a {known.type.__name__}")
+            defaults[key] = default
+        MODELS[name] = ModelEntry(build, defaults)
+        return build
+
+    return wrap
+
+
+def get_model(name: str) -> ModelEntry:
+    """The registered model ``name``; a ValueError listing the choices otherwise."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
+def build(config: dict) -> Experiment:
+    """The :class:`Experiment` of a resolved config."""
+    return get_model(config["model"]).build(fdata.get_spec(config["dataset"]), config)
+
+
+def adam(config: dict, total_steps: int, **betas) -> optim.GradientTransformation:
+    """Adam with the configured learning rate and schedule over ``total_steps`` updates."""
+    lr = config["lr"]
+    if config["lr_schedule"] == "cosine":
+        lr = optim.cosine_decay_schedule(lr, max(total_steps, 1), alpha=config["lr_final_fraction"])
+    return optim.adam(lr, **betas)
+
+
+def _architecture(spec: fdata.DatasetSpec, model: str) -> str:
+    """``"mlp"`` for binarised data of any shape, ``"conv"`` for 32×32 images; a ValueError otherwise."""
+    if spec.likelihood == "bernoulli":
+        return "mlp"
+    if tuple(spec.shape[1:]) == (32, 32):
+        return "conv"
+    raise ValueError(
+        f"{model}: no built-in architecture for dataset {spec.name!r} of shape {tuple(spec.shape)} "
+        f"with the {spec.likelihood!r} likelihood; the built-in networks are MLPs for 'bernoulli' data "
+        "of any shape and ConvNets for 32×32 images. Register a model of your own for other data "
+        "(experiments.models.register_model)"
+    )
+
+
+def dataset_inputs(spec: fdata.DatasetSpec) -> dict:
+    """The dataset's own input transforms (its likelihood's: binarisation, 256 levels)."""
+    return {"train_input": lambda images, key: fdata.to_model_input(spec.name, images, key),
+            "eval_input": lambda images: fdata.to_eval_input(spec.name, images)}
+
+
+def build_vae(spec: fdata.DatasetSpec, config: dict, prior: vae_lib.Prior | None = None) -> vae_lib.VAE:
+    """The dataset's encoder/decoder pair with the dataset's likelihood.
+
+    MLPs of widths ``hidden`` for binarised data (MNIST); ConvNets of
+    ``width`` for 32×32 images of 256 levels (SVHN).
+    """
+    d, c = config["latent_dim"], spec.shape[0]
+    if _architecture(spec, "vae") == "mlp":
+        likelihood = vae_lib.bernoulli_likelihood()
+        enc = functools.partial(networks.mnist_mlp_encoder, d, tuple(config["hidden"]), image_shape=spec.shape)
+        dec = functools.partial(networks.mnist_mlp_decoder, d, tuple(reversed(config["hidden"])),
+                                likelihood.out_channels * c, image_shape=spec.shape)
+    else:
+        likelihood = vae_lib.discretized_logistic_likelihood()
+        enc = functools.partial(networks.svhn_conv_encoder, d, config["width"], in_channels=c)
+        dec = functools.partial(networks.svhn_conv_decoder, d, config["width"], likelihood.out_channels * c)
+    return vae_lib.make_vae(enc, dec, likelihood, d, spec.shape, prior=prior)
+
+
+def vae_experiment(spec: fdata.DatasetSpec, config: dict, vae: vae_lib.VAE, flow=None) -> Experiment:
+    """Any :class:`fgm.models.vae.VAE`, trained on the negative ELBO with the IWAE bound as its test NLL."""
+    c, h, w = vae.image_shape
+    return Experiment(
+        trainer=vae_lib.build(vae, adam(config, config["total_steps"])),
+        networks={"encoder": (vae.encoder, (1, c, h, w)), "decoder": (vae.decoder, (1, vae.latent_dim))},
+        objective="neg_elbo",
+        log_likelihood=lambda params, x, key, k: nll_lib.iwae_log_likelihood(vae, params, x, key, k,
+                                                                             chunk_size=min(k, 100)),
+        interpolate=functools.partial(interpolate.vae_interpolations, vae, flow=flow),
+        **dataset_inputs(spec),
+    )
+
+
+_LATENT = Setting("latent_dim", int, "latent dimensions", low=1)
+_HIDDEN = Setting("hidden", list, "MLP hidden widths, encoder order", low=1)
+_WIDTH = Setting("width", int, "ConvNet base channels (32×32 data)", low=1)
+_VAE = {"latent_dim": (32, _LATENT), "hidden": ([512, 256], _HIDDEN), "width": (32, _WIDTH)}
+
+
+@register_model("vae_std", settings=_VAE)
+def vae_std(spec: fdata.DatasetSpec, config: dict) -> Experiment:
+    """VAE with a standard Gaussian prior and analytic KL."""
+    return vae_experiment(spec, config, build_vae(spec, config))
+
+
+@register_model("vae_flow", settings={
+    **_VAE,
+    "flow_layers": (4, Setting("flow_layers", int, "RealNVP coupling layers", low=2)),
+    "flow_hidden": ([128], Setting("flow_hidden", list, "coupling conditioner widths", low=1)),
+})
+def vae_flow(spec: fdata.DatasetSpec, config: dict) -> Experiment:
+    """The same encoder/decoder as ``vae_std`` with a RealNVP prior (Monte-Carlo KL)."""
+    flow = bijectors.realnvp(config["latent_dim"], config["flow_layers"], tuple(config["flow_hidden"]))
+    # interpolations in both spaces: the flow's base space u and its latent space z = f(u)
+    return vae_experiment(spec, config, build_vae(spec, config, prior=vae_lib.flow_prior(flow)), flow=flow)
+
+
+def build_gan(spec: fdata.DatasetSpec, config: dict) -> gan_lib.GAN:
+    """MLPs (``g_hidden``, ``d_hidden``) for binarised data; DCGAN-style ConvNets of ``width`` for 32×32 images."""
+    d, c = config["latent_dim"], spec.shape[0]
+    if _architecture(spec, "gan") == "mlp":
+        build_g = functools.partial(gan_lib.mlp_generator, d, spec.shape, tuple(config["g_hidden"]))
+        build_d = functools.partial(gan_lib.mlp_discriminator, spec.shape, tuple(config["d_hidden"]))
+    else:
+        build_g = functools.partial(gan_lib.dcgan_generator, d, c, config["width"])
+        build_d = functools.partial(gan_lib.dcgan_discriminator, c, config["width"])
+    return gan_lib.make_gan(build_g, build_d, d, spec.shape)
+
+
+@register_model("gan", settings={
+    "latent_dim": (64, _LATENT),
+    "loss": ("non_saturating", Setting("loss", str, "adversarial loss", choices=tuple(gan_lib.LOSSES) + ("wgan_gp",))),
+    "g_hidden": ([256, 512], Setting("g_hidden", list, "generator MLP widths", low=1)),
+    "d_hidden": ([512, 256], Setting("d_hidden", list, "discriminator MLP widths", low=1)),
+    "width": (32, _WIDTH),
+    # GANs use a small b1 (DCGAN): with the opponent moving, old gradients are stale.
+    "b1": (0.5, Setting("b1", float, "Adam's first-moment decay", low=0.0, high=0.999)),
+    "b2": (0.999, Setting("b2", float, "Adam's second-moment decay", low=0.0, high=0.99999)),
+    "d_steps": (1, Setting("d_steps", int, "discriminator steps per generator step", low=1)),
+    "gp_weight": (10.0, Setting("gp_weight", float, "WGAN-GP penalty weight", low=0.0)),
+})
+def gan(spec: fdata.DatasetSpec, config: dict) -> Experiment:
+    """GAN trained by alternating D and G steps (loss chosen by ``loss``; see docs/gan.md).
+
+    The curves follow ``d_loss``: for the cross-entropy losses its held-out
+    value bounds the Jensen–Shannon divergence from below
+    (``JSD ≥ log 2 - d_loss / 2``); ``g_loss`` can fall while samples worsen.
+    """
+    model = build_gan(spec, config)
+    loss = gan_lib.get_loss(config["loss"], config["gp_weight"])
+    betas = {"b1": config["b1"], "b2": config["b2"]}
+    # Both schedules span the run: D takes d_steps updates per game iteration.
+    g_opt = adam(config, config["total_steps"], **betas)
+    d_opt = adam(config, config["total_steps"] * config["d_steps"], **betas)
+    c, h, w = model.image_shape
+    return Experiment(
+        trainer=gan_lib.build(model, loss, g_opt, d_opt, config["d_steps"]),
+        networks={"generator": (model.generator, (1, model.latent_dim)),
+                  "discriminator": (model.discriminator, (1, c, h, w))},
+        objective="d_loss",
+        # A Wasserstein critic's outputs are not probabilities: σ(D) ≈ 0 is no sign of a won game.
+        monitor=None if loss.gradient_penalty > 0 else gan_lib.discriminator_won_monitor(),
+        # Pixels in [-1, 1], not binarised: the generator's tanh covers that range.
+        train_input=lambda images, key: gan_lib.scale_pixels(images),
+        eval_input=gan_lib.scale_pixels,
+        interpolate=functools.partial(interpolate.gan_interpolations, model),
+    )

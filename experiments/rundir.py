@@ -1,0 +1,141 @@
+"""A run directory: its paths, its files, its keys, and loading it back for any number of members.
+
+Layout of ``runs/<model>-<dataset>-s<seed>`` (``...-s<seed>x<M>`` for M seeds trained together)::
+
+    config.json        the resolved config (checked on every read)
+    metrics.jsonl      one line per epoch: {"epoch", "step", "members": [{"seed", "train_*", "val_*"}], "mean", "std"}
+    checkpoint.pt      the whole state (M = 1: the model's state; M > 1: the stacked fgm.ensemble.EnsembleState)
+    results.json       test metrics: {"members": [{"seed", "test_*", ...}], "mean", "std", ...}
+    curves.png, samples/epoch_*.png, samples/progression.{gif,png}, interpolations/[s<seed>/]*.png
+
+Keys (:func:`run_keys`): every purpose has its own key, split from the seed's
+root, and the step keys live in their own namespace (``fold_in(steps, t)``),
+so no step ever draws the noise of the data order, an evaluation, the sample
+grid or the test set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from experiments import config as cfg
+from experiments import models
+from fgm import checkpoint, ensemble, random
+
+CONFIG, METRICS, CHECKPOINT, RESULTS = "config.json", "metrics.jsonl", "checkpoint.pt", "results.json"
+INTERPOLATIONS = "interpolations"
+
+
+class RunKeys(NamedTuple):
+    """The keys of one member (one seed); each is used for one purpose only."""
+
+    init: random.Key
+    steps: random.Key
+    data: random.Key
+    evaluation: random.Key
+    samples: random.Key
+    test: random.Key
+
+
+def run_keys(seed: int) -> RunKeys:
+    """``RunKeys(*split(key(seed), 6))``: the one key schedule of a run."""
+    return RunKeys(*random.split(random.key(seed), 6))
+
+
+def step_keys(keys: RunKeys, step: int) -> tuple[random.Key, random.Key]:
+    """``(input key, noise key)`` of step ``step``: ``split(fold_in(keys.steps, step))``."""
+    return random.split(random.fold_in(keys.steps, step))
+
+
+def default_dir(model: str, dataset: str, seeds: list[int], root: str | Path = "runs") -> Path:
+    """``<root>/<model>-<dataset>-s<seed>``, with ``x<M>`` for ``M > 1`` seeds trained together."""
+    suffix = f"x{len(seeds)}" if len(seeds) > 1 else ""
+    return Path(root) / f"{model}-{dataset}-s{seeds[0]}{suffix}"
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file; a ValueError naming the file if it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is corrupt (not valid JSON: {exc})") from exc
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def read_config(run: Path) -> dict:
+    """A run's ``config.json``, checked against the settings table (a corrupt one is refused)."""
+    path = Path(run) / CONFIG
+    if not path.exists():
+        raise ValueError(f"{run} is not a run directory (no {CONFIG})")
+    try:
+        return cfg.check_config(read_json(path))
+    except ValueError as exc:
+        raise ValueError(f"{path} is corrupt or from another version: {exc}") from exc
+
+
+def read_metrics(run: Path) -> list[dict]:
+    """The per-epoch records of ``metrics.jsonl`` (``[]`` when absent)."""
+    path = Path(run) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_metrics(run: Path, history: list[dict]) -> None:
+    """Rewrites ``metrics.jsonl`` from the checkpoint's history (lines after a crash are dropped)."""
+    (Path(run) / METRICS).write_text("".join(json.dumps(r) + "\n" for r in history))
+
+
+def mean_std(members: list[dict]) -> tuple[dict, dict]:
+    """Mean and sample std (``ddof = 1``; ``None`` for one member) of every number all members have."""
+    mean, std = {}, {}
+    for key, value in members[0].items():
+        values = [m.get(key) for m in members]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            mean[key] = math.fsum(values) / len(values)
+            std[key] = statistics.stdev(values) if len(values) > 1 else None
+    return mean, std
+
+
+def state_template(experiment: models.Experiment, config: dict):
+    """A fresh state of the run's shape: the model's state (M = 1) or the stacked ensemble (M > 1)."""
+    states = [experiment.trainer.init(run_keys(s).init) for s in config["seeds"]]
+    return states[0] if len(states) == 1 else ensemble.stack_states(states)
+
+
+def member_params(state, num_members: int) -> list:
+    """The parameter tree of each member (views into the stack for M > 1)."""
+    return [state.params] if num_members == 1 else ensemble.unstack(state.params)
+
+
+class Run(NamedTuple):
+    """A run directory read back: its config, model, state and per-member parameters."""
+
+    path: Path
+    config: dict
+    experiment: models.Experiment
+    state: Any
+    params: list
+    metadata: dict
+
+
+def load_run(path: str | Path) -> Run:
+    """Loads a finished or interrupted run with any number of members.
+
+    Raises:
+      ValueError: not a run directory, or a corrupt ``config.json``.
+      fgm.checkpoint.CheckpointError: a missing, corrupt or mismatched checkpoint.
+    """
+    path = Path(path)
+    config = read_config(path)
+    experiment = models.build(config)
+    state, meta = checkpoint.load(path / CHECKPOINT, state_template(experiment, config))
+    return Run(path, config, experiment, state, member_params(state, len(config["seeds"])), meta)

@@ -1,0 +1,307 @@
+"""The one training pipeline: M >= 1 seeds of one model, trained, evaluated on the test set, pictured.
+
+``M = 1`` steps the model's plain update; ``M > 1`` maps the same update over
+the stacked members with ``torch.func.vmap`` (:mod:`fgm.ensemble`). Member
+``i`` uses exactly the keys, batches and noise of the single run with seed
+``seeds[i]`` (:func:`experiments.rundir.run_keys`), so the two agree bit for
+bit (tested). Everything is a function of (seed, step, epoch): a run resumed
+from the checkpoint of epoch ``e`` continues exactly as if never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from experiments import config as cfg
+from experiments import figures, fid, models, rundir
+from fgm import checkpoint, ensemble, random
+from fgm import data as fdata
+from fgm import nn as fnn
+from fgm.metrics import inception
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+
+    def __init__(self, step: int, epoch: int, seed: int, metrics: dict):
+        self.step, self.epoch = step, epoch
+        shown = {k: float(v) for k, v in metrics.items()}
+        super().__init__(f"non-finite loss at step {step} (epoch {epoch}, seed {seed}): {shown}")
+
+
+def evaluate_split(evaluate: Callable, params: Any, inputs: torch.Tensor, key: random.Key,
+                   batch_size: int = 1000) -> dict[str, float]:
+    """Averages ``evaluate(params, x, key_i)`` over a whole split (one fixed key per batch index)."""
+    totals: dict[str, float] = {}
+    with torch.no_grad():
+        for i, start in enumerate(range(0, inputs.shape[0], batch_size)):
+            for name, v in evaluate(params, inputs[start: start + batch_size], random.fold_in(key, i)).items():
+                totals[name] = totals.get(name, 0.0) + float(v.double().sum())
+    return {name: total / inputs.shape[0] for name, total in totals.items()}
+
+
+def mean_log_likelihood(experiment: models.Experiment, params: Any, inputs: torch.Tensor, key: random.Key, k: int,
+                        batch_size: int = 100, progress: bool = True) -> float:
+    """Mean IWAE ``log p(x)`` over a split (nats per image), with a progress bar."""
+    total = 0.0
+    starts = range(0, inputs.shape[0], batch_size)
+    for i, start in enumerate(tqdm(starts, disable=not progress, desc=f"test NLL (K={k})", unit="batch")):
+        values = experiment.log_likelihood(params, inputs[start: start + batch_size], random.fold_in(key, i), k)
+        total += float(values.double().sum())
+    return total / inputs.shape[0]
+
+
+def make_member_step(experiment: models.Experiment, num_members: int, compile: bool = False):
+    """``step(state, inputs_per_member) -> (state, metrics [M])``: the plain update (M = 1) or its vmap.
+
+    The loop drops each state once stepped, so the update may reuse its
+    buffers (donation: the same numbers bit for bit, no fresh buffers).
+    """
+    backend = "autograd" if num_members == 1 else "func"
+    update = experiment.trainer.make_update(backend=backend, donate=True, **({"compile": True} if compile else {}))
+    if num_members > 1:
+        update = ensemble.vmap_update(update)
+
+    def step(state, inputs: list[tuple]):
+        args = inputs[0] if num_members == 1 else ensemble.stack(inputs)
+        params, opt_state, metrics = update(state.params, state.opt_state, *args)
+        if num_members == 1:
+            metrics = {k: v.reshape(1) for k, v in metrics.items()}
+        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+
+    return step
+
+
+def train_loop(experiment: models.Experiment, config: dict, train_images: torch.Tensor, val_inputs: torch.Tensor,
+               out: Path, state: Any, start_epoch: int, history: list[dict], progress: bool = True,
+               fid_reference: torch.Tensor | None = None) -> Any:
+    """Trains every member from ``start_epoch`` to ``config["epochs"]``, checkpointing every epoch.
+
+    Raises:
+      NonFiniteLossError: a member's loss was NaN or infinite; nothing of the
+        epoch is written, the checkpoint of the last finished epoch remains.
+    """
+    seeds = config["seeds"]
+    keys = [rundir.run_keys(s) for s in seeds]
+    trainer = experiment.trainer
+    grid_noise = [trainer.noise(k.samples, 64) for k in keys]  # the same 64 latents every epoch
+    per_member = 8 * max(1, 8 // len(seeds))  # whole rows of 8 per member
+    step_fn = make_member_step(experiment, len(seeds), config.get("compile", False))
+    watches = [experiment.monitor() for _ in seeds] if experiment.monitor else None
+    steps_per_epoch = fdata.num_batches(train_images.shape[0], config["batch_size"])
+    epochs = config["epochs"]
+    bar = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
+               unit="step", dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch + 1, epochs + 1):
+            started = time.perf_counter()
+            sums: dict[str, torch.Tensor] = {}
+            warnings: list[list[str]] = [[] for _ in seeds]
+            orders = [fdata.batches(train_images, config["batch_size"], random.fold_in(k.data, epoch)) for k in keys]
+            for batches in zip(*orders):
+                inputs = []
+                for k, batch in zip(keys, batches):
+                    input_key, noise_key = rundir.step_keys(k, state.step)
+                    inputs.append(tuple(trainer.inputs(experiment.train_input(batch, input_key), noise_key)))
+                state, metrics = step_fn(state, inputs)
+                finite = torch.isfinite(metrics["loss"])
+                if not bool(finite.all()):
+                    i = int((~finite).nonzero()[0, 0])
+                    raise NonFiniteLossError(state.step, epoch, seeds[i], {k: v[i] for k, v in metrics.items()})
+                for i, watch in enumerate(watches or []):
+                    message = watch({k: v[i] for k, v in metrics.items()}, state.step)
+                    if message and message not in warnings[i]:
+                        warnings[i].append(message)
+                        bar.write(f"warning (seed {seeds[i]}, step {state.step}): {message}")
+                for name, value in metrics.items():
+                    sums[name] = sums.get(name, 0.0) + value.double()  # float64 sums
+                bar.update(1)
+                bar.set_postfix(epoch=f"{epoch}/{epochs}", loss=f"{float(metrics['loss'].mean()):.2f}", refresh=False)
+            train_seconds = time.perf_counter() - started
+            members = []
+            for i, (k, params) in enumerate(zip(keys, rundir.member_params(state, len(seeds)))):
+                record = {"seed": seeds[i]}
+                record.update({f"train_{n}": float(v[i]) / steps_per_epoch for n, v in sums.items() if n != "loss"})
+                val = evaluate_split(trainer.evaluate, params, val_inputs, k.evaluation)
+                record.update({f"val_{n}": v for n, v in val.items()})
+                fid_every = config["fid_every"]
+                if fid_reference is not None and fid_every and (epoch % fid_every == 0 or epoch == epochs):
+                    report = fid.model_fid(trainer, params, random.fold_in(k.evaluation, 1), config["fid_val_samples"],
+                                           config["dataset"], "val", fid_reference, progress=False)
+                    record["val_fid"], record["val_fid_samples"] = report.value, report.num_generated
+                if warnings[i]:
+                    record["warnings"] = warnings[i]
+                members.append(record)
+            mean, std = rundir.mean_std(members)
+            record = {"epoch": epoch, "step": state.step, "members": members, "mean": mean, "std": std,
+                      "epoch_seconds": round(train_seconds, 3)}
+            if epoch % config["sample_every"] == 0 or epoch == epochs:
+                with torch.no_grad():
+                    grids = [trainer.generate(p, z[: 64 if len(seeds) == 1 else per_member])
+                             for p, z in zip(rundir.member_params(state, len(seeds)), grid_noise)]
+                figures.save_grid(torch.cat(grids), out / "samples" / f"epoch_{epoch:04d}.png")
+            # The checkpoint carries the whole log, so the log can be rebuilt after a crash between the writes.
+            history.append(record)
+            checkpoint.save(out / rundir.CHECKPOINT, state, {"epoch": epoch, "config": config, "history": history})
+            rundir.write_metrics(out, history)
+            figures.plot_curves(history, out / "curves.png", title=out.name)
+            objective = experiment.objective
+            line = f"epoch {epoch}/{epochs}  train {objective} {mean.get('train_' + objective, float('nan')):.3f}"
+            if f"val_{objective}" in mean:
+                line += f"  val {mean['val_' + objective]:.3f}"
+            bar.write(line + f"  ({train_seconds:.1f}s{f', {len(seeds)} seeds' if len(seeds) > 1 else ''})")
+    finally:
+        bar.close()
+    return state
+
+
+def test_member(experiment: models.Experiment, config: dict, params: Any, keys: rundir.RunKeys,
+                test_inputs: torch.Tensor, fid_reference: torch.Tensor, progress: bool = True) -> dict:
+    """One member's test metrics: the model's own evaluation, the IWAE NLL and FID (each with its N and K)."""
+    spec = fdata.get_spec(config["dataset"])
+    test = evaluate_split(experiment.trainer.evaluate, params, test_inputs, keys.test)
+    if experiment.log_likelihood is not None and config["nll_samples"]:
+        log_px = mean_log_likelihood(experiment, params, test_inputs, random.fold_in(keys.test, 1),
+                                     config["nll_samples"], progress=progress)
+        test["nll"] = -log_px
+        if spec.likelihood == "discretized_logistic":
+            test["nll_bits_per_dim"] = -log_px / (math.prod(spec.shape) * math.log(2.0))
+    results = {f"test_{k}": v for k, v in test.items()}
+    if config["fid_samples"]:
+        report = fid.model_fid(experiment.trainer, params, random.fold_in(keys.test, 2), config["fid_samples"],
+                               config["dataset"], "test", fid_reference, progress=progress)
+        results.update(report.as_results("test"))
+    return results
+
+
+def parameter_table(experiment: models.Experiment, params: dict) -> str:
+    """Per network: layers, output shapes, parameter counts; then any other parameters (a flow prior)."""
+    lines, total = [], 0
+    for name, subtree in params.items():
+        count = fnn.count_params(subtree)
+        total += count
+        if count:
+            lines.append(f"{name}: {count:,} parameters")
+        if name in experiment.networks:
+            template, shape = experiment.networks[name]
+            lines += [f"    {layer:<10} {kind:<16} {str(list(s)):<20} {n:>10,}"
+                      for layer, kind, s, n in fnn.describe(template, shape)]
+    lines.append(f"total: {total:,} parameters")
+    return "\n".join(lines)
+
+
+def limit(images: torch.Tensor, n: int | None) -> torch.Tensor:
+    return images if n is None else images[:n]
+
+
+def train(config: dict, out: Path, resume: bool = False, data_dir: str | None = None, progress: bool = True) -> int:
+    """Trains, tests and pictures a run; returns the exit code (0 done, 3 non-finite loss).
+
+    Raises:
+      ValueError, fgm.data.DataError, fgm.checkpoint.CheckpointError,
+      fgm.metrics.inception.InceptionWeightsError: bad input, before any training.
+    """
+    ckpt_path = out / rundir.CHECKPOINT
+    if ckpt_path.exists() and not resume:
+        raise ValueError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it, "
+                         "or --out for a new directory")
+    if resume and not ckpt_path.exists():
+        raise ValueError(f"--resume: no checkpoint at {ckpt_path}")
+    images = {split: fdata.load_images(config["dataset"], split, data_dir) for split in fdata.SPLITS}
+    train_images = limit(images["train"], config["train_limit"])
+    config["total_steps"] = config["epochs"] * fdata.num_batches(train_images.shape[0], config["batch_size"])
+    experiment = models.build(config)
+    if config.get("compile"):  # refused for models without it before any work
+        experiment.trainer.make_update(compile=True)
+    val_inputs = experiment.eval_input(limit(images["val"], config["val_limit"]))
+    test_inputs = experiment.eval_input(limit(images["test"], config["test_limit"]))
+    state = rundir.state_template(experiment, config)
+    start_epoch, history = 0, []
+    if resume:
+        saved = rundir.read_config(out)  # a corrupt config.json is refused
+        state, meta = checkpoint.load(ckpt_path, state)
+        changed = cfg.changed_settings(meta.get("config", saved), config)
+        if changed:
+            diffs = ", ".join(f"{k}: {meta['config'].get(k)!r} -> {config.get(k)!r}" for k in changed)
+            raise checkpoint.CheckpointError(f"{ckpt_path} was written with a different config ({diffs})")
+        start_epoch, history = meta["epoch"], meta.get("history", [])
+        rundir.write_metrics(out, history)
+        print(f"resuming {out} from epoch {start_epoch} (step {state.step})")
+    if config["fid_samples"] or config["fid_every"]:
+        inception.make_feature_extractor()  # fail before training, not after, if the weights are missing
+    rundir.write_json(out / rundir.CONFIG, config)
+    seeds = config["seeds"]
+    print(f"{config['model']} on {config['dataset']}, seed{'s' if len(seeds) > 1 else ''} "
+          f"{', '.join(map(str, seeds))}: {train_images.shape[0]} train / {val_inputs.shape[0]} val / "
+          f"{test_inputs.shape[0]} test images, profile {config['profile']}, {config['epochs']} epochs")
+    print(parameter_table(experiment, rundir.member_params(state, len(seeds))[0]))
+    started = time.perf_counter()
+    try:
+        state = train_loop(experiment, config, train_images, val_inputs, out, state, start_epoch, history, progress,
+                           limit(images["val"], config["fid_val_samples"]) if config["fid_every"] else None)
+    except NonFiniteLossError as exc:
+        kept = (f"the checkpoint of epoch {exc.epoch - 1} in {ckpt_path}" if exc.epoch > 1
+                else "no checkpoint (it failed in the first epoch)")
+        print(f"error: {exc}. Stopped; kept {kept}.", file=sys.stderr)
+        return 3
+    elapsed = time.perf_counter() - started
+    write_results(experiment, config, out, state, test_inputs, limit(images["test"], config["fid_reference_count"]),
+                  elapsed, progress)
+    return 0
+
+
+def write_results(experiment: models.Experiment, config: dict, out: Path, state: Any, test_inputs: torch.Tensor,
+                  fid_reference: torch.Tensor, elapsed: float, progress: bool = True) -> dict:
+    """Tests every member, writes ``results.json`` and the figures; returns the results."""
+    seeds = config["seeds"]
+    history = rundir.read_metrics(out)
+    members = []
+    for i, (seed, params) in enumerate(zip(seeds, rundir.member_params(state, len(seeds)))):
+        test = test_member(experiment, config, params, rundir.run_keys(seed), test_inputs, fid_reference, progress)
+        final_val = {k: v for k, v in history[-1]["members"][i].items() if k.startswith("val_")} if history else {}
+        members.append({"seed": seed, **test, "final_val": final_val})
+    write_figures(experiment, config, out, rundir.member_params(state, len(seeds)), test_inputs)
+    mean, std = rundir.mean_std(members)
+    val_mean, val_std = rundir.mean_std([m["final_val"] for m in members])
+    results = {
+        "model": config["model"], "dataset": config["dataset"], "profile": config["profile"], "seeds": seeds,
+        "epochs": config["epochs"], "steps": state.step, "num_test": int(test_inputs.shape[0]),
+        "nll_samples": config["nll_samples"] if "test_nll" in mean else None,
+        "members": members, "mean": {**mean, "final_val": val_mean}, "std": {**std, "final_val": val_std},
+        "std_definition": "sample standard deviation over members (ddof=1)",
+        # wall time of the whole run: M seeds trained together share it
+        "train_seconds_total": round(sum(r.get("epoch_seconds", 0.0) for r in history), 1),
+        "members_trained_together": len(seeds),
+        "this_invocation_seconds": round(elapsed, 1),
+        "parameters": {name: fnn.count_params(tree) for name, tree in rundir.member_params(state, len(seeds))[0].items()},
+    }
+    rundir.write_json(out / rundir.RESULTS, results)
+    key = f"test_{experiment.objective}"
+    spread = f" ± {std[key]:.3f}" if std.get(key) is not None else ""
+    print(f"test {experiment.objective}: {mean[key]:.3f}{spread} ({test_inputs.shape[0]} images"
+          f"{f', mean ± std over {len(seeds)} seeds' if len(seeds) > 1 else ''}); results in {out}")
+    return results
+
+
+def write_figures(experiment: models.Experiment, config: dict, out: Path, params: list, test_inputs: torch.Tensor) -> None:
+    """Curves, each member's interpolations (``interpolations/[s<seed>/]``) and the sample progression."""
+    seeds = config["seeds"]
+    figures.plot_curves(rundir.read_metrics(out), out / "curves.png", title=out.name)
+    for seed, member in zip(seeds, params):
+        folder = out / rundir.INTERPOLATIONS / (f"s{seed}" if len(seeds) > 1 else "")
+        figures.write_interpolations(experiment, member, folder, test_inputs, config["interpolation_points"])
+    figures.write_progression(out)
+
+
+def rewrite_figures(path: Path, data_dir: str | None = None) -> None:
+    """``python -m experiments.run figures RUN``: the figures of a run, from its checkpoint."""
+    run = rundir.load_run(path)
+    test = limit(fdata.load_images(run.config["dataset"], "test", data_dir), run.config["test_limit"])
+    write_figures(run.experiment, run.config, run.path, run.params, run.experiment.eval_input(test))
