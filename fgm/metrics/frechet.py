@@ -15,7 +15,8 @@ the square root from the eigenvalues of the *symmetric* PSD matrix
 
 Feature statistics are accumulated in one streaming pass in float64
 (:class:`FeatureStats`), so no set of features has to be held in memory.
-The Inception feature extractor itself is not here yet.
+The features come from :mod:`fgm.metrics.inception`; :mod:`fgm.metrics.fid`
+puts the two together.
 """
 
 from __future__ import annotations

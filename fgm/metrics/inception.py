@@ -649,12 +649,12 @@ def make_feature_extractor(
 ) -> FeatureExtractor:
     """Inception pool3 features of images, under ``torch.inference_mode``.
 
-    The defaults are the fastest mode measured by ``benchmarks/bench_fid.py``
-    that leaves FID within 0.5% of plain fp32: folded batch norms and
-    channels-last fp32, about 1.4× the TorchScript reference on a 2-core AVX2
-    CPU with features within ~2e-6 (relative) of it. bf16 autocast was ~20×
-    slower there (no native bf16) and moved features by ~4%; ``torch.compile``
-    matched eager speed after ~50 s of compilation, so both are off.
+    The defaults (folded batch norms, channels-last fp32) are the fastest
+    mode of ``benchmarks/bench_fid.py`` that leaves FID within 0.5% of plain
+    fp32; they change features only by float rounding. bf16 autocast and
+    ``torch.compile`` are off: on CPUs without native bf16 the former is
+    slower and moves the features, and the latter bought no speed after a long
+    compilation. Figures in BENCHMARKS.md ("FID feature extraction").
 
     Args:
       weights: ``"tf-fid"`` (default) or ``"torchvision"``.
@@ -665,7 +665,8 @@ def make_feature_extractor(
       channels_last: NHWC memory format (faster oneDNN convolutions).
       fold_bn: fold batch norms into the convolutions.
       compile: ``torch.compile`` the network (compiles on the first batch
-        shape, ~50 s on a small CPU; a batch of another size recompiles).
+        shape, which takes tens of seconds on a CPU; a batch of another size
+        recompiles).
       device: where the network runs; features come back on the CPU.
 
     Returns:
