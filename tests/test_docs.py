@@ -14,8 +14,10 @@ them and the summary counts them. Blocks in other languages (``bash``, plain
 
 Side effects are contained: snippets run in a temporary working directory,
 ``$FGM_DATA_DIR`` points at the real MNIST when it is not already set, and the
-model registry of ``experiments.registry`` is restored after each snippet, so
-a snippet that registers a model does not leak it into other tests. Snippets
+model registry of ``experiments.models`` (with the model settings it adds to
+``experiments.config.MODEL_SETTINGS``) and the dataset registry of ``fgm.data``
+are restored after each snippet, so a snippet that registers a model or a
+dataset does not leak it into other tests. Snippets
 run with one intra-op thread (restored afterwards).
 
 Public API. Every module of ``fgm`` declares ``__all__`` (the exceptions are
@@ -97,10 +99,11 @@ def doc_sandbox(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     if not os.environ.get("FGM_DATA_DIR"):
         monkeypatch.setenv("FGM_DATA_DIR", str(mnist_dir()))
-    from experiments import registry
+    from experiments import config, models
     from fgm import data
 
-    saved = dict(registry.MODELS)
+    saved = dict(models.MODELS)
+    saved_settings = dict(config.MODEL_SETTINGS)
     saved_datasets = dict(data.DATASETS)
     threads = torch.get_num_threads()
     # The snippets' models are tiny: a second intra-op thread gains nothing, and on a
@@ -110,8 +113,10 @@ def doc_sandbox(tmp_path, monkeypatch):
         yield
     finally:
         torch.set_num_threads(threads)
-        registry.MODELS.clear()
-        registry.MODELS.update(saved)
+        models.MODELS.clear()
+        models.MODELS.update(saved)
+        config.MODEL_SETTINGS.clear()
+        config.MODEL_SETTINGS.update(saved_settings)
         if data.DATASETS != saved_datasets:
             data.DATASETS.clear()
             data.DATASETS.update(saved_datasets)

@@ -3,7 +3,8 @@
 The Inception network itself is tested against the TorchScript reference in
 tests/test_inception.py; here a fixed random projection plays its part so the
 plumbing (identical real/generated paths, caching, N reported, validation FID
-curve, errors before training) runs in seconds.
+curve, errors before training, ``python -m experiments.run fid`` on files, splits
+and runs of one or several seeds) runs in seconds.
 """
 
 import json
@@ -12,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from experiments import fid as fid_cli
 from experiments import run
 from fgm.metrics import inception
 
@@ -46,16 +46,18 @@ def test_run_reports_test_fid_with_counts_and_caches_reference(tmp_path, mnist_r
     args = ["gan", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--fid-samples", "40", "--fid-reference-count", "50"]
     assert run.main([*args, "--out", str(tmp_path / "a")]) == 0
     results = json.loads((tmp_path / "a" / "results.json").read_text())
-    assert results["fid_samples"] == 40 and results["fid_reference_count"] == 50
-    assert results["fid_reference"] == "mnist:test[:50]" and results["fid_weights"] == "fake"
-    assert np.isfinite(results["test_fid"]) and results["test_fid"] > 0
+    (member,) = results["members"]
+    assert member["fid_samples"] == 40 and member["fid_reference_count"] == 50
+    assert member["fid_reference"] == "mnist:test[:50]" and member["fid_weights"] == "fake"
+    assert np.isfinite(member["test_fid"]) and member["test_fid"] > 0
+    assert results["mean"]["test_fid"] == member["test_fid"] and results["std"]["test_fid"] is None  # one seed
     cached = sorted(fake_inception.rglob("*.pt"))
     assert len(cached) == 1  # the real statistics
     stamp = cached[0].stat().st_mtime_ns
     assert run.main([*args, "--out", str(tmp_path / "b")]) == 0
     assert sorted(fake_inception.rglob("*.pt")) == cached and cached[0].stat().st_mtime_ns == stamp  # reused
     again = json.loads((tmp_path / "b" / "results.json").read_text())
-    assert again["test_fid"] == pytest.approx(results["test_fid"], rel=1e-9)  # same seed, same FID
+    assert again["members"][0]["test_fid"] == pytest.approx(member["test_fid"], rel=1e-9)  # same seed, same FID
 
 
 def test_validation_fid_curve(tmp_path, mnist_root, fake_inception):
@@ -63,8 +65,9 @@ def test_validation_fid_curve(tmp_path, mnist_root, fake_inception):
     assert run.main(["gan", "mnist", *SMOKE, "--epochs", "2", "--data-dir", str(mnist_root), "--out", str(out),
                      "--fid-every", "1", "--fid-val-samples", "32"]) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["val_fid_samples"] for r in records] == [32, 32]
-    assert all(np.isfinite(r["val_fid"]) for r in records)
+    assert [r["members"][0]["val_fid_samples"] for r in records] == [32, 32]
+    assert all(np.isfinite(r["members"][0]["val_fid"]) for r in records)
+    assert all(r["mean"]["val_fid"] == r["members"][0]["val_fid"] for r in records)
 
 
 def test_missing_weights_fail_before_training(tmp_path, mnist_root, monkeypatch, capsys):
@@ -83,7 +86,7 @@ def test_fid_command_on_files_runs_and_splits(tmp_path, mnist_root, fake_incepti
     images = torch.randint(0, 256, (60, 28, 28, 1), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     np.save(tmp_path / "a.npy", images.numpy())
     torch.save(images.permute(0, 3, 1, 2).float() / 255.0, tmp_path / "b.pt")
-    assert fid_cli.main([str(tmp_path / "a.npy"), str(tmp_path / "b.pt"), "--no-progress"]) == 0
+    assert run.main(["fid", str(tmp_path / "a.npy"), str(tmp_path / "b.pt"), "--no-progress"]) == 0
     line = capsys.readouterr().out
     assert "60 images of" in line
     assert float(line.split()[1]) == pytest.approx(0.0, abs=1e-3)  # the same set, two formats
@@ -91,9 +94,36 @@ def test_fid_command_on_files_runs_and_splits(tmp_path, mnist_root, fake_incepti
     out = tmp_path / "run"
     assert run.main(["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out)]) == 0
     capsys.readouterr()
-    assert fid_cli.main([str(out), "mnist:test:50", "--samples", "30", "--data-dir", str(mnist_root), "--no-progress"]) == 0
+    assert run.main(["fid", str(out), "mnist:test:50", "--samples", "30", "--data-dir", str(mnist_root), "--no-progress"]) == 0
     line = capsys.readouterr().out
     assert "30 samples of" in line and "50 images of mnist:test" in line
+
+
+def test_fid_command_on_a_run_of_several_seeds(tmp_path, mnist_root, fake_inception, capsys):
+    """``--member i`` picks member i of an M-seed run; it matches the single-seed run of that seed."""
+    out = tmp_path / "run"
+    assert run.main(["vae_std", "mnist", *SMOKE, "--seed", "3", "--seeds", "2", "--data-dir", str(mnist_root),
+                     "--out", str(out)]) == 0
+    assert [m["seed"] for m in json.loads((out / "results.json").read_text())["members"]] == [3, 4]
+    capsys.readouterr()
+    fid_args = ["mnist:test:50", "--samples", "30", "--data-dir", str(mnist_root), "--no-progress"]
+    values = []
+    for member, seed in ((0, 3), (1, 4)):
+        assert run.main(["fid", str(out), *fid_args, "--member", str(member)]) == 0
+        line = capsys.readouterr().out
+        assert f"30 samples of {out} (member {member}, seed {seed})" in line and "50 images of mnist:test" in line
+        values.append(float(line.split()[1]))
+    assert values[0] != values[1]  # two members, two models
+
+    single = tmp_path / "single"
+    assert run.main(["vae_std", "mnist", *SMOKE, "--seed", "4", "--data-dir", str(mnist_root), "--out", str(single)]) == 0
+    capsys.readouterr()
+    assert run.main(["fid", str(single), *fid_args]) == 0
+    assert float(capsys.readouterr().out.split()[1]) == pytest.approx(values[1], rel=1e-5)  # member 1 is seed 4
+
+    for bad in ("2", "-1"):
+        assert run.main(["fid", str(out), *fid_args, "--member", bad]) == 2
+        assert "has 2 member(s); --member must be in 0..1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -105,6 +135,6 @@ def test_fid_command_on_files_runs_and_splits(tmp_path, mnist_root, fake_incepti
     ],
 )
 def test_fid_command_bad_sources(tmp_path, mnist_root, fake_inception, capsys, source, message):
-    assert fid_cli.main([source, "mnist:test:10", "--data-dir", str(mnist_root), "--no-progress"]) == 2
+    assert run.main(["fid", source, "mnist:test:10", "--data-dir", str(mnist_root), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
 
