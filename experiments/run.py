@@ -45,7 +45,6 @@ def import_plugins(argv: list[str]) -> None:
 
 def train_command(argv: list[str]) -> int:
     """``MODEL DATASET [flags]``: resolve the config, then :func:`experiments.train.train`."""
-    import_plugins(argv)
     args = cfg.train_parser(sorted(models.MODELS), list(fdata.DATASETS)).parse_args(argv)
     entry = models.get_model(args.model)
     fdata.get_spec(args.dataset)  # fail on a bad name before anything else
@@ -58,6 +57,7 @@ def figures_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.run figures", description="Rewrite runs' figures.")
     parser.add_argument("runs", nargs="+", help="run directories")
     parser.add_argument("--data-dir", help="dataset root (default: $FGM_DATA_DIR, else ./data)")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE")
     args = parser.parse_args(argv)
     for path in args.runs:
         train.rewrite_figures(Path(path), args.data_dir)
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = COMMANDS.get(argv[0]) if argv else None
     try:
+        import_plugins(argv)  # every command knows the models and datasets a plugin registers
         return command(argv[1:]) if command else train_command(argv)
     except ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ from fgm.tree import TensorTree
 
 __all__ = ["InputsFn", "Metrics", "State", "Trainer", "UpdateFn"]
 
+# {name: scalar tensor}: what a step or an evaluation reports.
 Metrics = dict[str, torch.Tensor]
 
 

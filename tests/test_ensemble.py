@@ -1,20 +1,18 @@
 """Seed ensembles: stacking, the vmap-able optimizer path, donation, and members equal to single runs."""
 
 import functools
-import json
 from typing import Callable, NamedTuple
 
 import optree
 import pytest
 import torch
 
-from experiments import registry, run
+from experiments import models
 from fgm import checkpoint, ensemble, optim, random, train
 from fgm import data as fdata
 from fgm.models import gan as G
 from fgm.tree import tree_allclose, tree_clone, tree_equal
 
-SMOKE = ["--profile", "smoke", "--no-progress", "--train-limit", "256", "--val-limit", "100", "--test-limit", "100"]
 
 
 def _double(tree):
@@ -177,12 +175,12 @@ class Setup(NamedTuple):
 
 def _vae_setup(flow: bool) -> Setup:
     config = {"latent_dim": 4, "hidden": [24, 12], "width": 8, "flow_layers": 2, "flow_hidden": [8],
-              "lr": 3e-3, "lr_schedule": "cosine", "total_steps": 6}
-    recipe = (registry.vae_flow if flow else registry.vae_std)(fdata.get_spec("mnist"), config)
+              "lr": 3e-3, "lr_schedule": "cosine", "lr_final_fraction": 0.1, "total_steps": 6}
+    trainer = (models.vae_flow if flow else models.vae_std)(fdata.get_spec("mnist"), config).trainer
     return Setup(
-        init=lambda key: _double(recipe.init(key)),
-        make_update=recipe.make_update,
-        make_inputs=lambda x, key: _double(recipe.make_inputs(x, key)),
+        init=lambda key: _double(trainer.init(key)),
+        make_update=trainer.make_update,
+        make_inputs=lambda x, key: _double(trainer.inputs(x, key)),
         data=lambda seed, t: random.bernoulli(random.fold_in(random.key(100 + seed), t), torch.full((8, 1, 28, 28), 0.3)),
     )
 
@@ -253,100 +251,6 @@ def test_recipe_step_is_its_update_and_donation_changes_nothing(model):
         b, mb = donating(b, setup.data(0, t), train.step_key(b))
         assert tree_equal(ma, mb)
     assert tree_equal(a, b)
-
-
-@pytest.mark.parametrize("model", ["vae_std", "vae_flow", "gan"])
-def test_registry_step_is_its_update_with_its_inputs(model):
-    config = {**registry.get_model(model).defaults, "hidden": [16, 8], "g_hidden": [8, 16], "d_hidden": [16, 8],
-              "flow_hidden": [8], "lr": 1e-3, "total_steps": 5}
-    recipe = registry.get_model(model).build(fdata.get_spec("mnist"), config)
-    state = recipe.init(random.key(1))
-    x = random.uniform(random.key(3), (8, 1, 28, 28))
-    via_update = train.step_from_update(recipe.make_update(), recipe.make_inputs)
-    assert tree_equal(recipe.step(state, x, random.key(2)), via_update(state, x, random.key(2)))
-
-
-# --------------------------------------------------------------------------- the CLI
-
-
-@pytest.fixture(scope="module")
-def ensemble_run(tmp_path_factory, mnist_root):
-    out = tmp_path_factory.mktemp("ens") / "run"
-    assert run.main(["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--seeds", "2", "--seed", "4",
-                     "--out", str(out)]) == 0
-    return out
-
-
-@pytest.mark.slow
-def test_cli_seeds_writes_per_member_results_and_mean_std(ensemble_run):
-    results = json.loads((ensemble_run / "results.json").read_text())
-    assert results["seeds"] == [4, 5] and [m["seed"] for m in results["members"]] == [4, 5]
-    values = [m["test_neg_elbo"] for m in results["members"]]
-    assert results["mean"]["test_neg_elbo"] == pytest.approx(sum(values) / 2)
-    assert results["std"]["test_neg_elbo"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
-    records = [json.loads(line) for line in (ensemble_run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2] and len(records[0]["members"]) == 2
-    assert "val_neg_elbo" in records[-1]["mean"] and "val_neg_elbo" in records[-1]["std"]
-    assert (ensemble_run / "samples" / "epoch_0002.png").exists() and (ensemble_run / "curves.png").exists()
-    assert json.loads((ensemble_run / "config.json").read_text())["seeds"] == [4, 5]
-
-
-@pytest.mark.slow
-def test_cli_member_equals_the_single_seed_run(ensemble_run, mnist_root, tmp_path):
-    out = tmp_path / "single"
-    assert run.main(["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--seed", "5", "--out", str(out)]) == 0
-    single = json.loads((out / "results.json").read_text())
-    member = json.loads((ensemble_run / "results.json").read_text())["members"][1]
-    for name in ("test_neg_elbo", "test_recon", "test_kl", "test_nll"):
-        assert member[name] == pytest.approx(single[name], rel=1e-5), name
-    single_records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    ens_records = [json.loads(line) for line in (ensemble_run / "metrics.jsonl").read_text().splitlines()]
-    for s, e in zip(single_records, ens_records):
-        for name in ("train_neg_elbo", "val_neg_elbo", "val_kl"):
-            assert e["members"][1][name] == pytest.approx(s[name], rel=1e-5), name
-
-
-@pytest.mark.slow
-def test_cli_seeds_resume_equals_uninterrupted(ensemble_run, mnist_root, tmp_path):
-    out = tmp_path / "split"
-    argv = ["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--seeds", "2", "--seed", "4", "--out", str(out)]
-    original = checkpoint.save
-
-    class Killed(Exception):
-        pass
-
-    def save_then_die(path, state, metadata):
-        original(path, state, metadata)
-        if metadata["epoch"] == 1:
-            raise Killed
-
-    checkpoint.save = save_then_die
-    try:
-        with pytest.raises(Killed):
-            run.main(argv)
-    finally:
-        checkpoint.save = original
-    assert run.main([*argv, "--resume"]) == 0
-    template = _ensemble_template()
-    a, meta_a = checkpoint.load(ensemble_run / "checkpoint.pt", template)
-    b, meta_b = checkpoint.load(out / "checkpoint.pt", template)
-    assert meta_a["epoch"] == meta_b["epoch"] == 2
-    assert tree_equal(a, b)
-    strip = lambda r: {k: v for k, v in r.items() if k != "epoch_seconds"}  # noqa: E731
-    assert [strip(r) for r in meta_a["history"]] == [strip(r) for r in meta_b["history"]]
-
-
-def _ensemble_template():
-    args = run.parse_args(["vae_std", "mnist", *SMOKE])
-    config = run.resolve_config(args)
-    config["total_steps"] = config["epochs"] * fdata.num_batches(config["train_limit"], config["batch_size"])
-    recipe = registry.get_model("vae_std").build(fdata.get_spec("mnist"), config)
-    return ensemble.stack_states([recipe.init(random.key(s)) for s in (4, 5)])
-
-
-def test_cli_seeds_rejects_bad_counts(capsys):
-    assert run.main(["vae_std", "mnist", *SMOKE, "--seeds", "0"]) == 2
-    assert "--seeds" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- torch.compile

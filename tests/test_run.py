@@ -1,14 +1,17 @@
-"""End-to-end: the CLI on a real MNIST subset, resume, and bad input."""
+"""End-to-end: the one pipeline on a real MNIST subset, for one and several seeds; resume; bad input."""
 
 import json
+import re
 
 import pytest
 import torch
 
-from experiments import registry, run
-from fgm import checkpoint, random, train
+from experiments import config as cfg
+from experiments import models, rundir, run, train
+from fgm import checkpoint, random
 from fgm import data as fdata
-from fgm.tree import tree_equal
+from fgm.tree import tree_allclose, tree_equal
+from tests.svhn_fixture import svhn_root  # noqa: F401 - a fixture
 
 SMOKE = ["--profile", "smoke", "--no-progress", "--train-limit", "512", "--val-limit", "200", "--test-limit", "200"]
 
@@ -17,14 +20,22 @@ def cli(*args):
     return run.main([*args])
 
 
-def load_state(out, model="vae_std", dataset="mnist", **overrides):
-    args = run.parse_args([model, dataset, *SMOKE])
-    config = run.resolve_config(args)
-    config.update(overrides)
-    config["total_steps"] = config["epochs"] * fdata.num_batches(config["train_limit"], config["batch_size"])
-    recipe = registry.get_model(model).build(fdata.get_spec(dataset), config)
-    template = recipe.init(random.key(0))
-    return checkpoint.load(out / "checkpoint.pt", template)
+def train_then_kill(argv, after_epoch, monkeypatch):
+    """Runs ``argv`` and stops it right after the checkpoint of ``after_epoch``, as a crash would."""
+    original = checkpoint.save
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(path, state, metadata):
+        original(path, state, metadata)
+        if metadata["epoch"] == after_epoch:
+            raise Killed
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(Killed):
+        cli(*argv)
+    monkeypatch.setattr(checkpoint, "save", original)
 
 
 def test_smoke_run_writes_everything(tmp_path, mnist_root, capsys):
@@ -32,81 +43,97 @@ def test_smoke_run_writes_everything(tmp_path, mnist_root, capsys):
     assert cli("vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out)) == 0
     printed = capsys.readouterr().out
     assert "encoder:" in printed and "decoder:" in printed and "total:" in printed
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2]
+    records = rundir.read_metrics(out)
+    assert [r["epoch"] for r in records] == [1, 2] and [m["seed"] for m in records[0]["members"]] == [0]
     for r in records:
         for k in ("train_neg_elbo", "train_recon", "train_kl", "val_neg_elbo", "val_recon", "val_kl"):
-            assert torch.isfinite(torch.tensor(r[k]))
-    assert records[1]["train_neg_elbo"] < records[0]["train_neg_elbo"]  # it learns
-    assert (out / "curves.png").stat().st_size > 0
-    assert (out / "samples" / "epoch_0001.png").exists() and (out / "samples" / "epoch_0002.png").exists()
+            assert torch.isfinite(torch.tensor(r["mean"][k])) and r["mean"][k] == r["members"][0][k]
+    assert records[1]["mean"]["train_neg_elbo"] < records[0]["mean"]["train_neg_elbo"]  # it learns
     results = json.loads((out / "results.json").read_text())
-    assert results["num_test"] == 200 and results["test_neg_elbo"] > 0
-    config = json.loads((out / "config.json").read_text())
-    assert config["model"] == "vae_std" and config["epochs"] == 2
+    assert results["num_test"] == 200 and results["seeds"] == [0] and results["std"]["test_neg_elbo"] is None
+    assert results["members"][0]["test_neg_elbo"] == results["mean"]["test_neg_elbo"] > 0
+    assert results["nll_samples"] == 10 and results["members_trained_together"] == 1
+    for name in ("curves.png", "samples/epoch_0002.png", "samples/progression.gif", "samples/progression.png",
+                 "interpolations/index.json", "interpolations/prior_noise.png", "interpolations/test_latent.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert rundir.read_config(out)["epochs"] == 2
     assert not list(out.glob("*.tmp"))
 
 
-def test_resume_equals_uninterrupted(tmp_path, mnist_root):
-    common = ["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root)]
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_resume_equals_uninterrupted(tmp_path, mnist_root, monkeypatch, seeds):
+    common = ["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--seeds", str(seeds)]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert cli(*common, "--out", str(straight), "--epochs", "2") == 0
-    # Interrupt after epoch 1: run one epoch of a 2-epoch run, then resume it.
-    assert _run_partial(common + ["--out", str(split), "--epochs", "2"], stop_after_epoch=1) == 0
-    state_1, meta_1 = load_state(split)
-    assert meta_1["epoch"] == 1
-    assert cli(*common, "--out", str(split), "--epochs", "2", "--resume") == 0
-    a, meta_a = load_state(straight)
-    b, meta_b = load_state(split)
-    assert meta_a["epoch"] == meta_b["epoch"] == 2
-    assert tree_equal(a.params, b.params) and tree_equal(a.opt_state, b.opt_state) and a.step == b.step
-    assert _same_metrics(straight, split)
-
-
-def _same_metrics(a, b):
-    ra = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
-    rb = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines()]
+    assert cli(*common, "--out", str(straight)) == 0
+    train_then_kill([*common, "--out", str(split)], after_epoch=1, monkeypatch=monkeypatch)
+    assert checkpoint.read_metadata(split / "checkpoint.pt")["epoch"] == 1
+    assert cli(*common, "--out", str(split), "--resume") == 0
+    a, b = rundir.load_run(straight), rundir.load_run(split)
+    assert a.state.step == b.state.step and tree_equal(a.state.params, b.state.params)
+    assert tree_equal(a.state.opt_state, b.state.opt_state)
     strip = lambda r: {k: v for k, v in r.items() if k != "epoch_seconds"}  # noqa: E731
-    return [strip(r) for r in ra] == [strip(r) for r in rb]
+    assert [strip(r) for r in rundir.read_metrics(straight)] == [strip(r) for r in rundir.read_metrics(split)]
 
 
-def _run_partial(argv, stop_after_epoch):
-    """Runs the CLI but simulates a kill right after ``stop_after_epoch`` is checkpointed."""
-    from experiments import trainer
+@pytest.mark.parametrize("model", ["vae_std", "gan"])
+def test_member_i_equals_the_single_run_with_seed_i(tmp_path, mnist_root, model):
+    """Members draw exactly the single runs' keys, batches and noise; their numbers agree to vmap's rounding.
 
-    original = trainer.checkpoint.save
+    Bit-for-bit equality of the parameters is not reachable with vmap: batched matrix products round
+    differently from unbatched ones (even vmap over 1 member differs from 2), so the float32 results are
+    compared to a tolerance, and the inputs (where a copied key schedule would go wrong) bit for bit.
+    """
+    common = [model, "mnist", *SMOKE, "--data-dir", str(mnist_root), "--epochs", "1"]
+    together, single = tmp_path / "together", tmp_path / "single"
+    assert cli(*common, "--seed", "4", "--seeds", "2", "--out", str(together)) == 0
+    assert cli(*common, "--seed", "5", "--out", str(single)) == 0
+    a, b = rundir.load_run(together), rundir.load_run(single)
+    assert a.config["seeds"] == [4, 5] and tree_allclose(a.params[1], b.params[0], rtol=2e-3, atol=2e-4)
+    assert not tree_allclose(a.params[0], a.params[1])  # the members differ from each other
+    member, alone = (json.loads((p / "results.json").read_text()) for p in (together, single))
+    for name in member["members"][1]:
+        if name.startswith("test_") and not name.endswith("fid"):
+            assert member["members"][1][name] == pytest.approx(alone["members"][0][name], rel=2e-3, abs=1e-4), name
+    # the same inputs, bit for bit: each member's step keys, batches and noise are its single run's
+    keys = [rundir.run_keys(s) for s in (4, 5)]
+    images = fdata.load_images("mnist", "train", str(mnist_root))[:512]
+    experiment = a.experiment
+    for t, (batch_a, batch_b) in enumerate(zip(fdata.batches(images, 64, random.fold_in(keys[1].data, 1)),
+                                               fdata.batches(images, 64, random.fold_in(rundir.run_keys(5).data, 1)))):
+        ka, kb = rundir.step_keys(keys[1], t), rundir.step_keys(rundir.run_keys(5), t)
+        assert tree_equal(experiment.trainer.inputs(experiment.train_input(batch_a, ka[0]), ka[1]),
+                          experiment.trainer.inputs(experiment.train_input(batch_b, kb[0]), kb[1]))
+    assert (together / "interpolations" / "s5" / "prior_noise.png").exists()  # figures for every member
+    assert (together / "samples" / "progression.png").exists()
 
-    class Killed(Exception):
-        pass
 
-    def save_then_die(path, state, metadata):
-        original(path, state, metadata)
-        if metadata["epoch"] == stop_after_epoch:
-            raise Killed
-
-    trainer.checkpoint.save = save_then_die
-    try:
-        run.main(argv)
-    except Killed:
-        return 0
-    finally:
-        trainer.checkpoint.save = original
-    return 1
+def test_keys_of_a_run_are_unique_and_steps_have_their_own_namespace():
+    for seed in (0, 1, 2):
+        keys = rundir.run_keys(seed)
+        fixed = [*keys, *random.split(keys.init, 3), random.fold_in(keys.test, 1), random.fold_in(keys.test, 2),
+                 *(random.fold_in(keys.data, e) for e in range(1, 201)), random.fold_in(keys.evaluation, 1)]
+        step_keys = [k for t in range(5000) for k in (random.fold_in(keys.steps, t), *rundir.step_keys(keys, t))]
+        values = [k.value for k in fixed + step_keys]
+        assert len(values) == len(set(values))
 
 
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["vae_nope", "mnist"], "unknown model 'vae_nope'; choose from: .*vae_std"),
-        (["vae_std", "cifar"], "unknown dataset 'cifar'; choose from: mnist, svhn"),
-        (["vae_std", "mnist", "--profile", "huge"], "unknown profile 'huge'; choose from: smoke, default, full"),
-    ],
-)
-def test_bad_names_list_the_choices(argv, message, capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["vae_nope", "mnist"], "unknown model 'vae_nope'; choose from: .*vae_std"),
+    (["vae_std", "cifar"], "unknown dataset 'cifar'; choose from: mnist, svhn"),
+    (["vae_std", "mnist", "--profile", "huge"], "unknown profile 'huge'; choose from: smoke, default, full"),
+    (["vae_std", "mnist", "--set", "latent_dim=abc"], r"--set latent_dim: 'abc' is not allowed; expected an integer >= 1"),
+    (["vae_std", "mnist", "--set", "latent_dim=-3"], r"--set latent_dim: -3 is not allowed; expected an integer >= 1"),
+    (["vae_std", "mnist", "--lr", "nan"], r"--lr: nan is not allowed; expected a finite number"),
+    (["vae_std", "mnist", "--epochs", "0"], r"--epochs: 0 is not allowed; expected an integer >= 1"),
+    (["vae_std", "mnist", "--seeds", "0"], r"--seeds must be >= 1"),
+    (["gan", "mnist", "--set", "loss=nope"], r"--set loss: 'nope' is not allowed; expected one of: non_saturating"),
+    (["vae_flow", "mnist", "--set", "nope=1"], r"KEY one of: .*flow_layers"),
+    (["vae_flow", "mnist", "--set", "flow_layers=1"], r"flow_layers: 1 is not allowed; expected an integer >= 2"),
+])
+def test_bad_input_is_a_clear_error_with_exit_2(argv, message, capsys):
     assert cli(*argv, "--no-progress") == 2
-    import re
-
-    assert re.search(message, capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err
 
 
 def test_missing_data_names_the_files(tmp_path, capsys, monkeypatch):
@@ -116,17 +143,22 @@ def test_missing_data_names_the_files(tmp_path, capsys, monkeypatch):
     assert "train-images-idx3-ubyte" in err and str(tmp_path / "empty") in err
 
 
-def test_existing_run_is_not_overwritten_and_corrupt_checkpoint_refused(tmp_path, mnist_root, capsys):
+def test_existing_run_kept_corrupt_checkpoint_and_config_refused(tmp_path, mnist_root, capsys):
     out = tmp_path / "run"
     common = ["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--epochs", "1"]
     assert cli(*common) == 0
     before = (out / "checkpoint.pt").read_bytes()
-    assert cli(*common) == 2
-    assert "--resume" in capsys.readouterr().err
+    assert cli(*common) == 2 and "--resume" in capsys.readouterr().err
     assert (out / "checkpoint.pt").read_bytes() == before
+    config = (out / "config.json").read_text()
+    (out / "config.json").write_text(config.replace('"batch_size": 64', '"batch_size": "sixty-four"'))
+    assert cli(*common, "--resume") == 2 and "config.json is corrupt" in capsys.readouterr().err
+    (out / "config.json").write_text(config[:-20])
+    assert cli(*common, "--resume") == 2 and "config.json is corrupt" in capsys.readouterr().err
+    (out / "config.json").write_text(config)
     (out / "checkpoint.pt").write_bytes(before[:-50])
-    assert cli(*common, "--resume") == 2
-    assert "corrupt" in capsys.readouterr().err
+    assert cli(*common, "--resume") == 2 and "corrupt" in capsys.readouterr().err
+    assert cli(*common, "--resume", "--lr", "0.5") == 2
 
 
 def test_resume_with_a_different_config_is_refused(tmp_path, mnist_root, capsys):
@@ -134,37 +166,37 @@ def test_resume_with_a_different_config_is_refused(tmp_path, mnist_root, capsys)
     common = ["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--epochs", "1"]
     assert cli(*common) == 0
     assert cli(*common, "--resume", "--lr", "0.5") == 2
-    assert "lr" in capsys.readouterr().err
+    assert "lr: 0.001 -> 0.5" in capsys.readouterr().err
+    assert cli(*common, "--resume", "--nll-samples", "3") == 0  # evaluation-only settings may change
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, mnist_root, capsys, monkeypatch):
-    """A model whose loss turns NaN at step 20 (epoch 2 with 16 steps per epoch)."""
+    """A model whose loss turns NaN from step 20 (epoch 2, with 16 steps per epoch)."""
 
     def build(spec, config):
-        recipe = registry.vae_std(spec, config)
+        experiment = models.vae_std(spec, config)
+        make_update = experiment.trainer.make_update
 
-        def step(state, batch, key):
-            state, metrics = recipe.step(state, batch, key)
-            if state.step >= 20:
-                metrics = {**metrics, "loss": torch.tensor(float("nan"))}
-            return state, metrics
+        def nan_after_20(**kwargs):
+            update, calls = make_update(**kwargs), []
 
-        # The runner trains with make_update/make_inputs when a recipe has them (the same step,
-        # donating buffers); a recipe that wraps `step` must drop them so the wrapper is used.
-        return recipe._replace(step=step, make_update=None, make_inputs=None)
+            def wrapped(params, opt_state, *inputs):
+                calls.append(1)
+                params, opt_state, metrics = update(params, opt_state, *inputs)
+                return params, opt_state, {**metrics, "loss": metrics["loss"] * (float("nan") if len(calls) >= 20 else 1)}
 
-    monkeypatch.setitem(registry.MODELS, "vae_nan", registry.ModelEntry(build, registry.MODELS["vae_std"].defaults))
+            return wrapped
+
+        return experiment._replace(trainer=experiment.trainer._replace(make_update=nan_after_20))
+
+    monkeypatch.setitem(models.MODELS, "vae_nan", models.ModelEntry(build, models.MODELS["vae_std"].defaults))
     out = tmp_path / "run"
-    code = cli("vae_nan", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--epochs", "3", "--batch-size", "32")
-    assert code == 3
+    assert cli("vae_nan", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--epochs", "3",
+               "--batch-size", "32") == 3
     err = capsys.readouterr().err
     assert "step 20" in err and "epoch 2" in err
-    meta = checkpoint.read_metadata(out / "checkpoint.pt")
-    assert meta["epoch"] == 1
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
-
-
-from tests.svhn_fixture import svhn_root  # noqa: E402,F401
+    assert checkpoint.read_metadata(out / "checkpoint.pt")["epoch"] == 1
+    assert len(rundir.read_metrics(out)) == 1
 
 
 @pytest.mark.parametrize("model", ["vae_std", "vae_flow"])
@@ -172,59 +204,111 @@ def test_svhn_end_to_end_on_the_format_exact_fixture(model, svhn_root, tmp_path)
     out = tmp_path / model
     assert cli(model, "svhn", *SMOKE, "--data-dir", str(svhn_root), "--out", str(out)) == 0
     results = json.loads((out / "results.json").read_text())
-    assert 0 < results["test_bits_per_dim"] < 16
+    assert 0 < results["mean"]["test_bits_per_dim"] < 16
     assert (out / "samples" / "epoch_0002.png").exists()
 
 
-def test_vae_flow_smoke_and_set_overrides(tmp_path, mnist_root, capsys):
+def test_vae_flow_set_overrides_and_the_reproduce_command(tmp_path, mnist_root, capsys):
     out = tmp_path / "flow"
-    assert cli("vae_flow", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out),
-               "--set", "flow_layers=2", "--set", "flow_hidden=[8]", "--epochs", "1") == 0
+    argv = ["vae_flow", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--set", "flow_layers=2",
+            "--set", "flow_hidden=8", "--epochs", "1", "--fid-every", "0", "--set", "lr_schedule=cosine"]
+    assert cli(*argv) == 0
     assert "prior:" in capsys.readouterr().out
-    config = json.loads((out / "config.json").read_text())
-    assert config["flow_layers"] == 2 and config["flow_hidden"] == [8]
-    assert cli("vae_flow", "mnist", *SMOKE, "--set", "nope=1") == 2
-    assert "flow_layers" in capsys.readouterr().err
+    config = rundir.read_config(out)
+    assert config["flow_layers"] == 2 and config["flow_hidden"] == [8] and config["lr_schedule"] == "cosine"
+    command = cfg.reproduce_command(config, models.get_model("vae_flow").defaults)
+    assert "--set flow_layers=2" in command and "--epochs 1" in command and "--train-limit 512" in command
+    words = command.split()[3:]  # what follows "python -m experiments.run"
+    again = cfg.resolve(cfg.train_parser(["vae_flow"], ["mnist"]).parse_args(words),
+                        models.get_model("vae_flow").defaults)
+    assert again == {k: v for k, v in config.items() if k != "total_steps"}
 
 
-@pytest.mark.parametrize(
-    "shape, likelihood, kind",
-    [((1, 28, 28), "bernoulli", "mlp"), ((1, 16, 16), "bernoulli", "mlp"), ((3, 20, 12), "bernoulli", "mlp"),
-     ((3, 32, 32), "discretized_logistic", "conv"), ((1, 32, 32), "discretized_logistic", "conv")],
-)
+@pytest.mark.parametrize("shape, likelihood, kind", [
+    ((1, 28, 28), "bernoulli", "mlp"), ((1, 16, 16), "bernoulli", "mlp"), ((3, 20, 12), "bernoulli", "mlp"),
+    ((3, 32, 32), "discretized_logistic", "conv"), ((1, 32, 32), "discretized_logistic", "conv")])
 def test_built_in_models_fit_any_registered_shape(shape, likelihood, kind):
     from fgm import nn as fnn
-    from fgm.models import gan as gan_lib, vae as vae_lib
+    from fgm.models import gan as gan_lib
+    from fgm.models import vae as vae_lib
 
     spec = fdata.DatasetSpec("toy", shape, 10, likelihood, loader=lambda root, split, download: None)
-    vae_config = {**registry.MODELS["vae_std"].defaults, "total_steps": 1}
-    vae = registry.build_vae(spec, vae_config)
+    vae = models.build_vae(spec, models.MODELS["vae_std"].defaults)
     params = vae_lib.init(vae, random.key(0))
-    x = torch.zeros(2, *shape)
-    loss, _ = vae_lib.loss(vae, params, x, vae_lib.latent_noise(vae, random.key(1), 2))
+    loss, _ = vae_lib.loss(vae, params, torch.zeros(2, *shape), vae_lib.latent_noise(vae, random.key(1), 2))
     assert torch.isfinite(loss)
     assert vae_lib.generate(vae, params, random.normal(random.key(2), (2, vae.latent_dim))).shape == (2, *shape)
     if shape == (1, 28, 28):  # MNIST's networks are unchanged by the generalisation
         assert {k: fnn.count_params(v) for k, v in params.items()} == {"encoder": 549_696, "decoder": 542_224, "prior": 0}
-
-    gan = registry.build_gan(spec, registry.MODELS["gan"].defaults)
+    gan = models.build_gan(spec, models.MODELS["gan"].defaults)
     gan_params = gan_lib.init(gan, random.key(3))
     fake = gan.generate(gan_params["generator"], random.normal(random.key(4), (2, gan.latent_dim)))
     assert fake.shape == (2, *shape) and gan.discriminate(gan_params["discriminator"], fake).shape == (2,)
-    convolutional = any(isinstance(m, torch.nn.ConvTranspose2d) for m in gan.generator.modules())
-    assert convolutional == (kind == "conv")
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in gan.generator.modules()) == (kind == "conv")
 
 
 def test_built_in_models_refuse_other_shapes_naming_them():
     spec = fdata.DatasetSpec("big", (3, 64, 64), 10, "discretized_logistic", loader=lambda root, split, download: None)
     with pytest.raises(ValueError, match=r"vae: no built-in architecture for dataset 'big' of shape \(3, 64, 64\)"):
-        registry.build_vae(spec, registry.MODELS["vae_std"].defaults)
+        models.build_vae(spec, models.MODELS["vae_std"].defaults)
     with pytest.raises(ValueError, match=r"gan: .*'big' of shape \(3, 64, 64\)"):
-        registry.build_gan(spec, registry.MODELS["gan"].defaults)
+        models.build_gan(spec, models.MODELS["gan"].defaults)
 
 
 def test_compile_flag_is_refused_for_models_without_it(tmp_path, mnist_root, capsys):
     out = tmp_path / "run"
     assert cli("gan", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--compile") == 2
-    assert "--compile is not offered for gan" in capsys.readouterr().err
+    assert "compile is not offered for the GAN" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_every_model_has_the_same_surface():
+    spec = fdata.get_spec("mnist")
+    for name, entry in models.MODELS.items():
+        config = {**cfg.defaults(name, "mnist", "smoke", entry.defaults), "total_steps": 4}
+        experiment = entry.build(spec, config)
+        state = experiment.trainer.init(random.key(0))
+        x = experiment.train_input(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8), random.key(1))
+        params, opt_state, metrics = experiment.trainer.make_update()(
+            state.params, state.opt_state, *experiment.trainer.inputs(x, random.key(2)))
+        assert torch.isfinite(metrics["loss"]) and not tree_equal(params, state.params)
+        values = experiment.trainer.evaluate(params, x, random.key(3))
+        assert experiment.objective in values and all(v.shape == (4,) for v in values.values())
+        images = experiment.trainer.generate(params, experiment.trainer.noise(random.key(4), 3))
+        assert images.shape == (3, 1, 28, 28) and 0 <= float(images.min()) <= float(images.max()) <= 1
+
+
+def test_import_graph_has_no_cycle():
+    """Every import of fgm and experiments, function-local ones included, points one way."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    graph = {}
+    for package in ("fgm", "experiments"):
+        for path in (root / package).rglob("*.py"):
+            name = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+            edges = set()
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    # `from fgm import random` imports the module fgm.random (and fgm's __init__ first)
+                    edges |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+                elif isinstance(node, ast.Import):
+                    edges |= {a.name for a in node.names}
+            graph[name] = edges
+    # a package's __init__ importing its own submodules is not a cycle: drop edges into one's own ancestors
+    graph = {m: {e for e in edges if e in graph and e != m and not m.startswith(e + ".")} for m, edges in graph.items()}
+    state = {}
+
+    def visit(m, stack):
+        state[m] = "open"
+        for e in graph[m]:
+            assert state.get(e) != "open", f"import cycle: {' -> '.join(stack + [m, e])}"
+            if e not in state:
+                visit(e, stack + [m])
+        state[m] = "done"
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+    assert not any("experiments.run" in edges for edges in graph.values())  # nothing imports the dispatcher
