@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(PY) -m experiments.run vae_std mnist
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -29,7 +29,7 @@ import gc
 import os
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import optree
 import torch
@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None) -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
         f"median of {args.reps} steps (load average {load})"
     )
-    header = f"{'case':<12} {'tensors':>7} {'params':>9} {'ours ms':>8} {'torch ms':>9} {'ours/torch':>10} {'torch for-loop ms':>18}"
+    header = (
+        f"{'case':<12} {'tensors':>7} {'params':>9} {'ours ms':>8} {'torch ms':>9} {'ours/torch':>10} "
+        f"{'torch for-loop ms':>18}"
+    )
     print(header)
     print("-" * len(header))
     for case, shapes in [("vae-mlp", vae_mlp_shapes()), ("many-small", many_small_shapes())]:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -52,7 +52,9 @@ def build(model: str, members: int) -> dict[str, Callable[[], None]]:
     if model == "gan":
         batches = [random.uniform(random.key(10 + i), (batch_size, 1, 28, 28)) * 2 - 1 for i in range(members)]
     else:
-        batches = [random.bernoulli(random.key(10 + i), torch.full((batch_size, 1, 28, 28), 0.13)) for i in range(members)]
+        batches = [
+            random.bernoulli(random.key(10 + i), torch.full((batch_size, 1, 28, 28), 0.13)) for i in range(members)
+        ]
     seeds = range(members)
     fns = {}
     for name, step in (

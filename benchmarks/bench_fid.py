@@ -103,7 +103,7 @@ def measure(variants: dict, inputs: list[torch.Tensor], rounds: int) -> tuple[di
         try:
             for _ in range(2):
                 fn(warm)
-        except Exception as e:  # noqa: BLE001 - e.g. no C++ compiler for inductor
+        except Exception as e:
             print(f"{name}: failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); skipped")
             del variants[name]
             continue
@@ -135,8 +135,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", default="1,2", help="comma-separated intra-op thread counts for the sweep")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile on CPU)")
-    parser.add_argument("--variants", nargs="*",
-                        help="only these variants (names as printed; reference and plain always run)")
+    parser.add_argument(
+        "--variants", nargs="*", help="only these variants (names as printed; reference and plain always run)"
+    )
     args = parser.parse_args()
 
     n = args.num_images
@@ -147,9 +148,11 @@ def main():
     if args.variants:
         keep = {"reference (TorchScript)", "plain", *args.variants}
         variants = {k: v for k, v in variants.items() if k in keep}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}; {n} + {n} MNIST images, batch {args.batch_size}, "
-          f"{args.rounds} rounds; median images/s of the network on preprocessed 299×299 inputs")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}; {n} + {n} MNIST images, batch {args.batch_size}, "
+        f"{args.rounds} rounds; median images/s of the network on preprocessed 299×299 inputs"
+    )
     batches = torch.cat([a, b]).split(args.batch_size)
     preprocess_rate = 2 * n / min(_timed(lambda: [I.preprocess(x) for x in batches]) for _ in range(3))
     print(f"preprocessing alone (28→32→299): {preprocess_rate:.0f} images/s")
@@ -164,9 +167,12 @@ def main():
         f = features[name]
         drift = abs(fids[name] - base_fid) / base_fid
         feature_drift = float((f - base).abs().max() / base.abs().max())
-        print(f"{name:<24} {rate:>7.2f} {rate / ref_rate:>6.2f} {fids[name]:>10.4f} {drift:>9.2e} {feature_drift:>15.2e}")
-    within = {k: r for k, r in rates.items()
-              if abs(fids[k] - base_fid) <= 0.005 * base_fid and k != "reference (TorchScript)"}
+        print(
+            f"{name:<24} {rate:>7.2f} {rate / ref_rate:>6.2f} {fids[name]:>10.4f} {drift:>9.2e} {feature_drift:>15.2e}"
+        )
+    within = {
+        k: r for k, r in rates.items() if abs(fids[k] - base_fid) <= 0.005 * base_fid and k != "reference (TorchScript)"
+    }
     print(f"fastest variant within 0.5% FID of fp32: {max(within, key=within.get)}")
 
     threads = [int(t) for t in args.threads.split(",") if t]

@@ -47,7 +47,9 @@ def loop_log_likelihood(vae, params, x: torch.Tensor, eps: torch.Tensor, chunk_s
                 mean, log_var = vae.encode(params["encoder"], xs)  # the encoder runs once per copy
                 z = vae_lib.reparameterize(mean, log_var, e)
                 log_lik = vae.likelihood.log_prob(vae.decode(params["decoder"], z), xs)
-                log_w.append(log_lik + vae.prior.log_prob(params["prior"], z) - D.diag_normal_log_prob(z, mean, log_var))
+                log_w.append(
+                    log_lik + vae.prior.log_prob(params["prior"], z) - D.diag_normal_log_prob(z, mean, log_var)
+                )
             log_w = torch.cat(log_w).double()
             out.append(torch.logsumexp(log_w, 0) - math.log(num_samples))
     return torch.stack(out)
@@ -73,8 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     x = test[:4]
     key = random.key(1)
     ours = nll_lib.iwae_log_likelihood(vae, params, x, key, num_samples=250, chunk_size=chunk)
-    eps = torch.cat([random.normal(random.fold_in(key, c), (min(chunk, 250 - s), 4, vae.latent_dim))
-                     for c, s in enumerate(range(0, 250, chunk))])
+    eps = torch.cat(
+        [
+            random.normal(random.fold_in(key, c), (min(chunk, 250 - s), 4, vae.latent_dim))
+            for c, s in enumerate(range(0, 250, chunk))
+        ]
+    )
     theirs = loop_log_likelihood(vae, params, x, eps, chunk)
     print(f"agreement on identical noise (K=250, 4 images): max |diff| = {(ours - theirs).abs().max():.2e} nats")
 

@@ -10,10 +10,8 @@ Each configuration runs in a fresh subprocess (the thread count is set once).
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 

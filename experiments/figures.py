@@ -14,15 +14,15 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on CI machines
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen before pyplot is imported
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torchvision  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torchvision
+from PIL import Image, ImageDraw
 
-from experiments import interpolate  # noqa: E402
-from experiments.interpolate import Strip  # noqa: E402
-from fgm import random  # noqa: E402
+from experiments import interpolate
+from experiments.interpolate import Strip
+from fgm import random
 
 INDEX = "index.json"
 PROGRESSION_GIF = "progression.gif"
@@ -41,8 +41,12 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     records = [{"epoch": r["epoch"], **r["mean"]} for r in history]
     if not records:
         return
-    names = {k.split("_", 1)[1] for r in records for k in r
-             if k.startswith(("train_", "val_")) and not k.endswith("_samples")}  # counts are not curves
+    names = {
+        k.split("_", 1)[1]
+        for r in records
+        for k in r
+        if k.startswith(("train_", "val_")) and not k.endswith("_samples")
+    }  # counts are not curves
     # the objective first, its parts after
     names = sorted(names, key=lambda n: (n not in ("neg_elbo", "loss"), n))
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
@@ -50,7 +54,9 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     for ax, name in zip(axes[0], names):
         for split, style in (("train", "-"), ("val", "--")):
             # Some metrics (validation FID) exist only every few epochs: join the epochs that have them.
-            points = [(e, r[f"{split}_{name}"]) for e, r in zip(epochs, records) if r.get(f"{split}_{name}") is not None]
+            points = [
+                (e, r[f"{split}_{name}"]) for e, r in zip(epochs, records) if r.get(f"{split}_{name}") is not None
+            ]
             if points:
                 ax.plot(*zip(*points), style, marker="o", markersize=3, label=split)
         ax.set_title(name)
@@ -218,8 +224,9 @@ def write_progression(out: str | Path, max_columns: int = 12, nrow: int = 8) -> 
         columns.append((epoch, grid))
     height, width = columns[0][1].shape[:2]
     col = 0.8  # inches per column
-    fig, axes = plt.subplots(1, len(columns), figsize=(col * len(columns) + 0.3, col * height / width + 0.7),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(columns), figsize=(col * len(columns) + 0.3, col * height / width + 0.7), squeeze=False
+    )
     for ax, (epoch, image) in zip(axes[0], columns):
         ax.imshow(image, interpolation="nearest")
         ax.set_xticks([])

@@ -31,7 +31,7 @@ compared side by side.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 
@@ -58,8 +58,8 @@ class Strip(NamedTuple):
 
     images: torch.Tensor
     caption: str
-    real_a: Optional[torch.Tensor] = None
-    real_b: Optional[torch.Tensor] = None
+    real_a: torch.Tensor | None = None
+    real_b: torch.Tensor | None = None
 
 
 def interpolation_weights(interior: int = INTERIOR_POINTS) -> torch.Tensor:
@@ -121,8 +121,8 @@ def vae_interpolations(
     params,
     noise_a: torch.Tensor,
     noise_b: torch.Tensor,
-    images_a: Optional[torch.Tensor],
-    images_b: Optional[torch.Tensor],
+    images_a: torch.Tensor | None,
+    images_b: torch.Tensor | None,
     weights: torch.Tensor,
     flow=None,
 ) -> dict[str, Strip]:
@@ -158,22 +158,28 @@ def vae_interpolations(
     with torch.no_grad():
         if flow is None:
             space = "latent space z (the prior is N(0, I): base and latent space coincide)"
-            strips["prior_noise"] = Strip(decode(lerp(noise_a, noise_b, weights)),
-                                          f"two prior draws z ~ N(0, I), linear path in {space}; {how}")
-            strips["prior_noise_slerp"] = Strip(decode(slerp(noise_a, noise_b, weights)),
-                                                f"the same prior draws, spherical path (slerp) in {space}; {how}")
+            strips["prior_noise"] = Strip(
+                decode(lerp(noise_a, noise_b, weights)), f"two prior draws z ~ N(0, I), linear path in {space}; {how}"
+            )
+            strips["prior_noise_slerp"] = Strip(
+                decode(slerp(noise_a, noise_b, weights)),
+                f"the same prior draws, spherical path (slerp) in {space}; {how}",
+            )
         else:
             strips["prior_noise"] = Strip(
                 decode(push(lerp(noise_a, noise_b, weights))),
-                f"two base draws u ~ N(0, I), linear path in the flow's base space u, decoded at z = f(u); {how}")
+                f"two base draws u ~ N(0, I), linear path in the flow's base space u, decoded at z = f(u); {how}",
+            )
             strips["prior_noise_slerp"] = Strip(
                 decode(push(slerp(noise_a, noise_b, weights))),
-                f"the same base draws, spherical path (slerp) in base space u, decoded at z = f(u); {how}")
+                f"the same base draws, spherical path (slerp) in base space u, decoded at z = f(u); {how}",
+            )
             z_a = vae.prior.sample(params["prior"], noise_a)
             z_b = vae.prior.sample(params["prior"], noise_b)
             strips["prior_latent"] = Strip(
                 decode(lerp(z_a, z_b, weights)),
-                f"the same draws mapped to latent space, z = f(u), linear path in latent space z; {how}")
+                f"the same draws mapped to latent space, z = f(u), linear path in latent space z; {how}",
+            )
         if images_a is not None and images_b is not None:
             real_a, real_b = _display(vae, images_a), _display(vae, images_b)
             mu_a, _ = vae.encode(params["encoder"], images_a)
@@ -181,14 +187,20 @@ def vae_interpolations(
             strips["test_latent"] = Strip(
                 decode(lerp(mu_a, mu_b, weights)),
                 f"posterior means μ(x) of two test images (shown framed at both ends), linear path in latent "
-                f"space z; {how}", real_a, real_b)
+                f"space z; {how}",
+                real_a,
+                real_b,
+            )
             if flow is not None:
                 u_a = flow.inverse_and_log_det(params["prior"], mu_a)[0]
                 u_b = flow.inverse_and_log_det(params["prior"], mu_b)[0]
                 strips["test_base"] = Strip(
                     decode(push(lerp(u_a, u_b, weights))),
                     f"the same posterior means mapped to base space, u = f⁻¹(μ(x)), linear path in base space u, "
-                    f"decoded at z = f(u); {how}", real_a, real_b)
+                    f"decoded at z = f(u); {how}",
+                    real_a,
+                    real_b,
+                )
     return strips
 
 
@@ -204,8 +216,8 @@ def gan_interpolations(
     params,
     noise_a: torch.Tensor,
     noise_b: torch.Tensor,
-    images_a: Optional[torch.Tensor],
-    images_b: Optional[torch.Tensor],
+    images_a: torch.Tensor | None,
+    images_b: torch.Tensor | None,
     weights: torch.Tensor,
 ) -> dict[str, Strip]:
     """Interpolations of a :class:`fgm.models.gan.GAN` between latent draws (no encoder: no real images).
@@ -223,10 +235,14 @@ def gan_interpolations(
     how = _weights_text(weights)
     with torch.no_grad():
         return {
-            "prior_noise": Strip(generate(lerp(noise_a, noise_b, weights)),
-                                 f"two latent draws z ~ N(0, I), linear path in latent space z; {how}"),
-            "prior_noise_slerp": Strip(generate(slerp(noise_a, noise_b, weights)),
-                                       f"the same latent draws, spherical path (slerp) in latent space z; {how}"),
+            "prior_noise": Strip(
+                generate(lerp(noise_a, noise_b, weights)),
+                f"two latent draws z ~ N(0, I), linear path in latent space z; {how}",
+            ),
+            "prior_noise_slerp": Strip(
+                generate(slerp(noise_a, noise_b, weights)),
+                f"the same latent draws, spherical path (slerp) in latent space z; {how}",
+            ),
         }
 
 

@@ -18,7 +18,8 @@ binarised (``"bernoulli"``) data of any shape, ConvNets for 32×32 images of
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -56,9 +57,9 @@ class Experiment(NamedTuple):
     objective: str
     train_input: Callable[[torch.Tensor, random.Key], torch.Tensor]
     eval_input: Callable[[torch.Tensor], torch.Tensor]
-    monitor: Optional[Callable[[], Callable[[dict, int], Optional[str]]]] = None
-    log_likelihood: Optional[Callable[..., torch.Tensor]] = None
-    interpolate: Optional[Callable[..., dict]] = None
+    monitor: Callable[[], Callable[[dict, int], str | None]] | None = None
+    log_likelihood: Callable[..., torch.Tensor] | None = None
+    interpolate: Callable[..., dict] | None = None
 
 
 class ModelEntry(NamedTuple):
@@ -69,7 +70,7 @@ class ModelEntry(NamedTuple):
 MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, settings: dict[str, tuple[Any, Optional[Setting]]] | None = None):
+def register_model(name: str, settings: dict[str, tuple[Any, Setting | None]] | None = None):
     """Decorator registering ``build(spec, config) -> Experiment`` under ``name``.
 
     Args:
@@ -85,7 +86,9 @@ def register_model(name: str, settings: dict[str, tuple[Any, Optional[Setting]]]
             spec = spec or Setting(key, list if isinstance(default, list) else type(default), key, flag=False)
             known = MODEL_SETTINGS.setdefault(key, spec._replace(flag=False))
             if known.type is not spec.type:
-                raise ValueError(f"setting {key!r} of {name} is a {spec.type.__name__}, elsewhere a {known.type.__name__}")
+                raise ValueError(
+                    f"setting {key!r} of {name} is a {spec.type.__name__}, elsewhere a {known.type.__name__}"
+                )
             defaults[key] = default
         MODELS[name] = ModelEntry(build, defaults)
         return build
@@ -129,8 +132,10 @@ def _architecture(spec: fdata.DatasetSpec, model: str) -> str:
 
 def dataset_inputs(spec: fdata.DatasetSpec) -> dict:
     """The dataset's own input transforms (its likelihood's: binarisation, 256 levels)."""
-    return {"train_input": lambda images, key: fdata.to_model_input(spec.name, images, key),
-            "eval_input": lambda images: fdata.to_eval_input(spec.name, images)}
+    return {
+        "train_input": lambda images, key: fdata.to_model_input(spec.name, images, key),
+        "eval_input": lambda images: fdata.to_eval_input(spec.name, images),
+    }
 
 
 def build_vae(spec: fdata.DatasetSpec, config: dict, prior: vae_lib.Prior | None = None) -> vae_lib.VAE:
@@ -143,8 +148,13 @@ def build_vae(spec: fdata.DatasetSpec, config: dict, prior: vae_lib.Prior | None
     if _architecture(spec, "vae") == "mlp":
         likelihood = vae_lib.bernoulli_likelihood()
         enc = functools.partial(networks.mnist_mlp_encoder, d, tuple(config["hidden"]), image_shape=spec.shape)
-        dec = functools.partial(networks.mnist_mlp_decoder, d, tuple(reversed(config["hidden"])),
-                                likelihood.out_channels * c, image_shape=spec.shape)
+        dec = functools.partial(
+            networks.mnist_mlp_decoder,
+            d,
+            tuple(reversed(config["hidden"])),
+            likelihood.out_channels * c,
+            image_shape=spec.shape,
+        )
     else:
         likelihood = vae_lib.discretized_logistic_likelihood()
         enc = functools.partial(networks.svhn_conv_encoder, d, config["width"], in_channels=c)
@@ -159,8 +169,9 @@ def vae_experiment(spec: fdata.DatasetSpec, config: dict, vae: vae_lib.VAE, flow
         trainer=vae_lib.build(vae, adam(config, config["total_steps"])),
         networks={"encoder": (vae.encoder, (1, c, h, w)), "decoder": (vae.decoder, (1, vae.latent_dim))},
         objective="neg_elbo",
-        log_likelihood=lambda params, x, key, k: nll_lib.iwae_log_likelihood(vae, params, x, key, k,
-                                                                             chunk_size=min(k, 100)),
+        log_likelihood=lambda params, x, key, k: nll_lib.iwae_log_likelihood(
+            vae, params, x, key, k, chunk_size=min(k, 100)
+        ),
         interpolate=functools.partial(interpolate.vae_interpolations, vae, flow=flow),
         **dataset_inputs(spec),
     )
@@ -178,11 +189,14 @@ def vae_std(spec: fdata.DatasetSpec, config: dict) -> Experiment:
     return vae_experiment(spec, config, build_vae(spec, config))
 
 
-@register_model("vae_flow", settings={
-    **_VAE,
-    "flow_layers": (4, Setting("flow_layers", int, "RealNVP coupling layers", low=2)),
-    "flow_hidden": ([128], Setting("flow_hidden", list, "coupling conditioner widths", low=1)),
-})
+@register_model(
+    "vae_flow",
+    settings={
+        **_VAE,
+        "flow_layers": (4, Setting("flow_layers", int, "RealNVP coupling layers", low=2)),
+        "flow_hidden": ([128], Setting("flow_hidden", list, "coupling conditioner widths", low=1)),
+    },
+)
 def vae_flow(spec: fdata.DatasetSpec, config: dict) -> Experiment:
     """The same encoder/decoder as ``vae_std`` with a RealNVP prior (Monte-Carlo KL)."""
     flow = bijectors.realnvp(config["latent_dim"], config["flow_layers"], tuple(config["flow_hidden"]))
@@ -202,18 +216,24 @@ def build_gan(spec: fdata.DatasetSpec, config: dict) -> gan_lib.GAN:
     return gan_lib.make_gan(build_g, build_d, d, spec.shape)
 
 
-@register_model("gan", settings={
-    "latent_dim": (64, _LATENT),
-    "loss": ("non_saturating", Setting("loss", str, "adversarial loss", choices=tuple(gan_lib.LOSSES) + ("wgan_gp",))),
-    "g_hidden": ([256, 512], Setting("g_hidden", list, "generator MLP widths", low=1)),
-    "d_hidden": ([512, 256], Setting("d_hidden", list, "discriminator MLP widths", low=1)),
-    "width": (32, _WIDTH),
-    # GANs use a small b1 (DCGAN): with the opponent moving, old gradients are stale.
-    "b1": (0.5, Setting("b1", float, "Adam's first-moment decay", low=0.0, high=0.999)),
-    "b2": (0.999, Setting("b2", float, "Adam's second-moment decay", low=0.0, high=0.99999)),
-    "d_steps": (1, Setting("d_steps", int, "discriminator steps per generator step", low=1)),
-    "gp_weight": (10.0, Setting("gp_weight", float, "WGAN-GP penalty weight", low=0.0)),
-})
+@register_model(
+    "gan",
+    settings={
+        "latent_dim": (64, _LATENT),
+        "loss": (
+            "non_saturating",
+            Setting("loss", str, "adversarial loss", choices=tuple(gan_lib.LOSSES) + ("wgan_gp",)),
+        ),
+        "g_hidden": ([256, 512], Setting("g_hidden", list, "generator MLP widths", low=1)),
+        "d_hidden": ([512, 256], Setting("d_hidden", list, "discriminator MLP widths", low=1)),
+        "width": (32, _WIDTH),
+        # GANs use a small b1 (DCGAN): with the opponent moving, old gradients are stale.
+        "b1": (0.5, Setting("b1", float, "Adam's first-moment decay", low=0.0, high=0.999)),
+        "b2": (0.999, Setting("b2", float, "Adam's second-moment decay", low=0.0, high=0.99999)),
+        "d_steps": (1, Setting("d_steps", int, "discriminator steps per generator step", low=1)),
+        "gp_weight": (10.0, Setting("gp_weight", float, "WGAN-GP penalty weight", low=0.0)),
+    },
+)
 def gan(spec: fdata.DatasetSpec, config: dict) -> Experiment:
     """GAN trained by alternating D and G steps (loss chosen by ``loss``; see docs/gan.md).
 
@@ -230,8 +250,10 @@ def gan(spec: fdata.DatasetSpec, config: dict) -> Experiment:
     c, h, w = model.image_shape
     return Experiment(
         trainer=gan_lib.build(model, loss, g_opt, d_opt, config["d_steps"]),
-        networks={"generator": (model.generator, (1, model.latent_dim)),
-                  "discriminator": (model.discriminator, (1, c, h, w))},
+        networks={
+            "generator": (model.generator, (1, model.latent_dim)),
+            "discriminator": (model.discriminator, (1, c, h, w)),
+        },
         objective="d_loss",
         # A Wasserstein critic's outputs are not probabilities: σ(D) ≈ 0 is no sign of a won game.
         monitor=None if loss.gradient_penalty > 0 else gan_lib.discriminator_won_monitor(),

@@ -22,7 +22,7 @@ import platform
 import shutil
 import statistics
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,11 +32,18 @@ from experiments import figures, models, rundir
 plt = figures.plt
 MODEL_ORDER = ("vae_std", "vae_flow", "gan")
 # (results key, column title, digits): the test metrics compared across models
-METRICS = (("test_fid", "test FID ↓", 2), ("test_nll", "test NLL ↓ (nats)", 2),
-           ("test_nll_bits_per_dim", "test NLL ↓ (bits/dim)", 3), ("test_neg_elbo", "test −ELBO ↓ (nats)", 2),
-           ("test_recon", "reconstruction (nats)", 2), ("test_kl", "KL (nats)", 2),
-           ("test_d_real", "test D(x)", 3), ("test_d_fake", "test D(G(z))", 3),
-           ("test_d_loss", "test D loss", 3), ("test_g_loss", "test G loss", 3))
+METRICS = (
+    ("test_fid", "test FID ↓", 2),
+    ("test_nll", "test NLL ↓ (nats)", 2),
+    ("test_nll_bits_per_dim", "test NLL ↓ (bits/dim)", 3),
+    ("test_neg_elbo", "test −ELBO ↓ (nats)", 2),
+    ("test_recon", "reconstruction (nats)", 2),
+    ("test_kl", "KL (nats)", 2),
+    ("test_d_real", "test D(x)", 3),
+    ("test_d_fake", "test D(G(z))", 3),
+    ("test_d_loss", "test D loss", 3),
+    ("test_g_loss", "test G loss", 3),
+)
 _COLOURS = {"vae_std": "tab:blue", "vae_flow": "tab:orange", "gan": "tab:green"}
 
 
@@ -72,11 +79,14 @@ def collect(runs_root: Path) -> dict[str, dict[str, Group]]:
 
 
 def stat(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "values": values}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "values": values,
+    }
 
 
-def fmt(s: Optional[dict], digits: int) -> str:
+def fmt(s: dict | None, digits: int) -> str:
     if not s:
         return "—"
     return f"{s['mean']:.{digits}f}" + (f" ± {s['std']:.{digits}f}" if s["std"] is not None else "")
@@ -86,15 +96,25 @@ def summarize(group: Group) -> dict:
     """Every number of a group: metrics per seed with mean and std, their N and K, times, commands."""
     return {
         "seeds": [m["seed"] for m in group.members],
-        "runs": [{"dir": path.name, "seeds": c["seeds"], "epochs": c["epochs"],
-                  "command": cfg.reproduce_command(c, models.get_model(c["model"]).defaults),
-                  "train_seconds": r["train_seconds_total"], "members_trained_together": r["members_trained_together"],
-                  "seconds_per_epoch": r["train_seconds_total"] / max(len(h), 1), "parameters": r["parameters"],
-                  "parameters_total": sum(r["parameters"].values())}
-                 for path, c, r, h in group.runs],
+        "runs": [
+            {
+                "dir": path.name,
+                "seeds": c["seeds"],
+                "epochs": c["epochs"],
+                "command": cfg.reproduce_command(c, models.get_model(c["model"]).defaults),
+                "train_seconds": r["train_seconds_total"],
+                "members_trained_together": r["members_trained_together"],
+                "seconds_per_epoch": r["train_seconds_total"] / max(len(h), 1),
+                "parameters": r["parameters"],
+                "parameters_total": sum(r["parameters"].values()),
+            }
+            for path, c, r, h in group.runs
+        ],
         "metrics": {key: stat(group.values(key)) for key, _, _ in METRICS if group.values(key)},
-        "fid_samples": group.common("fid_samples"), "fid_reference": group.common("fid_reference"),
-        "fid_weights": group.common("fid_weights"), "nll_samples": group.common("nll_samples"),
+        "fid_samples": group.common("fid_samples"),
+        "fid_reference": group.common("fid_reference"),
+        "fid_weights": group.common("fid_weights"),
+        "nll_samples": group.common("nll_samples"),
         "num_test": group.common("num_test"),
     }
 
@@ -109,41 +129,72 @@ def differences(models_: dict[str, dict]) -> list[dict]:
                 stds = [s for s in (ma["std"], mb["std"]) if s is not None]
                 larger = max(stds) if len(stds) == 2 else None
                 diff = mb["mean"] - ma["mean"]
-                rows.append({"metric": key, "a": a, "b": b, "difference": diff, "larger_std": larger,
-                             "exceeds_two_std": None if larger is None else abs(diff) > 2 * larger, "digits": digits})
+                rows.append(
+                    {
+                        "metric": key,
+                        "a": a,
+                        "b": b,
+                        "difference": diff,
+                        "larger_std": larger,
+                        "exceeds_two_std": None if larger is None else abs(diff) > 2 * larger,
+                        "digits": digits,
+                    }
+                )
     return rows
 
 
 def results_lines(dataset: str, summary: dict) -> list[str]:
-    lines = [f"## {dataset.upper()}", "", "| model | seeds | epochs | training time | parameters | "
-             + " | ".join(title for key, title, _ in METRICS if any(key in s["metrics"] for s in summary.values()))
-             + " |"]
+    lines = [
+        f"## {dataset.upper()}",
+        "",
+        "| model | seeds | epochs | training time | parameters | "
+        + " | ".join(title for key, title, _ in METRICS if any(key in s["metrics"] for s in summary.values()))
+        + " |",
+    ]
     shown = [(k, d) for k, _, d in METRICS if any(k in s["metrics"] for s in summary.values())]
     lines.append("| --- " * 5 + "| ---: " * len(shown) + "|")
     for model, s in summary.items():
-        times = ", ".join(f"{r['train_seconds'] / 60:.1f} min" + (f" ({r['members_trained_together']} seeds together)"
-                                                                  if r["members_trained_together"] > 1 else "")
-                          for r in s["runs"])
-        lines.append(f"| {model} | {', '.join(map(str, s['seeds']))} | {', '.join(str(r['epochs']) for r in s['runs'])} "
-                     f"| {times} | {s['runs'][0]['parameters_total']:,} | "
-                     + " | ".join(fmt(s["metrics"].get(k), d) for k, d in shown) + " |")
-    lines += ["", "Mean ± sample standard deviation over seeds (one seed: the value). Training time: the epochs' "
-              "training seconds of the run (seeds trained together share it).", ""]
+        times = ", ".join(
+            f"{r['train_seconds'] / 60:.1f} min"
+            + (f" ({r['members_trained_together']} seeds together)" if r["members_trained_together"] > 1 else "")
+            for r in s["runs"]
+        )
+        lines.append(
+            f"| {model} | {', '.join(map(str, s['seeds']))} | {', '.join(str(r['epochs']) for r in s['runs'])} "
+            f"| {times} | {s['runs'][0]['parameters_total']:,} | "
+            + " | ".join(fmt(s["metrics"].get(k), d) for k, d in shown)
+            + " |"
+        )
+    lines += [
+        "",
+        "Mean ± sample standard deviation over seeds (one seed: the value). Training time: the epochs' "
+        "training seconds of the run (seeds trained together share it).",
+        "",
+    ]
     for model, s in summary.items():
         parts = []
         if s["fid_samples"]:
-            parts.append(f"FID from {', '.join(s['fid_samples'])} samples vs {', '.join(s['fid_reference'])} "
-                         f"({', '.join(s['fid_weights'])} Inception weights)")
+            parts.append(
+                f"FID from {', '.join(s['fid_samples'])} samples vs {', '.join(s['fid_reference'])} "
+                f"({', '.join(s['fid_weights'])} Inception weights)"
+            )
         if s["nll_samples"]:
             parts.append(f"NLL: IWAE with K = {', '.join(s['nll_samples'])} on {', '.join(s['num_test'])} test images")
         if parts:
             lines.append(f"- {model}: " + "; ".join(parts).replace('"', ""))
-    lines += ["", "Differences between models (b − a; 'yes' when |b − a| > 2 × the larger std over seeds):", "",
-              "| metric | a | b | b − a | larger std | > 2 std |", "| --- | --- | --- | ---: | ---: | --- |"]
+    lines += [
+        "",
+        "Differences between models (b − a; 'yes' when |b − a| > 2 × the larger std over seeds):",
+        "",
+        "| metric | a | b | b − a | larger std | > 2 std |",
+        "| --- | --- | --- | ---: | ---: | --- |",
+    ]
     for d in differences(summary):
         verdict = {True: "yes", False: "no", None: "— (one seed)"}[d["exceeds_two_std"]]
         larger = "—" if d["larger_std"] is None else f"{d['larger_std']:.{d['digits']}f}"
-        lines.append(f"| {d['metric']} | {d['a']} | {d['b']} | {d['difference']:+.{d['digits']}f} | {larger} | {verdict} |")
+        lines.append(
+            f"| {d['metric']} | {d['a']} | {d['b']} | {d['difference']:+.{d['digits']}f} | {larger} | {verdict} |"
+        )
     lines += ["", "Commands:", ""] + [f"- `{r['dir']}`: `{r['command']}`" for s in summary.values() for r in s["runs"]]
     return lines + [""]
 
@@ -161,11 +212,18 @@ def _series(histories: list[list[dict]], key: str):
     return epochs, mean, std
 
 
-def curves_figure(groups: list[Group], path: Path) -> Optional[Path]:
+def curves_figure(groups: list[Group], path: Path) -> Path | None:
     """Train (dashed) and validation (solid) curves of every model of a dataset; mean with a ±1 std band."""
-    panels = [("neg_elbo", "negative ELBO (nats)"), ("recon", "reconstruction (nats)"), ("kl", "KL (nats)"),
-              ("d_loss", "D loss"), ("g_loss", "G loss"), ("d_real", "D(x)"), ("d_fake", "D(G(z))"),
-              ("fid", "validation FID (small N: a trend)")]
+    panels = [
+        ("neg_elbo", "negative ELBO (nats)"),
+        ("recon", "reconstruction (nats)"),
+        ("kl", "KL (nats)"),
+        ("d_loss", "D loss"),
+        ("g_loss", "G loss"),
+        ("d_real", "D(x)"),
+        ("d_fake", "D(G(z))"),
+        ("fid", "validation FID (small N: a trend)"),
+    ]
     drawn_panels = []
     for name, title in panels:
         lines = []
@@ -181,7 +239,7 @@ def curves_figure(groups: list[Group], path: Path) -> Optional[Path]:
     cols = 4
     rows = math.ceil(len(drawn_panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.2 * rows), squeeze=False)
-    for ax in axes.flat[len(drawn_panels):]:
+    for ax in axes.flat[len(drawn_panels) :]:
         ax.set_visible(False)
     for ax, (title, lines) in zip(axes.flat, drawn_panels):
         for label, style, colour, epochs, mean, std in lines:
@@ -198,7 +256,7 @@ def curves_figure(groups: list[Group], path: Path) -> Optional[Path]:
     return path
 
 
-def side_by_side(panels: list[tuple[str, Path]], path: Path, width: float = 4.0) -> Optional[Path]:
+def side_by_side(panels: list[tuple[str, Path]], path: Path, width: float = 4.0) -> Path | None:
     """Images next to each other, each titled; ``None`` when there is nothing to show."""
     from PIL import Image
 
@@ -228,8 +286,11 @@ def figure_lines(dataset: str, groups: list[Group], out: Path) -> list[str]:
     firsts = [(g.model, g.runs[0][0], g.runs[0][1]) for g in groups]  # the figures of each model's first run
     if curves_figure(groups, folder / "curves.png"):
         lines += ["### Learning curves", "", f"![learning curves]({dataset}/curves.png)", ""]
-    grids = [(f"{m} (seed {c['seeds'][0]}, epoch {figures.sample_epochs(p)[-1][0]})", figures.sample_epochs(p)[-1][1])
-             for m, p, c in firsts if figures.sample_epochs(p)]
+    grids = [
+        (f"{m} (seed {c['seeds'][0]}, epoch {figures.sample_epochs(p)[-1][0]})", figures.sample_epochs(p)[-1][1])
+        for m, p, c in firsts
+        if figures.sample_epochs(p)
+    ]
     if side_by_side(grids, folder / "samples.png"):
         lines += ["### Samples (the same fixed latents per model)", "", f"![samples]({dataset}/samples.png)", ""]
     kinds: dict[str, list] = {}
@@ -242,16 +303,24 @@ def figure_lines(dataset: str, groups: list[Group], out: Path) -> list[str]:
         lines += ["### Interpolations", ""]
     for kind, entries in kinds.items():
         side_by_side([(m, p) for m, p, _ in entries], folder / f"interp-{kind}.png")
-        lines += [f"**{kind}**: " + "; ".join(f"{m}: {caption}" for m, _, caption in entries), "",
-                  f"![{kind}]({dataset}/interp-{kind}.png)", ""]
+        lines += [
+            f"**{kind}**: " + "; ".join(f"{m}: {caption}" for m, _, caption in entries),
+            "",
+            f"![{kind}]({dataset}/interp-{kind}.png)",
+            "",
+        ]
     for model, path, _ in firsts:
         for name in (figures.PROGRESSION_PNG, figures.PROGRESSION_GIF):
             if (path / "samples" / name).exists():
                 folder.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path / "samples" / name, folder / f"{Path(name).stem}-{model}{Path(name).suffix}")
         if (folder / f"progression-{model}.png").exists():
-            lines += [f"Progression of {model} (the same latents through training; the GIF has every grid):", "",
-                      f"![progression {model}]({dataset}/progression-{model}.png)", ""]
+            lines += [
+                f"Progression of {model} (the same latents through training; the GIF has every grid):",
+                "",
+                f"![progression {model}]({dataset}/progression-{model}.png)",
+                "",
+            ]
     return lines
 
 
@@ -261,12 +330,22 @@ def build_report(runs_root: str | Path = "runs", out: str | Path = "reports") ->
     groups = collect(runs_root)
     import torch
 
-    summary = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
-                           "torch": torch.__version__, "threads": torch.get_num_threads()},
-               "datasets": {}}
-    lines = ["# Results (generated)", "",
-             f"Generated by `python -m experiments.run report --runs {runs_root} --out {out}` from the run "
-             "directories; numbers and pictures only. The analysis is in [REPORT.md](REPORT.md).", ""]
+    summary = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "datasets": {},
+    }
+    lines = [
+        "# Results (generated)",
+        "",
+        f"Generated by `python -m experiments.run report --runs {runs_root} --out {out}` from the run "
+        "directories; numbers and pictures only. The analysis is in [REPORT.md](REPORT.md).",
+        "",
+    ]
     for dataset, by_model in groups.items():
         ordered = sorted(by_model.values(), key=lambda g: (MODEL_ORDER + (g.model,)).index(g.model))
         summary["datasets"][dataset] = {g.model: summarize(g) for g in ordered}
@@ -284,6 +363,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
     args = parser.parse_args(argv)
     summary = build_report(args.runs, args.out)
-    print(f"{Path(args.out) / 'RESULTS.md'} and summary.json: {sum(len(m) for m in summary['datasets'].values())} "
-          f"model(s) on {', '.join(summary['datasets']) or 'no dataset'}")
+    print(
+        f"{Path(args.out) / 'RESULTS.md'} and summary.json: {sum(len(m) for m in summary['datasets'].values())} "
+        f"model(s) on {', '.join(summary['datasets']) or 'no dataset'}"
+    )
     return 0

@@ -28,8 +28,13 @@ from fgm import data as fdata
 from fgm.metrics import fid as fid_lib
 from fgm.metrics import inception
 
-ERRORS = (ValueError, fdata.DataError, checkpoint.CheckpointError, inception.InceptionWeightsError,
-          fid_lib.StatisticsCacheError)
+ERRORS = (
+    ValueError,
+    fdata.DataError,
+    checkpoint.CheckpointError,
+    inception.InceptionWeightsError,
+    fid_lib.StatisticsCacheError,
+)
 
 
 def import_plugins(argv: list[str]) -> None:

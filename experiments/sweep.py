@@ -21,7 +21,7 @@ import json
 import time
 import traceback
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from experiments import config as cfg
 from experiments import models, rundir, train
@@ -44,7 +44,7 @@ class Outcome(NamedTuple):
     seconds: float
 
 
-def _names(value: Optional[str], choices: list[str], what: str) -> list[str]:
+def _names(value: str | None, choices: list[str], what: str) -> list[str]:
     names = [v.strip() for v in (value or "").split(",") if v.strip()] or list(choices)
     unknown = [n for n in names if n not in choices]
     if unknown:
@@ -57,7 +57,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     extra: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
+        argv, extra = argv[:cut], argv[cut + 1 :]
     parser = argparse.ArgumentParser(prog="python -m experiments.run all", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="default", help=f"one of: {', '.join(cfg.PROFILES)}")
     parser.add_argument("--seed", type=int, default=0, help="the first seed (default 0)")
@@ -82,8 +82,17 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def run_config(job: Job, profile: str, extra: list[str]) -> dict:
     """The config of a job, resolved by the same parser and table as a single command."""
-    argv = [job.model, job.dataset, "--profile", profile, "--seed", str(job.seeds[0]), "--seeds", str(len(job.seeds)),
-            *extra]
+    argv = [
+        job.model,
+        job.dataset,
+        "--profile",
+        profile,
+        "--seed",
+        str(job.seeds[0]),
+        "--seeds",
+        str(len(job.seeds)),
+        *extra,
+    ]
     args = cfg.train_parser(sorted(models.MODELS), list(fdata.DATASETS)).parse_args(argv)
     return cfg.resolve(args, models.get_model(job.model).defaults)
 
@@ -130,26 +139,31 @@ def run_job(job: Job, args: argparse.Namespace, extra: list[str]) -> Outcome:
         return Outcome(job, f"conflict: bad flags ({exc})", 0.0)
     if action == "done" or action.startswith("conflict") or args.dry_run:
         return Outcome(job, f"would {action}" if args.dry_run and action in ("fresh", "resume") else action, 0.0)
-    print(f"\n=== {job.model} on {job.dataset}, seeds {job.seeds}: {action} -> {job.out}\n"
-          f"    ({cfg.reproduce_command(config, models.get_model(job.model).defaults)})", flush=True)
+    print(
+        f"\n=== {job.model} on {job.dataset}, seeds {job.seeds}: {action} -> {job.out}\n"
+        f"    ({cfg.reproduce_command(config, models.get_model(job.model).defaults)})",
+        flush=True,
+    )
     started = time.perf_counter()
     try:
-        rc = train.train(config, job.out, resume=action == "resume", data_dir=args.data_dir,
-                         progress=not args.no_progress)
+        rc = train.train(
+            config, job.out, resume=action == "resume", data_dir=args.data_dir, progress=not args.no_progress
+        )
     except KeyboardInterrupt:
         raise
-    except Exception:  # noqa: BLE001 - one broken run must not stop the sweep
+    except Exception:
         traceback.print_exc()
         rc = 1
     status = ("resumed" if action == "resume" else "trained") if rc == 0 else f"failed (exit {rc})"
     return Outcome(job, status, time.perf_counter() - started)
 
 
-def missing_files(dataset: str, data_dir: Optional[str]) -> tuple[Path, list[str]]:
+def missing_files(dataset: str, data_dir: str | None) -> tuple[Path, list[str]]:
     """``(data directory, files of dataset absent from it)``; reads nothing."""
     root = fdata.resolve_data_dir(data_dir)
-    return root, [f for f in fdata.get_spec(dataset).raw_files
-                  if not (root / f).is_file() and not (root / (f + ".gz")).is_file()]
+    return root, [
+        f for f in fdata.get_spec(dataset).raw_files if not (root / f).is_file() and not (root / (f + ".gz")).is_file()
+    ]
 
 
 def summary(outcomes: list[Outcome], no_data: dict) -> str:
@@ -162,14 +176,19 @@ def summary(outcomes: list[Outcome], no_data: dict) -> str:
         results = o.job.out / rundir.RESULTS
         if o.status in ("trained", "resumed", "done") and results.exists():
             mean = json.loads(results.read_text()).get("mean", {})
-            shown = [f"{k}={mean[k]:.3f}" for k in ("test_nll", "test_neg_elbo", "test_fid", "test_d_loss")
-                     if isinstance(mean.get(k), (int, float))]
+            shown = [
+                f"{k}={mean[k]:.3f}"
+                for k in ("test_nll", "test_neg_elbo", "test_fid", "test_d_loss")
+                if isinstance(mean.get(k), (int, float))
+            ]
             if shown:
                 lines.append(f"      {', '.join(shown)}")
     for dataset, (root, missing) in no_data.items():
-        lines.append(f"  {dataset}: skipped, no data: {', '.join(missing)} not in {root}. Put "
-                     f"{', '.join(fdata.get_spec(dataset).raw_files)} there (or pass --data-dir / set FGM_DATA_DIR), "
-                     "then rerun this command.")
+        lines.append(
+            f"  {dataset}: skipped, no data: {', '.join(missing)} not in {root}. Put "
+            f"{', '.join(fdata.get_spec(dataset).raw_files)} there (or pass --data-dir / set FGM_DATA_DIR), "
+            "then rerun this command."
+        )
     if outcomes:
         lines.append("  next: python -m experiments.run report")
     return "\n".join(lines)

@@ -13,14 +13,15 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from experiments import config as cfg
-from experiments import figures, fid, models, rundir
+from experiments import fid, figures, models, rundir
 from fgm import checkpoint, ensemble, random
 from fgm import data as fdata
 from fgm import nn as fnn
@@ -36,24 +37,32 @@ class NonFiniteLossError(RuntimeError):
         super().__init__(f"non-finite loss at step {step} (epoch {epoch}, seed {seed}): {shown}")
 
 
-def evaluate_split(evaluate: Callable, params: Any, inputs: torch.Tensor, key: random.Key,
-                   batch_size: int = 1000) -> dict[str, float]:
+def evaluate_split(
+    evaluate: Callable, params: Any, inputs: torch.Tensor, key: random.Key, batch_size: int = 1000
+) -> dict[str, float]:
     """Averages ``evaluate(params, x, key_i)`` over a whole split (one fixed key per batch index)."""
     totals: dict[str, float] = {}
     with torch.no_grad():
         for i, start in enumerate(range(0, inputs.shape[0], batch_size)):
-            for name, v in evaluate(params, inputs[start: start + batch_size], random.fold_in(key, i)).items():
+            for name, v in evaluate(params, inputs[start : start + batch_size], random.fold_in(key, i)).items():
                 totals[name] = totals.get(name, 0.0) + float(v.double().sum())
     return {name: total / inputs.shape[0] for name, total in totals.items()}
 
 
-def mean_log_likelihood(experiment: models.Experiment, params: Any, inputs: torch.Tensor, key: random.Key, k: int,
-                        batch_size: int = 100, progress: bool = True) -> float:
+def mean_log_likelihood(
+    experiment: models.Experiment,
+    params: Any,
+    inputs: torch.Tensor,
+    key: random.Key,
+    k: int,
+    batch_size: int = 100,
+    progress: bool = True,
+) -> float:
     """Mean IWAE ``log p(x)`` over a split (nats per image), with a progress bar."""
     total = 0.0
     starts = range(0, inputs.shape[0], batch_size)
     for i, start in enumerate(tqdm(starts, disable=not progress, desc=f"test NLL (K={k})", unit="batch")):
-        values = experiment.log_likelihood(params, inputs[start: start + batch_size], random.fold_in(key, i), k)
+        values = experiment.log_likelihood(params, inputs[start : start + batch_size], random.fold_in(key, i), k)
         total += float(values.double().sum())
     return total / inputs.shape[0]
 
@@ -79,9 +88,18 @@ def make_member_step(experiment: models.Experiment, num_members: int, compile: b
     return step
 
 
-def train_loop(experiment: models.Experiment, config: dict, train_images: torch.Tensor, val_inputs: torch.Tensor,
-               out: Path, state: Any, start_epoch: int, history: list[dict], progress: bool = True,
-               fid_reference: torch.Tensor | None = None) -> Any:
+def train_loop(
+    experiment: models.Experiment,
+    config: dict,
+    train_images: torch.Tensor,
+    val_inputs: torch.Tensor,
+    out: Path,
+    state: Any,
+    start_epoch: int,
+    history: list[dict],
+    progress: bool = True,
+    fid_reference: torch.Tensor | None = None,
+) -> Any:
     """Trains every member from ``start_epoch`` to ``config["epochs"]``, checkpointing every epoch.
 
     Raises:
@@ -97,8 +115,13 @@ def train_loop(experiment: models.Experiment, config: dict, train_images: torch.
     watches = [experiment.monitor() for _ in seeds] if experiment.monitor else None
     steps_per_epoch = fdata.num_batches(train_images.shape[0], config["batch_size"])
     epochs = config["epochs"]
-    bar = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
-               unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=epochs * steps_per_epoch,
+        initial=start_epoch * steps_per_epoch,
+        disable=not progress,
+        unit="step",
+        dynamic_ncols=True,
+    )
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
             started = time.perf_counter()
@@ -133,19 +156,35 @@ def train_loop(experiment: models.Experiment, config: dict, train_images: torch.
                 record.update({f"val_{n}": v for n, v in val.items()})
                 fid_every = config["fid_every"]
                 if fid_reference is not None and fid_every and (epoch % fid_every == 0 or epoch == epochs):
-                    report = fid.model_fid(trainer, params, random.fold_in(k.evaluation, 1), config["fid_val_samples"],
-                                           config["dataset"], "val", fid_reference, progress=False)
+                    report = fid.model_fid(
+                        trainer,
+                        params,
+                        random.fold_in(k.evaluation, 1),
+                        config["fid_val_samples"],
+                        config["dataset"],
+                        "val",
+                        fid_reference,
+                        progress=False,
+                    )
                     record["val_fid"], record["val_fid_samples"] = report.value, report.num_generated
                 if warnings[i]:
                     record["warnings"] = warnings[i]
                 members.append(record)
             mean, std = rundir.mean_std(members)
-            record = {"epoch": epoch, "step": state.step, "members": members, "mean": mean, "std": std,
-                      "epoch_seconds": round(train_seconds, 3)}
+            record = {
+                "epoch": epoch,
+                "step": state.step,
+                "members": members,
+                "mean": mean,
+                "std": std,
+                "epoch_seconds": round(train_seconds, 3),
+            }
             if epoch % config["sample_every"] == 0 or epoch == epochs:
                 with torch.no_grad():
-                    grids = [trainer.generate(p, z[: 64 if len(seeds) == 1 else per_member])
-                             for p, z in zip(rundir.member_params(state, len(seeds)), grid_noise)]
+                    grids = [
+                        trainer.generate(p, z[: 64 if len(seeds) == 1 else per_member])
+                        for p, z in zip(rundir.member_params(state, len(seeds)), grid_noise)
+                    ]
                 figures.save_grid(torch.cat(grids), out / "samples" / f"epoch_{epoch:04d}.png")
             # The checkpoint carries the whole log, so the log can be rebuilt after a crash between the writes.
             history.append(record)
@@ -162,21 +201,37 @@ def train_loop(experiment: models.Experiment, config: dict, train_images: torch.
     return state
 
 
-def test_member(experiment: models.Experiment, config: dict, params: Any, keys: rundir.RunKeys,
-                test_inputs: torch.Tensor, fid_reference: torch.Tensor, progress: bool = True) -> dict:
+def test_member(
+    experiment: models.Experiment,
+    config: dict,
+    params: Any,
+    keys: rundir.RunKeys,
+    test_inputs: torch.Tensor,
+    fid_reference: torch.Tensor,
+    progress: bool = True,
+) -> dict:
     """One member's test metrics: the model's own evaluation, the IWAE NLL and FID (each with its N and K)."""
     spec = fdata.get_spec(config["dataset"])
     test = evaluate_split(experiment.trainer.evaluate, params, test_inputs, keys.test)
     if experiment.log_likelihood is not None and config["nll_samples"]:
-        log_px = mean_log_likelihood(experiment, params, test_inputs, random.fold_in(keys.test, 1),
-                                     config["nll_samples"], progress=progress)
+        log_px = mean_log_likelihood(
+            experiment, params, test_inputs, random.fold_in(keys.test, 1), config["nll_samples"], progress=progress
+        )
         test["nll"] = -log_px
         if spec.likelihood == "discretized_logistic":
             test["nll_bits_per_dim"] = -log_px / (math.prod(spec.shape) * math.log(2.0))
     results = {f"test_{k}": v for k, v in test.items()}
     if config["fid_samples"]:
-        report = fid.model_fid(experiment.trainer, params, random.fold_in(keys.test, 2), config["fid_samples"],
-                               config["dataset"], "test", fid_reference, progress=progress)
+        report = fid.model_fid(
+            experiment.trainer,
+            params,
+            random.fold_in(keys.test, 2),
+            config["fid_samples"],
+            config["dataset"],
+            "test",
+            fid_reference,
+            progress=progress,
+        )
         results.update(report.as_results("test"))
     return results
 
@@ -191,8 +246,10 @@ def parameter_table(experiment: models.Experiment, params: dict) -> str:
             lines.append(f"{name}: {count:,} parameters")
         if name in experiment.networks:
             template, shape = experiment.networks[name]
-            lines += [f"    {layer:<10} {kind:<16} {str(list(s)):<20} {n:>10,}"
-                      for layer, kind, s, n in fnn.describe(template, shape)]
+            lines += [
+                f"    {layer:<10} {kind:<16} {str(list(s)):<20} {n:>10,}"
+                for layer, kind, s, n in fnn.describe(template, shape)
+            ]
     lines.append(f"total: {total:,} parameters")
     return "\n".join(lines)
 
@@ -210,8 +267,9 @@ def train(config: dict, out: Path, resume: bool = False, data_dir: str | None = 
     """
     ckpt_path = out / rundir.CHECKPOINT
     if ckpt_path.exists() and not resume:
-        raise ValueError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it, "
-                         "or --out for a new directory")
+        raise ValueError(
+            f"{out} already holds a run (checkpoint.pt); pass --resume to continue it, or --out for a new directory"
+        )
     if resume and not ckpt_path.exists():
         raise ValueError(f"--resume: no checkpoint at {ckpt_path}")
     images = {split: fdata.load_images(config["dataset"], split, data_dir) for split in fdata.SPLITS}
@@ -238,27 +296,58 @@ def train(config: dict, out: Path, resume: bool = False, data_dir: str | None = 
         inception.make_feature_extractor()  # fail before training, not after, if the weights are missing
     rundir.write_json(out / rundir.CONFIG, config)
     seeds = config["seeds"]
-    print(f"{config['model']} on {config['dataset']}, seed{'s' if len(seeds) > 1 else ''} "
-          f"{', '.join(map(str, seeds))}: {train_images.shape[0]} train / {val_inputs.shape[0]} val / "
-          f"{test_inputs.shape[0]} test images, profile {config['profile']}, {config['epochs']} epochs")
+    print(
+        f"{config['model']} on {config['dataset']}, seed{'s' if len(seeds) > 1 else ''} "
+        f"{', '.join(map(str, seeds))}: {train_images.shape[0]} train / {val_inputs.shape[0]} val / "
+        f"{test_inputs.shape[0]} test images, profile {config['profile']}, {config['epochs']} epochs"
+    )
     print(parameter_table(experiment, rundir.member_params(state, len(seeds))[0]))
     started = time.perf_counter()
     try:
-        state = train_loop(experiment, config, train_images, val_inputs, out, state, start_epoch, history, progress,
-                           limit(images["val"], config["fid_val_samples"]) if config["fid_every"] else None)
+        state = train_loop(
+            experiment,
+            config,
+            train_images,
+            val_inputs,
+            out,
+            state,
+            start_epoch,
+            history,
+            progress,
+            limit(images["val"], config["fid_val_samples"]) if config["fid_every"] else None,
+        )
     except NonFiniteLossError as exc:
-        kept = (f"the checkpoint of epoch {exc.epoch - 1} in {ckpt_path}" if exc.epoch > 1
-                else "no checkpoint (it failed in the first epoch)")
+        kept = (
+            f"the checkpoint of epoch {exc.epoch - 1} in {ckpt_path}"
+            if exc.epoch > 1
+            else "no checkpoint (it failed in the first epoch)"
+        )
         print(f"error: {exc}. Stopped; kept {kept}.", file=sys.stderr)
         return 3
     elapsed = time.perf_counter() - started
-    write_results(experiment, config, out, state, test_inputs, limit(images["test"], config["fid_reference_count"]),
-                  elapsed, progress)
+    write_results(
+        experiment,
+        config,
+        out,
+        state,
+        test_inputs,
+        limit(images["test"], config["fid_reference_count"]),
+        elapsed,
+        progress,
+    )
     return 0
 
 
-def write_results(experiment: models.Experiment, config: dict, out: Path, state: Any, test_inputs: torch.Tensor,
-                  fid_reference: torch.Tensor, elapsed: float, progress: bool = True) -> dict:
+def write_results(
+    experiment: models.Experiment,
+    config: dict,
+    out: Path,
+    state: Any,
+    test_inputs: torch.Tensor,
+    fid_reference: torch.Tensor,
+    elapsed: float,
+    progress: bool = True,
+) -> dict:
     """Tests every member, writes ``results.json`` and the figures; returns the results."""
     seeds = config["seeds"]
     history = rundir.read_metrics(out)
@@ -271,26 +360,39 @@ def write_results(experiment: models.Experiment, config: dict, out: Path, state:
     mean, std = rundir.mean_std(members)
     val_mean, val_std = rundir.mean_std([m["final_val"] for m in members])
     results = {
-        "model": config["model"], "dataset": config["dataset"], "profile": config["profile"], "seeds": seeds,
-        "epochs": config["epochs"], "steps": state.step, "num_test": int(test_inputs.shape[0]),
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "profile": config["profile"],
+        "seeds": seeds,
+        "epochs": config["epochs"],
+        "steps": state.step,
+        "num_test": int(test_inputs.shape[0]),
         "nll_samples": config["nll_samples"] if "test_nll" in mean else None,
-        "members": members, "mean": {**mean, "final_val": val_mean}, "std": {**std, "final_val": val_std},
+        "members": members,
+        "mean": {**mean, "final_val": val_mean},
+        "std": {**std, "final_val": val_std},
         "std_definition": "sample standard deviation over members (ddof=1)",
         # wall time of the whole run: M seeds trained together share it
         "train_seconds_total": round(sum(r.get("epoch_seconds", 0.0) for r in history), 1),
         "members_trained_together": len(seeds),
         "this_invocation_seconds": round(elapsed, 1),
-        "parameters": {name: fnn.count_params(tree) for name, tree in rundir.member_params(state, len(seeds))[0].items()},
+        "parameters": {
+            name: fnn.count_params(tree) for name, tree in rundir.member_params(state, len(seeds))[0].items()
+        },
     }
     rundir.write_json(out / rundir.RESULTS, results)
     key = f"test_{experiment.objective}"
     spread = f" ± {std[key]:.3f}" if std.get(key) is not None else ""
-    print(f"test {experiment.objective}: {mean[key]:.3f}{spread} ({test_inputs.shape[0]} images"
-          f"{f', mean ± std over {len(seeds)} seeds' if len(seeds) > 1 else ''}); results in {out}")
+    print(
+        f"test {experiment.objective}: {mean[key]:.3f}{spread} ({test_inputs.shape[0]} images"
+        f"{f', mean ± std over {len(seeds)} seeds' if len(seeds) > 1 else ''}); results in {out}"
+    )
     return results
 
 
-def write_figures(experiment: models.Experiment, config: dict, out: Path, params: list, test_inputs: torch.Tensor) -> None:
+def write_figures(
+    experiment: models.Experiment, config: dict, out: Path, params: list, test_inputs: torch.Tensor
+) -> None:
     """Curves, each member's interpolations (``interpolations/[s<seed>/]``) and the sample progression."""
     seeds = config["seeds"]
     figures.plot_curves(rundir.read_metrics(out), out / "curves.png", title=out.name)

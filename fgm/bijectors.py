@@ -20,7 +20,8 @@ the masked ones, with complementary masks so every dimension is transformed.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn

@@ -137,7 +137,9 @@ def load(path: str | os.PathLike, template: TensorTree) -> tuple[TensorTree, dic
                     f"{path}: leaf '{name}' is {got}, expected {tuple(expected.shape)} {expected.dtype}"
                 )
         elif type(saved) is not type(expected):
-            raise CheckpointError(f"{path}: leaf '{name}' is {type(saved).__name__}, expected {type(expected).__name__}")
+            raise CheckpointError(
+                f"{path}: leaf '{name}' is {type(saved).__name__}, expected {type(expected).__name__}"
+            )
     return optree.tree_unflatten(t_spec, leaves), content["metadata"]
 
 

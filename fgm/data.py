@@ -68,8 +68,9 @@ import math
 import operator
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Union
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -107,7 +108,7 @@ __all__ = [
 # A missing file is reported by raising FileNotFoundError (turned into a
 # DataError naming the directory and how it was chosen); other problems by
 # raising DataError.
-Loader = Callable[[Path, str, bool], Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]
+Loader = Callable[[Path, str, bool], torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
 
 
 class DatasetSpec(NamedTuple):
@@ -153,7 +154,7 @@ _OFFICIAL = {"train": "train", "val": "train", "test": "test"}
 
 # Loaded splits keyed by (name, split, resolved data dir). Values are shared:
 # callers must not modify the returned tensors in place.
-_CACHE: dict[tuple[str, str, Path], "ImageSet"] = {}
+_CACHE: dict[tuple[str, str, Path], ImageSet] = {}
 
 
 class DataError(Exception):
@@ -218,9 +219,7 @@ def register_dataset(spec: DatasetSpec, *, replace: bool = False) -> DatasetSpec
             f"got shape={spec.shape!r}, num_val={spec.num_val!r}"
         )
     if spec.likelihood not in _INPUTS:
-        raise ValueError(
-            f"{name}: unknown likelihood {spec.likelihood!r}; choose from: {', '.join(_INPUTS)}"
-        )
+        raise ValueError(f"{name}: unknown likelihood {spec.likelihood!r}; choose from: {', '.join(_INPUTS)}")
     if not callable(spec.loader):
         raise TypeError(f"{name}: loader must be a function (root, split, download) -> images, got {spec.loader!r}")
     spec = spec._replace(shape=shape, num_val=num_val, raw_files=tuple(spec.raw_files))
@@ -239,9 +238,7 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown dataset {name!r}; choose from: {', '.join(DATASETS)}"
-        ) from None
+        raise ValueError(f"unknown dataset {name!r}; choose from: {', '.join(DATASETS)}") from None
 
 
 def _check_split(split: str) -> None:
@@ -294,7 +291,6 @@ def split_indices(num_total: int, num_val: int) -> tuple[torch.Tensor, torch.Ten
     is_val[perm[:num_val]] = True
     # nonzero() returns ascending indices: the sorted parts, without a sort.
     return (~is_val).nonzero().squeeze(1), is_val.nonzero().squeeze(1)
-
 
 
 # --------------------------------------------------------------------------- loading
@@ -467,7 +463,9 @@ def _load_svhn(root: Path, split: str, download: bool) -> tuple[torch.Tensor, to
         return torchvision.datasets.SVHN(str(root), split=split, download=download)
 
     needed = [f for f in _SVHN_FILES if f.startswith(split)]
-    _require_files(lambda: [f for f in needed if not (root / f).is_file()], construct, download, expected=list(_SVHN_FILES))
+    _require_files(
+        lambda: [f for f in needed if not (root / f).is_file()], construct, download, expected=list(_SVHN_FILES)
+    )
     ds = _open_torchvision(
         "svhn", construct, [root / f for f in needed], "failed torchvision's md5 check or could not be read"
     )
@@ -476,7 +474,10 @@ def _load_svhn(root: Path, split: str, download: bool) -> tuple[torch.Tensor, to
 
 
 def _require_files(missing: Callable[[], list[str]], construct, download: bool, expected: list[str]) -> None:
-    """Lets torchvision download what ``missing()`` lists (if allowed); raises :class:`_MissingFiles` if still absent."""
+    """Lets torchvision download what ``missing()`` lists (if allowed).
+
+    Raises :class:`_MissingFiles` if the files are still absent.
+    """
     absent = missing()
     if not absent:
         return
@@ -484,7 +485,7 @@ def _require_files(missing: Callable[[], list[str]], construct, download: bool, 
     if download:
         try:
             construct(True)
-        except Exception as e:  # noqa: BLE001 - offline failures come in many types
+        except Exception as e:
             download_error = e
         absent = missing()
         if absent and download_error is None:
@@ -497,7 +498,7 @@ def _open_torchvision(name: str, construct, files: list[Path], what: str):
     """The torchvision dataset over files known to exist; a :class:`DataError` if it cannot be read."""
     try:
         return construct(False)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise DataError(
             f"{name}: {', '.join(map(str, files))} exists but {what}: the file is corrupt "
             f"or incomplete ({type(e).__name__}: {e}); delete it and fetch it again"
@@ -537,8 +538,6 @@ def _validate_idx(path: Path) -> None:
             raise ValueError(f"size {size} bytes, header {dims} implies {expected} bytes")
     except (OSError, ValueError) as e:
         raise DataError(f"{path} is corrupt or unreadable ({e}); delete it and fetch it again") from e
-
-
 
 
 # --------------------------------------------------------------------------- batching

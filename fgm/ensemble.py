@@ -30,7 +30,8 @@ is an error.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import optree
 import torch
@@ -234,7 +235,9 @@ def make_ensemble_step(
     """
     mapped = vmap_update(update)
 
-    def step(ensemble: EnsembleState, batches: Sequence[Any], keys: Sequence[random.Key]) -> tuple[EnsembleState, train.Metrics]:
+    def step(
+        ensemble: EnsembleState, batches: Sequence[Any], keys: Sequence[random.Key]
+    ) -> tuple[EnsembleState, train.Metrics]:
         m = len(ensemble.keys)
         if len(batches) != m or len(keys) != m:
             raise ValueError(f"{m} members need {m} batches and {m} keys, got {len(batches)} and {len(keys)}")

@@ -19,7 +19,7 @@ and into ``state_dict``-style tools. Models nest them (``{"encoder": {...},
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -64,7 +64,8 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from typing import Any, Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import optree
 import torch
@@ -73,7 +74,7 @@ Params = Any  # a pytree of floating-point tensors
 Updates = Any  # a pytree with the structure of the params
 OptState = Any  # a pytree (usually NamedTuples of tensors)
 Schedule = Callable[[int], float]
-ScalarOrSchedule = Union[float, Schedule]
+ScalarOrSchedule = float | Schedule
 
 
 class GradientTransformation(NamedTuple):
@@ -393,7 +394,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
 
     def init_fn(params: Params) -> ScaleByAdamState:
         leaves, treedef = optree.tree_flatten(params)
-        zeros = lambda: optree.tree_unflatten(treedef, [torch.zeros_like(p) for p in leaves])  # noqa: E731
+        zeros = lambda: optree.tree_unflatten(treedef, [torch.zeros_like(p) for p in leaves])  # noqa: E731 - a one-line function beside its only use
         return ScaleByAdamState(count=_zero_count(), mu=zeros(), nu=zeros())
 
     @torch.no_grad()

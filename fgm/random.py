@@ -16,7 +16,7 @@ Typical use, in the style of JAX/equinox::
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -189,9 +189,7 @@ def permutation(k: Key, n: int, device: torch.device | str = "cpu") -> torch.Ten
     return torch.randperm(n, generator=generator(k, device), device=device)
 
 
-def randint(
-    k: Key, low: int, high: int, shape: Sequence[int], device: torch.device | str = "cpu"
-) -> torch.Tensor:
+def randint(k: Key, low: int, high: int, shape: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
     """Uniform integers in ``[low, high)``.
 
     Args:

@@ -19,15 +19,15 @@ compiles.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import optree
 import torch
 
 from fgm import optim, random
 from fgm.tree import TensorTree, tree_map
-
-from fgm.types import InputsFn, Metrics, UpdateFn  # noqa: F401 - re-exported: declared once in fgm.types
+from fgm.types import InputsFn, Metrics, UpdateFn
 
 LossFn = Callable[..., tuple[torch.Tensor, Metrics]]
 StepFn = Callable[["TrainState", Any, random.Key], tuple["TrainState", Metrics]]
@@ -42,6 +42,7 @@ __all__ = [
     "step_key",
     "value_and_grad",
 ]
+
 
 class TrainState(NamedTuple):
     """The state of one model's training.
@@ -69,7 +70,9 @@ def step_key(state: TrainState) -> random.Key:
     return random.fold_in(state.key, state.step)
 
 
-def value_and_grad(loss_fn: LossFn, backend: str = "autograd") -> Callable[..., tuple[tuple[torch.Tensor, Metrics], TensorTree]]:
+def value_and_grad(
+    loss_fn: LossFn, backend: str = "autograd"
+) -> Callable[..., tuple[tuple[torch.Tensor, Metrics], TensorTree]]:
     """Wraps ``loss_fn(params, *args) -> (loss, aux)`` to also return ``∂loss/∂params``.
 
     Args:
@@ -84,6 +87,7 @@ def value_and_grad(loss_fn: LossFn, backend: str = "autograd") -> Callable[..., 
       structure of ``params`` and, like ``loss`` and ``aux``, is detached.
     """
     if backend == "func":
+
         def swap(params, *args):
             loss, aux = loss_fn(params, *args)
             return loss, (loss, aux)

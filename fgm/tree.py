@@ -9,7 +9,8 @@ flattening, so two trees with the same keys always flatten in the same order.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import optree
 import torch

@@ -50,7 +50,9 @@ class UpdateFn(Protocol):
     ``"loss"`` (what the NaN guard watches) and the model's own scalars.
     """
 
-    def __call__(self, params: TensorTree, opt_state: TensorTree, *inputs: Any) -> tuple[TensorTree, TensorTree, Metrics]: ...
+    def __call__(
+        self, params: TensorTree, opt_state: TensorTree, *inputs: Any
+    ) -> tuple[TensorTree, TensorTree, Metrics]: ...
 
 
 class MakeUpdateFn(Protocol):

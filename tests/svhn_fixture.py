@@ -21,7 +21,7 @@ match; the :func:`svhn_root` pytest fixture therefore patches
 ``torchvision.datasets.SVHN._check_integrity`` for the duration of one test
 (the library itself never bypasses the check). Use it with::
 
-    from tests.svhn_fixture import svhn_root  # noqa: F401
+    from tests.svhn_fixture import svhn_root  # noqa: F401 - a pytest fixture, used by name
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fgm import bijectors as B
 from fgm import distributions as D
@@ -43,13 +44,13 @@ def test_log_det_equals_slogdet_of_autograd_jacobian(dim):
     flow, params = random_flow(dim, layers=3, seed=dim)
     xs = random.normal(random.key(dim), (4, dim), dtype=torch.float64)
     for x in xs:
-        f = lambda v: B.forward(flow, params, v[None])[0]  # noqa: E731
+        f = lambda v: B.forward(flow, params, v[None])[0]  # noqa: E731 - a one-line function beside its only use
         jac = torch.func.jacrev(f)(x)
         _, expected = torch.linalg.slogdet(jac)
         _, log_det = flow.forward_and_log_det(params, x[None])
         assert torch.allclose(log_det[0], expected, atol=1e-9)
         y = f(x)
-        g = lambda v: B.inverse(flow, params, v[None])[0]  # noqa: E731
+        g = lambda v: B.inverse(flow, params, v[None])[0]  # noqa: E731 - a one-line function beside its only use
         _, expected_inv = torch.linalg.slogdet(torch.func.jacfwd(g)(y))
         assert torch.allclose(flow.inverse_and_log_det(params, y[None])[1][0], expected_inv, atol=1e-9)
 
@@ -61,7 +62,9 @@ def test_every_dimension_is_transformed():
 
 
 def test_chain_applies_the_first_bijector_first():
-    shift = B.Bijector(lambda k: {}, lambda p, x: (x + 1, x.new_zeros(x.shape[0])), lambda p, y: (y - 1, y.new_zeros(y.shape[0])))
+    shift = B.Bijector(
+        lambda k: {}, lambda p, x: (x + 1, x.new_zeros(x.shape[0])), lambda p, y: (y - 1, y.new_zeros(y.shape[0]))
+    )
     double = B.Bijector(
         lambda k: {},
         lambda p, x: (2 * x, x.new_full((x.shape[0],), x.shape[1] * math.log(2))),
@@ -100,7 +103,7 @@ def test_flow_prior_log_prob_is_the_change_of_variables_formula():
     z = random.normal(random.key(1), (6, dim), dtype=torch.float64)
     expected = []
     for zi in z:
-        g = lambda v: B.inverse(flow, params, v[None])[0]  # noqa: E731
+        g = lambda v: B.inverse(flow, params, v[None])[0]  # noqa: E731 - a one-line function beside its only use
         u = g(zi)
         _, log_det = torch.linalg.slogdet(torch.func.jacrev(g)(zi))
         base = torch.distributions.Normal(0.0, 1.0).log_prob(u).sum()

@@ -20,7 +20,7 @@ import torchvision
 
 import fgm.random as fr
 from fgm import data
-from tests.svhn_fixture import NUM_TEST, NUM_TRAIN, sample_path, svhn_root, write_svhn_mat  # noqa: F401
+from tests.svhn_fixture import NUM_TEST, NUM_TRAIN, sample_path, svhn_root, write_svhn_mat  # noqa: F401 - svhn_root is a pytest fixture, used by name
 
 MNIST_FILES = [
     "train-images-idx3-ubyte",
@@ -175,7 +175,9 @@ def test_unknown_dataset_lists_registered_names(restore_datasets):
 
 def test_register_dataset_validates_the_spec(restore_datasets):
     loader = _toy_loader([])
-    with pytest.raises(ValueError, match=r"unknown likelihood 'gaussian'; choose from: bernoulli, discretized_logistic"):
+    with pytest.raises(
+        ValueError, match=r"unknown likelihood 'gaussian'; choose from: bernoulli, discretized_logistic"
+    ):
         data.register_dataset(_toy_spec(loader, likelihood="gaussian"))
     with pytest.raises(ValueError, match=r"shape = \(C, H, W\).*shape=\(16, 16\)"):
         data.register_dataset(_toy_spec(loader, shape=(16, 16)))
@@ -198,7 +200,9 @@ def test_registered_dataset_errors(tmp_path, monkeypatch, restore_datasets):
     monkeypatch.setenv("FGM_DATA_DIR", str(tmp_path))
     with pytest.raises(data.DataError) as e:
         data.load("toy", "test", download=False)
-    _assert_missing_message(e.value, tmp_path.resolve(), ["toy/train.pt", "toy/test.pt", str(tmp_path / "toy" / "test.pt")])
+    _assert_missing_message(
+        e.value, tmp_path.resolve(), ["toy/train.pt", "toy/test.pt", str(tmp_path / "toy" / "test.pt")]
+    )
     assert "from FGM_DATA_DIR" in str(e.value) and "download=False" in str(e.value)
 
     data.register_dataset(_toy_spec(_toy_loader([]), name="toy_rgb", shape=(3, 4, 4)))

@@ -1,7 +1,8 @@
 import math
 
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fgm import distributions as D
 
@@ -76,7 +77,7 @@ def test_discretized_logistic_matches_cdf_differences():
     x = _all_levels()[torch.tensor([0, 1, 100, 254, 255])].view(5, 1, 1, 1)
     mean, log_scale = torch.full_like(x, 0.1), torch.full_like(x, math.log(0.05))
     s = math.exp(math.log(0.05))
-    cdf = lambda v: torch.sigmoid((v - 0.1) / s)  # noqa: E731
+    cdf = lambda v: torch.sigmoid((v - 0.1) / s)  # noqa: E731 - a one-line function beside its only use
     h = 1 / 255
     ref = cdf(x + h) - cdf(x - h)
     ref[0] = cdf(x[0] + h)

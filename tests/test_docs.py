@@ -84,7 +84,7 @@ def extract_snippets(path: Path) -> list[Snippet]:
             unknown = set(words[1:]) - {"skip"}
             if unknown:
                 raise ValueError(f"{path}:{i + 1}: unknown snippet marker(s) {sorted(unknown)}; only 'skip' exists")
-            body = [line[len(indent):] if line.startswith(indent) else line for line in lines[body_start:j]]
+            body = [line[len(indent) :] if line.startswith(indent) else line for line in lines[body_start:j]]
             snippets.append(Snippet(path, body_start + 1, "\n".join(body) + "\n", "skip" in words[1:]))
         i = j + 1
     return snippets
@@ -131,7 +131,7 @@ def run_snippet(snippet: Snippet) -> None:
     try:
         exec(compile(source, filename, "exec"), {"__name__": "__docs__"})
         return
-    except BaseException as exc:  # noqa: BLE001 - SystemExit from a snippet is a failure too
+    except BaseException as exc:
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
         failed_at = f", line {frames[-1].lineno}" if frames else ""
         message = f"the snippet at {snippet.where} raised {type(exc).__name__}{failed_at}: {exc}"
@@ -212,7 +212,8 @@ def _public_names(module) -> list[str]:
     if hasattr(module, "__all__"):
         return list(module.__all__)
     return [
-        n for n, v in vars(module).items()
+        n
+        for n, v in vars(module).items()
         if not n.startswith("_") and (inspect.isfunction(v) or inspect.isclass(v)) and v.__module__ == module.__name__
     ]
 
@@ -234,7 +235,9 @@ def _undocumented(module) -> list[str]:
                     if attr.startswith("_"):
                         continue
                     target = member.fget if isinstance(member, property) else member
-                    if (inspect.isfunction(target) or isinstance(member, property)) and not (target.__doc__ or "").strip():
+                    if (inspect.isfunction(target) or isinstance(member, property)) and not (
+                        target.__doc__ or ""
+                    ).strip():
                         gaps.append(f"{name}.{attr}")
         elif not (re.search(rf"\b{re.escape(name)}\b", module_doc) or _has_comment(module, name)):
             # Constants and type aliases cannot carry a docstring: the module's docstring

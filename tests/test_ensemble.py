@@ -1,7 +1,8 @@
 """Seed ensembles: stacking, the vmap-able optimizer path, donation, and members equal to single runs."""
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import optree
 import pytest
@@ -14,15 +15,17 @@ from fgm.models import gan as G
 from fgm.tree import tree_allclose, tree_clone, tree_equal
 
 
-
 def _double(tree):
     return optree.tree_map(lambda t: t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t, tree)
 
 
 def _tree(seed, shapes=({"w": (3, 4), "b": (4,)}, (2,))):
     gen = torch.Generator().manual_seed(seed)
-    return optree.tree_map(lambda s: torch.randn(s, generator=gen, dtype=torch.float64), shapes,
-                           is_leaf=lambda x: isinstance(x, tuple) and all(isinstance(i, int) for i in x))
+    return optree.tree_map(
+        lambda s: torch.randn(s, generator=gen, dtype=torch.float64),
+        shapes,
+        is_leaf=lambda x: isinstance(x, tuple) and all(isinstance(i, int) for i in x),
+    )
 
 
 # --------------------------------------------------------------------------- stacking
@@ -153,7 +156,10 @@ def test_donation_does_not_write_into_shared_or_expanded_gradients():
     # autograd may hand one gradient tensor to two leaves, or an expanded one
     g = torch.ones(3, dtype=torch.float64)
     params = {"a": torch.zeros(3, dtype=torch.float64), "b": torch.zeros(3, dtype=torch.float64)}
-    for grads in ({"a": g, "b": g}, {"a": torch.ones((), dtype=torch.float64).expand(3), "b": torch.ones(3, dtype=torch.float64)}):
+    for grads in (
+        {"a": g, "b": g},
+        {"a": torch.ones((), dtype=torch.float64).expand(3), "b": torch.ones(3, dtype=torch.float64)},
+    ):
         before = tree_clone(grads)
         for tx in [*_transforms().values(), optim.scale_by_learning_rate(0.1)]:
             pure, _ = tx.update(grads, tx.init(params), params)
@@ -174,14 +180,25 @@ class Setup(NamedTuple):
 
 
 def _vae_setup(flow: bool) -> Setup:
-    config = {"latent_dim": 4, "hidden": [24, 12], "width": 8, "flow_layers": 2, "flow_hidden": [8],
-              "lr": 3e-3, "lr_schedule": "cosine", "lr_final_fraction": 0.1, "total_steps": 6}
+    config = {
+        "latent_dim": 4,
+        "hidden": [24, 12],
+        "width": 8,
+        "flow_layers": 2,
+        "flow_hidden": [8],
+        "lr": 3e-3,
+        "lr_schedule": "cosine",
+        "lr_final_fraction": 0.1,
+        "total_steps": 6,
+    }
     trainer = (models.vae_flow if flow else models.vae_std)(fdata.get_spec("mnist"), config).trainer
     return Setup(
         init=lambda key: _double(trainer.init(key)),
         make_update=trainer.make_update,
         make_inputs=lambda x, key: _double(trainer.inputs(x, key)),
-        data=lambda seed, t: random.bernoulli(random.fold_in(random.key(100 + seed), t), torch.full((8, 1, 28, 28), 0.3)),
+        data=lambda seed, t: random.bernoulli(
+            random.fold_in(random.key(100 + seed), t), torch.full((8, 1, 28, 28), 0.3)
+        ),
     )
 
 
@@ -217,12 +234,14 @@ def test_ensemble_members_equal_separate_runs(model, donate):
     assert ens.step == 3 and all(s.step == 3 for s in singles)
     for member, single in zip(ensemble.unstack_states(ens), singles):
         assert member.key == single.key
-        assert tree_allclose((member.params, member.opt_state), (single.params, single.opt_state), rtol=1e-9, atol=1e-12)
+        assert tree_allclose(
+            (member.params, member.opt_state), (single.params, single.opt_state), rtol=1e-9, atol=1e-12
+        )
 
 
 def test_shared_inputs_are_broadcast_to_all_members():
     tx = optim.adam(1e-2)
-    update = lambda p, s, g: (*_step(tx, p, s, g), {})  # noqa: E731
+    update = lambda p, s, g: (*_step(tx, p, s, g), {})  # noqa: E731 - a one-line function beside its only use
     params = ensemble.stack([_tree(0), _tree(1)])
     state = ensemble.stack([tx.init(_tree(0)), tx.init(_tree(1))])
     grads = _tree(2)

@@ -64,7 +64,7 @@ def test_cache_round_trip_computes_once(key, tmp_path):
 
 
 def test_cache_keys_separate_what_changes_the_features(key, tmp_path):
-    compute = lambda: FID.image_statistics(images(key, 20), fake_extractor(key), progress=False)  # noqa: E731
+    compute = lambda: FID.image_statistics(images(key, 20), fake_extractor(key), progress=False)  # noqa: E731 - a one-line function beside its only use
     keys = [
         FID.statistics_key("mnist", "test", 20, INFO),
         FID.statistics_key("mnist", "train", 20, INFO),
@@ -79,7 +79,7 @@ def test_cache_keys_separate_what_changes_the_features(key, tmp_path):
 
 
 def test_corrupt_or_mismatched_cache_is_refused(key, tmp_path):
-    compute = lambda: FID.image_statistics(images(key, 20), fake_extractor(key), progress=False)  # noqa: E731
+    compute = lambda: FID.image_statistics(images(key, 20), fake_extractor(key), progress=False)  # noqa: E731 - a one-line function beside its only use
     good_key = FID.statistics_key("mnist", "test", 20, INFO)
     other_key = FID.statistics_key("mnist", "test", 30, INFO)
     FID.cached_statistics(tmp_path, good_key, compute)
@@ -189,10 +189,11 @@ def test_dataset_statistics_key_the_loaded_images(mnist_root, tmp_path, key):
     from fgm import data
 
     weight = random.normal(key, (49, DIM), dtype=torch.float64)
-    pooled = lambda x: torch.nn.functional.avg_pool2d(x.double(), 4).flatten(1) @ weight  # noqa: E731
+    pooled = lambda x: torch.nn.functional.avg_pool2d(x.double(), 4).flatten(1) @ weight  # noqa: E731 - a one-line function beside its only use
     extract = I.FeatureExtractor(pooled, INFO)
-    FID.dataset_statistics("mnist", "test", extract, num_images=20, cache_dir=tmp_path, data_dir=mnist_root,
-                           progress=False)
+    FID.dataset_statistics(
+        "mnist", "test", extract, num_images=20, cache_dir=tmp_path, data_dir=mnist_root, progress=False
+    )
     first20 = data.load_images("mnist", "test", mnist_root)[:20]
     expected = FID.statistics_key("mnist", "test", 20, INFO, images=first20)
     assert [p.name for p in tmp_path.iterdir()] == [FID.cache_path(tmp_path, expected).name]

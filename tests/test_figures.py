@@ -89,9 +89,32 @@ def test_write_progression(tmp_path):
 def test_interpolation_points_is_a_setting_of_the_run(tmp_path, mnist_root):
     """``--set interpolation_points=3``: strips of 5 images (3 interior points + both ends), also when rewritten."""
     out = tmp_path / "run"
-    assert run.main(["vae_std", "mnist", "--profile", "smoke", "--epochs", "1", "--train-limit", "128",
-                     "--val-limit", "64", "--test-limit", "64", "--no-progress", "--data-dir", str(mnist_root),
-                     "--set", "interpolation_points=3", "--out", str(out)]) == 0
+    assert (
+        run.main(
+            [
+                "vae_std",
+                "mnist",
+                "--profile",
+                "smoke",
+                "--epochs",
+                "1",
+                "--train-limit",
+                "128",
+                "--val-limit",
+                "64",
+                "--test-limit",
+                "64",
+                "--no-progress",
+                "--data-dir",
+                str(mnist_root),
+                "--set",
+                "interpolation_points=3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "config.json").read_text())["interpolation_points"] == 3
     folder = out / "interpolations"
     index = json.loads((folder / figures.INDEX).read_text())
@@ -112,7 +135,23 @@ def test_interpolation_points_is_a_setting_of_the_run(tmp_path, mnist_root):
 @pytest.mark.parametrize("value", ["0", "2.5", "x"])
 def test_interpolation_points_refuses_bad_values(tmp_path, mnist_root, capsys, value):
     out = tmp_path / "run"
-    assert run.main(["vae_std", "mnist", "--profile", "smoke", "--no-progress", "--data-dir", str(mnist_root),
-                     "--set", f"interpolation_points={value}", "--out", str(out)]) == 2
+    assert (
+        run.main(
+            [
+                "vae_std",
+                "mnist",
+                "--profile",
+                "smoke",
+                "--no-progress",
+                "--data-dir",
+                str(mnist_root),
+                "--set",
+                f"interpolation_points={value}",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "interpolation_points" in capsys.readouterr().err
     assert not out.exists()

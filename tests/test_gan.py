@@ -1,12 +1,12 @@
 """GAN: pure alternating steps, the adversarial losses, sizes, monitor and the CLI."""
 
-import functools
 import json
 import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from experiments import registry, run
 from fgm import checkpoint, optim, random, train
@@ -111,7 +111,7 @@ def test_one_d_step_decreases_the_d_loss_on_fixed_data_and_noise(seed, loss):
     k = random.key(seed)
     gan, adv, opt, state = setup(k, loss)
     x, z = real_batch(random.fold_in(k, 1)), G.latent_noise(gan, random.fold_in(k, 2), 16)
-    d_loss = lambda s: G.discriminator_objective(gan, adv, s.params["discriminator"], s.params["generator"], x, z)[0]  # noqa: E731
+    d_loss = lambda s: G.discriminator_objective(gan, adv, s.params["discriminator"], s.params["generator"], x, z)[0]  # noqa: E731 - a one-line function beside its only use
     new, metrics = G.discriminator_step(gan, adv, opt, state, x, z)
     assert torch.equal(metrics["d_loss"], d_loss(state))  # metrics are from before the update
     assert d_loss(new) < d_loss(state)
@@ -125,7 +125,9 @@ def test_one_g_step_raises_d_of_g_z_for_fixed_noise(seed):
     z = G.latent_noise(gan, random.fold_in(k, 2), 16)
     new, metrics = G.generator_step(gan, adv, opt, state, z)
     assert sigmoid_fake(gan, new.params, z) > sigmoid_fake(gan, state.params, z)
-    assert G.generator_objective(gan, adv, new.params["generator"], new.params["discriminator"], z)[0] < metrics["g_loss"]
+    assert (
+        G.generator_objective(gan, adv, new.params["generator"], new.params["discriminator"], z)[0] < metrics["g_loss"]
+    )
 
 
 @pytest.mark.parametrize("loss", ["hinge", "minimax", "wgan_gp"])
@@ -133,7 +135,9 @@ def test_one_g_step_decreases_each_generator_loss(key, loss):
     gan, adv, opt, state = setup(key, loss)
     z = G.latent_noise(gan, random.fold_in(key, 2), 16)
     new, metrics = G.generator_step(gan, adv, opt, state, z)
-    assert G.generator_objective(gan, adv, new.params["generator"], new.params["discriminator"], z)[0] < metrics["g_loss"]
+    assert (
+        G.generator_objective(gan, adv, new.params["generator"], new.params["discriminator"], z)[0] < metrics["g_loss"]
+    )
 
 
 def test_step_metrics(key):
@@ -183,14 +187,20 @@ def test_cross_entropy_losses_match_their_log_sigmoid_form(values):
     r, f = t, t.flip(0)
     # 1 - σ(f) written as σ(-f): in float64 ``1 - sigmoid(20)`` has lost 8 digits already.
     s_r, s_f, one_minus_s_f = torch.sigmoid(r), torch.sigmoid(f), torch.sigmoid(-f)
-    assert torch.allclose(G.bce_discriminator_loss(r, f), -torch.log(s_r) - torch.log(one_minus_s_f), rtol=1e-9, atol=1e-12)
+    assert torch.allclose(
+        G.bce_discriminator_loss(r, f), -torch.log(s_r) - torch.log(one_minus_s_f), rtol=1e-9, atol=1e-12
+    )
     assert torch.allclose(G.non_saturating_generator_loss(f), -torch.log(s_f), rtol=1e-9, atol=1e-12)
     assert torch.allclose(G.minimax_generator_loss(f), torch.log(one_minus_s_f), rtol=1e-9, atol=1e-12)
 
 
 def test_cross_entropy_losses_are_finite_for_extreme_logits():
     big = torch.tensor([-200.0, 200.0])
-    for value in (G.bce_discriminator_loss(big, big.flip(0)), G.non_saturating_generator_loss(big), G.minimax_generator_loss(big)):
+    for value in (
+        G.bce_discriminator_loss(big, big.flip(0)),
+        G.non_saturating_generator_loss(big),
+        G.minimax_generator_loss(big),
+    ):
         assert torch.isfinite(value).all()
     assert torch.allclose(G.non_saturating_generator_loss(big), torch.tensor([200.0, 0.0]))
 
@@ -198,7 +208,10 @@ def test_cross_entropy_losses_are_finite_for_extreme_logits():
 def test_gradient_penalty_of_a_linear_critic_is_its_weight_norm_closed_form(key):
     w = random.normal(key, (1, 3, 4, 4))
     discriminate = lambda params, x: (params["w"] * x).flatten(1).sum(1)  # noqa: E731  ∇_x D = w everywhere
-    real, fake = random.normal(random.fold_in(key, 1), (5, 3, 4, 4)), random.normal(random.fold_in(key, 2), (5, 3, 4, 4))
+    real, fake = (
+        random.normal(random.fold_in(key, 1), (5, 3, 4, 4)),
+        random.normal(random.fold_in(key, 2), (5, 3, 4, 4)),
+    )
     alpha = G.interpolation_weights(random.fold_in(key, 3), 5)
     penalty = G.gradient_penalty(discriminate, {"w": w}, real, fake, alpha)
     assert torch.allclose(penalty, torch.full((5,), (w.norm().item() - 1) ** 2))
@@ -208,12 +221,15 @@ def test_wgan_gp_step_reports_and_differentiates_the_penalty(key):
     gan, adv, opt, state = setup(key, "wgan_gp")
     x, z = real_batch(key), G.latent_noise(gan, random.fold_in(key, 2), 16)
     alpha = G.interpolation_weights(random.fold_in(key, 3), 16)
-    total, metrics = G.discriminator_objective(gan, adv, state.params["discriminator"], state.params["generator"], x, z, alpha)
+    total, metrics = G.discriminator_objective(
+        gan, adv, state.params["discriminator"], state.params["generator"], x, z, alpha
+    )
     assert torch.allclose(total, metrics["d_loss"] + 10.0 * metrics["gradient_penalty"])
     # the penalty reaches the parameters' gradient (create_graph=True)
     no_gp = adv._replace(gradient_penalty=0.0)
-    grad = lambda a: train.value_and_grad(  # noqa: E731
-        lambda p: G.discriminator_objective(gan, a, p, state.params["generator"], x, z, alpha))(state.params["discriminator"])[1]
+    grad = lambda a: train.value_and_grad(  # noqa: E731 - a one-line function beside its only use
+        lambda p: G.discriminator_objective(gan, a, p, state.params["generator"], x, z, alpha)
+    )(state.params["discriminator"])[1]
     assert not tree_equal(grad(adv), grad(no_gp))
     with pytest.raises(ValueError, match="alpha"):
         G.discriminator_objective(gan, adv, state.params["discriminator"], state.params["generator"], x, z)
@@ -334,10 +350,10 @@ def test_cli_selects_the_loss_with_set(tmp_path, mnist_root, capsys):
     assert "non_saturating" in capsys.readouterr().err
 
 
-from tests.svhn_fixture import svhn_root  # noqa: E402,F401
+from tests.svhn_fixture import svhn_root  # noqa: E402,F401 - a pytest fixture, imported beside the SVHN tests
 
 
-def test_svhn_smoke_run_on_the_format_exact_fixture(svhn_root, tmp_path):  # noqa: F811
+def test_svhn_smoke_run_on_the_format_exact_fixture(svhn_root, tmp_path):
     out = tmp_path / "gan-svhn"
     assert run.main(["gan", "svhn", *SMOKE, "--epochs", "1", "--data-dir", str(svhn_root), "--out", str(out)]) == 0
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])

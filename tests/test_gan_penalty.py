@@ -90,9 +90,10 @@ def test_gradient_penalty_is_zero_exactly_where_the_gradient_has_unit_norm():
     """A critic ``D(x) = uᵀx`` with ``‖u‖ = 1`` has zero penalty; scaling ``u`` by 3 gives (3 - 1)²."""
     u = torch.zeros(DIM, dtype=torch.float64)
     u[0], u[1] = 0.6, 0.8
-    linear = lambda p, x: x.flatten(1) @ p["u"]  # noqa: E731
+    linear = lambda p, x: x.flatten(1) @ p["u"]  # noqa: E731 - a one-line function beside its only use
     x = torch.ones(4, *SHAPE, dtype=torch.float64)
     alpha = torch.full((4, 1, 1, 1), 0.25, dtype=torch.float64)
     assert torch.equal(G.gradient_penalty(linear, {"u": u}, x, -x, alpha), torch.zeros(4, dtype=torch.float64))
-    torch.testing.assert_close(G.gradient_penalty(linear, {"u": 3 * u}, x, -x, alpha), torch.full((4,), 4.0,
-                               dtype=torch.float64))
+    torch.testing.assert_close(
+        G.gradient_penalty(linear, {"u": 3 * u}, x, -x, alpha), torch.full((4,), 4.0, dtype=torch.float64)
+    )

@@ -197,8 +197,9 @@ def test_resize_matches_the_references(size):
 def test_tf_resize_samples_at_j_times_in_over_out():
     """TF1's legacy resize: output pixel j reads input position j·in/out (no half-pixel shift)."""
     m = I._bilinear_matrix(4, 8, "tf")
-    torch.testing.assert_close(m @ torch.arange(4.0, dtype=torch.float64),
-                               torch.tensor([0, 0.5, 1, 1.5, 2, 2.5, 3, 3], dtype=torch.float64))
+    torch.testing.assert_close(
+        m @ torch.arange(4.0, dtype=torch.float64), torch.tensor([0, 0.5, 1, 1.5, 2, 2.5, 3, 3], dtype=torch.float64)
+    )
     assert torch.allclose(m.sum(1), torch.ones(8, dtype=torch.float64))
 
 
@@ -213,8 +214,9 @@ def test_preprocess_shapes_ranges_and_equivalent_inputs():
     # TF range: pixel 0 → -1, pixel 255 → 127/128
     ends = I.preprocess(torch.tensor([0.0, 1.0]).view(2, 1, 1, 1).expand(2, 1, 32, 32))
     assert ends[0].eq(-1).all() and ends[1].eq(127 / 128).all()
-    torch_ends = I.preprocess(torch.tensor([0.0, 1.0]).view(2, 1, 1, 1).expand(2, 1, 32, 32),
-                              I.Preprocess(convention="pytorch-fid"))
+    torch_ends = I.preprocess(
+        torch.tensor([0.0, 1.0]).view(2, 1, 1, 1).expand(2, 1, 32, 32), I.Preprocess(convention="pytorch-fid")
+    )
     assert torch_ends[0].eq(-1).all() and torch_ends[1].eq(1).all()
     # overshooting generated images are clamped, not extrapolated
     torch.testing.assert_close(I.preprocess(torch.full((1, 1, 32, 32), 1.7)), I.preprocess(torch.ones(1, 1, 32, 32)))
@@ -236,6 +238,10 @@ def test_preprocess_rejects_bad_inputs():
 
 def test_info_key_names_weights_and_preprocessing():
     info = I.FeatureInfo("tf-fid", "0123456789abcdef", I.Preprocess(), "fp32")
-    assert info.key() == {"weights": "tf-fid", "weights_sha256": "0123456789abcdef",
-                          "preprocess": f"v{I.PREPROCESS_VERSION}-tf-pre32-q1", "precision": "fp32"}
+    assert info.key() == {
+        "weights": "tf-fid",
+        "weights_sha256": "0123456789abcdef",
+        "preprocess": f"v{I.PREPROCESS_VERSION}-tf-pre32-q1",
+        "precision": "fp32",
+    }
     assert I.Preprocess(convention="pytorch-fid").tag() != I.Preprocess().tag()

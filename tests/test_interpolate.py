@@ -12,8 +12,11 @@ from fgm.models import vae as vae_lib
 
 
 def build(model, dataset="mnist"):
-    """The model's Experiment and config as ``python -m experiments.run MODEL DATASET --profile smoke`` resolves them."""
-    args = cfg.train_parser(sorted(models.MODELS), list(fdata.DATASETS)).parse_args([model, dataset, "--profile", "smoke"])
+    """The model's Experiment and config, as ``python -m experiments.run MODEL DATASET --profile smoke`` resolves
+    them."""
+    args = cfg.train_parser(sorted(models.MODELS), list(fdata.DATASETS)).parse_args(
+        [model, dataset, "--profile", "smoke"]
+    )
     config = cfg.resolve(args, models.get_model(model).defaults)
     config["total_steps"] = 10
     return models.build(config), config
@@ -117,8 +120,9 @@ def test_a_strip_has_twelve_images_by_default(model):
     trainer = experiment.trainer
     params = params_of(experiment)
     na, nb = trainer.noise(random.key(3), 2), trainer.noise(random.key(4), 2)
-    strips = experiment.interpolate(params, na, nb, binary_images(2, 5), binary_images(2, 6),
-                                    interpolate.interpolation_weights())
+    strips = experiment.interpolate(
+        params, na, nb, binary_images(2, 5), binary_images(2, 6), interpolate.interpolation_weights()
+    )
     assert all(s.images.shape[:2] == (2, 12) for s in strips.values())  # 10 interior points + both ends
     few = experiment.interpolate(params, na, nb, None, None, interpolate.interpolation_weights(3))
     assert all(s.images.shape[:2] == (2, 5) for s in few.values())

@@ -26,8 +26,8 @@ def gaussian_likelihood(sigma=SIGMA):
 
 
 def linear_gaussian(prior=None):
-    enc = lambda: nn.Sequential(nn.Flatten(), nn.Linear(DX, 2 * DZ))  # noqa: E731
-    dec = lambda: nn.Sequential(nn.Linear(DZ, DX), nn.Unflatten(1, (1, 1, DX)))  # noqa: E731
+    enc = lambda: nn.Sequential(nn.Flatten(), nn.Linear(DX, 2 * DZ))  # noqa: E731 - a one-line function beside its only use
+    dec = lambda: nn.Sequential(nn.Linear(DZ, DX), nn.Unflatten(1, (1, 1, DX)))  # noqa: E731 - a one-line function beside its only use
     vae = V.make_vae(enc, dec, gaussian_likelihood(), DZ, (1, 1, DX), prior=prior)
     params = V.init(vae, random.key(0))
     return vae, tree_map(lambda t: t.double(), params)
@@ -94,10 +94,12 @@ def test_chunking_drops_no_samples():
     assert torch.allclose(one, torch.logsumexp(log_w, 0) - math.log(10), atol=1e-12)
     # K = 10 in chunks of 3 (3+3+3+1) must use 10 samples: compare with the float64 formula
     chunked = N.iwae_log_likelihood(vae, params, x, random.key(4), num_samples=10, chunk_size=3)
-    eps_all = torch.cat([
-        random.normal(random.fold_in(random.key(4), c), (k, x.shape[0], DZ), dtype=torch.float64)
-        for c, k in enumerate([3, 3, 3, 1])
-    ])
+    eps_all = torch.cat(
+        [
+            random.normal(random.fold_in(random.key(4), c), (k, x.shape[0], DZ), dtype=torch.float64)
+            for c, k in enumerate([3, 3, 3, 1])
+        ]
+    )
     ref = torch.logsumexp(N.log_importance_weights(vae, params, x, eps_all), 0) - math.log(10)
     assert torch.allclose(chunked, ref, atol=1e-12)
 
@@ -109,10 +111,12 @@ def test_each_point_is_independent_of_the_rest_of_the_batch():
     full = N.iwae_log_likelihood(vae, params, x, random.key(5), num_samples=50, chunk_size=50)
     exact = exact_log_px(params, x)
     big = N.iwae_log_likelihood(vae, params, x, random.key(5), num_samples=20000, chunk_size=5000)
-    single = torch.stack([
-        N.iwae_log_likelihood(vae, params, x[i : i + 1], random.key(6), num_samples=20000, chunk_size=5000)[0]
-        for i in range(5)
-    ])
+    single = torch.stack(
+        [
+            N.iwae_log_likelihood(vae, params, x[i : i + 1], random.key(6), num_samples=20000, chunk_size=5000)[0]
+            for i in range(5)
+        ]
+    )
     assert torch.allclose(big, single, atol=0.05) and torch.allclose(big, exact, atol=0.05)
     assert full.shape == (5,) and full.dtype == torch.float64
 
@@ -127,10 +131,9 @@ def test_works_with_a_flow_prior():
     zz = torch.cartesian_prod(g, g)
     log_pz = vae.prior.log_prob(params["prior"], zz)
     out = vae.decode(params["decoder"], zz)
-    log_px = torch.stack([
-        torch.logsumexp(vae.likelihood.log_prob(out, xi.expand(zz.shape[0], -1, -1, -1)) + log_pz, 0)
-        for xi in x
-    ]) + 2 * torch.log(g[1] - g[0])
+    log_px = torch.stack(
+        [torch.logsumexp(vae.likelihood.log_prob(out, xi.expand(zz.shape[0], -1, -1, -1)) + log_pz, 0) for xi in x]
+    ) + 2 * torch.log(g[1] - g[0])
     est = N.iwae_log_likelihood(vae, params, x, random.key(8), num_samples=20000, chunk_size=5000)
     assert torch.allclose(est, log_px, atol=0.05)
 
@@ -160,8 +163,12 @@ def test_bound_does_not_decrease_with_k_on_average():
     params = orthogonal_decoder(params)
     x = data()
     means = [
-        torch.stack([N.iwae_log_likelihood(vae, params, x, random.key(1000 * k + r), num_samples=k, chunk_size=50)
-                     for r in range(40)]).mean()
+        torch.stack(
+            [
+                N.iwae_log_likelihood(vae, params, x, random.key(1000 * k + r), num_samples=k, chunk_size=50)
+                for r in range(40)
+            ]
+        ).mean()
         for k in (1, 5, 50, 500)
     ]
     assert all(a < b for a, b in zip(means, means[1:])), means

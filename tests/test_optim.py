@@ -4,7 +4,8 @@ import math
 import optree
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fgm import optim
 
@@ -37,7 +38,7 @@ def _max_abs_diff(a, b):
     return max((x - y).abs().max().item() for x, y in zip(optree.tree_leaves(a), optree.tree_leaves(b)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _target(i, shape, dtype):
     return 20.0 + 3.0 * i + 0.1 * torch.arange(math.prod(shape), dtype=dtype).reshape(shape)
 
@@ -359,9 +360,7 @@ def test_adam_converges_on_rosenbrock():
 @st.composite
 def _trees(draw):
     n = draw(st.integers(1, 4))
-    shapes = {
-        f"k{i}": tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=3))) for i in range(n)
-    }
+    shapes = {f"k{i}": tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=3))) for i in range(n)}
     nested = {"outer": shapes, "extra": (2,)} if draw(st.booleans()) else shapes
     seed = draw(st.integers(0, 2**31 - 1))
     params, grads = _tree(nested, seed), _tree(nested, seed + 1)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import report, run, sweep
+from experiments import run, sweep
 
 SMOKE = ["--train-limit", "256", "--val-limit", "64", "--test-limit", "64", "--epochs", "1"]
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
@@ -17,19 +17,74 @@ REPORTS = Path(__file__).resolve().parents[1] / "reports"
 def runs(tmp_path_factory, mnist_root):
     root = tmp_path_factory.mktemp("runs")
     for models_, seeds in (("vae_std,vae_flow", "2"), ("gan", "1")):
-        assert run.main(["all", "--profile", "smoke", "--runs", str(root), "--datasets", "mnist", "--models", models_,
-                         "--seeds", seeds, "--no-progress", "--data-dir", str(mnist_root), "--", *SMOKE]) == 0
+        assert (
+            run.main(
+                [
+                    "all",
+                    "--profile",
+                    "smoke",
+                    "--runs",
+                    str(root),
+                    "--datasets",
+                    "mnist",
+                    "--models",
+                    models_,
+                    "--seeds",
+                    seeds,
+                    "--no-progress",
+                    "--data-dir",
+                    str(mnist_root),
+                    "--",
+                    *SMOKE,
+                ]
+            )
+            == 0
+        )
     return root
 
 
 def test_sweep_trains_then_skips_and_reports_missing_data(runs, mnist_root, capsys, tmp_path):
     assert sorted(p.name for p in runs.iterdir()) == ["gan-mnist-s0", "vae_flow-mnist-s0x2", "vae_std-mnist-s0x2"]
     capsys.readouterr()
-    assert run.main(["all", "--profile", "smoke", "--runs", str(runs), "--datasets", "mnist", "--models", "gan",
-                     "--no-progress", "--data-dir", str(mnist_root), "--", *SMOKE]) == 0
+    assert (
+        run.main(
+            [
+                "all",
+                "--profile",
+                "smoke",
+                "--runs",
+                str(runs),
+                "--datasets",
+                "mnist",
+                "--models",
+                "gan",
+                "--no-progress",
+                "--data-dir",
+                str(mnist_root),
+                "--",
+                *SMOKE,
+            ]
+        )
+        == 0
+    )
     assert "done" in capsys.readouterr().out  # a finished run is skipped
-    assert run.main(["all", "--profile", "smoke", "--runs", str(tmp_path), "--datasets", "svhn", "--dry-run",
-                     "--data-dir", str(tmp_path / "nothing")]) == 0
+    assert (
+        run.main(
+            [
+                "all",
+                "--profile",
+                "smoke",
+                "--runs",
+                str(tmp_path),
+                "--datasets",
+                "svhn",
+                "--dry-run",
+                "--data-dir",
+                str(tmp_path / "nothing"),
+            ]
+        )
+        == 0
+    )
     assert "svhn: skipped, no data: train_32x32.mat" in capsys.readouterr().out
     assert run.main(["all", "--models", "nope"]) == 2
     assert run.main(["all", "--", "--seeds", "3"]) == 2
@@ -38,8 +93,24 @@ def test_sweep_trains_then_skips_and_reports_missing_data(runs, mnist_root, caps
 def test_sweep_resumes_an_interrupted_run(tmp_path, mnist_root, capsys, monkeypatch):
     from fgm import checkpoint
 
-    argv = ["all", "--profile", "smoke", "--runs", str(tmp_path), "--datasets", "mnist", "--models", "vae_std",
-            "--no-progress", "--data-dir", str(mnist_root), "--", *SMOKE[:-2], "--epochs", "2"]
+    argv = [
+        "all",
+        "--profile",
+        "smoke",
+        "--runs",
+        str(tmp_path),
+        "--datasets",
+        "mnist",
+        "--models",
+        "vae_std",
+        "--no-progress",
+        "--data-dir",
+        str(mnist_root),
+        "--",
+        *SMOKE[:-2],
+        "--epochs",
+        "2",
+    ]
     original = checkpoint.save
 
     def save_then_fail(path, state, metadata):
@@ -50,8 +121,12 @@ def test_sweep_resumes_an_interrupted_run(tmp_path, mnist_root, capsys, monkeypa
     monkeypatch.setattr(checkpoint, "save", save_then_fail)
     assert run.main(argv) == 1  # the failure is reported, the sweep goes on
     monkeypatch.setattr(checkpoint, "save", original)
-    assert sweep.plan(sweep.Job("vae_std", "mnist", [0], tmp_path / "vae_std-mnist-s0"),
-                      {"profile": "smoke", "epochs": 2}, False) == "resume"
+    assert (
+        sweep.plan(
+            sweep.Job("vae_std", "mnist", [0], tmp_path / "vae_std-mnist-s0"), {"profile": "smoke", "epochs": 2}, False
+        )
+        == "resume"
+    )
     assert run.main(argv) == 0 and "resumed" in capsys.readouterr().out
 
 
@@ -69,16 +144,25 @@ def test_report_tables_summary_and_figures(runs, tmp_path):
     assert std["runs"][0]["members_trained_together"] == 2
     assert std["runs"][0]["command"].startswith("python -m experiments.run vae_std mnist --profile smoke --seeds 2")
     flow = summary["datasets"]["mnist"]["vae_flow"]["metrics"]["test_nll"]
-    diff = next(d for d in summary["differences"]["mnist"]
-                if d["metric"] == "test_nll" and (d["a"], d["b"]) == ("vae_std", "vae_flow"))
+    diff = next(
+        d
+        for d in summary["differences"]["mnist"]
+        if d["metric"] == "test_nll" and (d["a"], d["b"]) == ("vae_std", "vae_flow")
+    )
     assert diff["difference"] == pytest.approx(flow["mean"] - std["metrics"]["test_nll"]["mean"])
     assert diff["exceeds_two_std"] == (abs(diff["difference"]) > 2 * diff["larger_std"])
     assert summary["datasets"]["mnist"]["gan"]["metrics"]["test_d_loss"]["std"] is None
     text = (out / "RESULTS.md").read_text()
     mean, sd = std["metrics"]["test_neg_elbo"]["mean"], std["metrics"]["test_neg_elbo"]["std"]
     assert f"{mean:.2f} ± {sd:.2f}" in text and "(2 seeds together)" in text and "K = 10 on 64 test images" in text
-    for name in ("curves.png", "samples.png", "interp-prior_noise.png", "interp-test_latent.png",
-                 "interp-test_base.png", "progression-gan.png"):
+    for name in (
+        "curves.png",
+        "samples.png",
+        "interp-prior_noise.png",
+        "interp-test_latent.png",
+        "interp-test_base.png",
+        "progression-gan.png",
+    ):
         assert (out / "mnist" / name).stat().st_size > 0, name
         assert f"mnist/{name}" in text
 
@@ -109,6 +193,7 @@ def known_values(summary: dict) -> set[str]:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             found.update(f"{abs(value):.{d}f}" for d in range(1, 5))
             found.update(f"{abs(value) / 60:.{d}f}" for d in range(1, 3))  # seconds shown in minutes
+
     walk(summary)
     return found
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from experiments import config as cfg
-from experiments import models, rundir, run, train
+from experiments import models, run, rundir
 from fgm import checkpoint, random
 from fgm import data as fdata
 from fgm.tree import tree_allclose, tree_equal
@@ -53,8 +53,15 @@ def test_smoke_run_writes_everything(tmp_path, mnist_root, capsys):
     assert results["num_test"] == 200 and results["seeds"] == [0] and results["std"]["test_neg_elbo"] is None
     assert results["members"][0]["test_neg_elbo"] == results["mean"]["test_neg_elbo"] > 0
     assert results["nll_samples"] == 10 and results["members_trained_together"] == 1
-    for name in ("curves.png", "samples/epoch_0002.png", "samples/progression.gif", "samples/progression.png",
-                 "interpolations/index.json", "interpolations/prior_noise.png", "interpolations/test_latent.png"):
+    for name in (
+        "curves.png",
+        "samples/epoch_0002.png",
+        "samples/progression.gif",
+        "samples/progression.png",
+        "interpolations/index.json",
+        "interpolations/prior_noise.png",
+        "interpolations/test_latent.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert rundir.read_config(out)["epochs"] == 2
     assert not list(out.glob("*.tmp"))
@@ -71,7 +78,7 @@ def test_resume_equals_uninterrupted(tmp_path, mnist_root, monkeypatch, seeds):
     a, b = rundir.load_run(straight), rundir.load_run(split)
     assert a.state.step == b.state.step and tree_equal(a.state.params, b.state.params)
     assert tree_equal(a.state.opt_state, b.state.opt_state)
-    strip = lambda r: {k: v for k, v in r.items() if k != "epoch_seconds"}  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if k != "epoch_seconds"}  # noqa: E731 - a one-line function beside its only use
     assert [strip(r) for r in rundir.read_metrics(straight)] == [strip(r) for r in rundir.read_metrics(split)]
 
 
@@ -98,11 +105,17 @@ def test_member_i_equals_the_single_run_with_seed_i(tmp_path, mnist_root, model)
     keys = [rundir.run_keys(s) for s in (4, 5)]
     images = fdata.load_images("mnist", "train", str(mnist_root))[:512]
     experiment = a.experiment
-    for t, (batch_a, batch_b) in enumerate(zip(fdata.batches(images, 64, random.fold_in(keys[1].data, 1)),
-                                               fdata.batches(images, 64, random.fold_in(rundir.run_keys(5).data, 1)))):
+    for t, (batch_a, batch_b) in enumerate(
+        zip(
+            fdata.batches(images, 64, random.fold_in(keys[1].data, 1)),
+            fdata.batches(images, 64, random.fold_in(rundir.run_keys(5).data, 1)),
+        )
+    ):
         ka, kb = rundir.step_keys(keys[1], t), rundir.step_keys(rundir.run_keys(5), t)
-        assert tree_equal(experiment.trainer.inputs(experiment.train_input(batch_a, ka[0]), ka[1]),
-                          experiment.trainer.inputs(experiment.train_input(batch_b, kb[0]), kb[1]))
+        assert tree_equal(
+            experiment.trainer.inputs(experiment.train_input(batch_a, ka[0]), ka[1]),
+            experiment.trainer.inputs(experiment.train_input(batch_b, kb[0]), kb[1]),
+        )
     assert (together / "interpolations" / "s5" / "prior_noise.png").exists()  # figures for every member
     assert (together / "samples" / "progression.png").exists()
 
@@ -110,26 +123,41 @@ def test_member_i_equals_the_single_run_with_seed_i(tmp_path, mnist_root, model)
 def test_keys_of_a_run_are_unique_and_steps_have_their_own_namespace():
     for seed in (0, 1, 2):
         keys = rundir.run_keys(seed)
-        fixed = [*keys, *random.split(keys.init, 3), random.fold_in(keys.test, 1), random.fold_in(keys.test, 2),
-                 *(random.fold_in(keys.data, e) for e in range(1, 201)), random.fold_in(keys.evaluation, 1)]
+        fixed = [
+            *keys,
+            *random.split(keys.init, 3),
+            random.fold_in(keys.test, 1),
+            random.fold_in(keys.test, 2),
+            *(random.fold_in(keys.data, e) for e in range(1, 201)),
+            random.fold_in(keys.evaluation, 1),
+        ]
         step_keys = [k for t in range(5000) for k in (random.fold_in(keys.steps, t), *rundir.step_keys(keys, t))]
         values = [k.value for k in fixed + step_keys]
         assert len(values) == len(set(values))
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["vae_nope", "mnist"], "unknown model 'vae_nope'; choose from: .*vae_std"),
-    (["vae_std", "cifar"], "unknown dataset 'cifar'; choose from: mnist, svhn"),
-    (["vae_std", "mnist", "--profile", "huge"], "unknown profile 'huge'; choose from: smoke, default, full"),
-    (["vae_std", "mnist", "--set", "latent_dim=abc"], r"--set latent_dim: 'abc' is not allowed; expected an integer >= 1"),
-    (["vae_std", "mnist", "--set", "latent_dim=-3"], r"--set latent_dim: -3 is not allowed; expected an integer >= 1"),
-    (["vae_std", "mnist", "--lr", "nan"], r"--lr: nan is not allowed; expected a finite number"),
-    (["vae_std", "mnist", "--epochs", "0"], r"--epochs: 0 is not allowed; expected an integer >= 1"),
-    (["vae_std", "mnist", "--seeds", "0"], r"--seeds must be >= 1"),
-    (["gan", "mnist", "--set", "loss=nope"], r"--set loss: 'nope' is not allowed; expected one of: non_saturating"),
-    (["vae_flow", "mnist", "--set", "nope=1"], r"KEY one of: .*flow_layers"),
-    (["vae_flow", "mnist", "--set", "flow_layers=1"], r"flow_layers: 1 is not allowed; expected an integer >= 2"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["vae_nope", "mnist"], "unknown model 'vae_nope'; choose from: .*vae_std"),
+        (["vae_std", "cifar"], "unknown dataset 'cifar'; choose from: mnist, svhn"),
+        (["vae_std", "mnist", "--profile", "huge"], "unknown profile 'huge'; choose from: smoke, default, full"),
+        (
+            ["vae_std", "mnist", "--set", "latent_dim=abc"],
+            r"--set latent_dim: 'abc' is not allowed; expected an integer >= 1",
+        ),
+        (
+            ["vae_std", "mnist", "--set", "latent_dim=-3"],
+            r"--set latent_dim: -3 is not allowed; expected an integer >= 1",
+        ),
+        (["vae_std", "mnist", "--lr", "nan"], r"--lr: nan is not allowed; expected a finite number"),
+        (["vae_std", "mnist", "--epochs", "0"], r"--epochs: 0 is not allowed; expected an integer >= 1"),
+        (["vae_std", "mnist", "--seeds", "0"], r"--seeds must be >= 1"),
+        (["gan", "mnist", "--set", "loss=nope"], r"--set loss: 'nope' is not allowed; expected one of: non_saturating"),
+        (["vae_flow", "mnist", "--set", "nope=1"], r"KEY one of: .*flow_layers"),
+        (["vae_flow", "mnist", "--set", "flow_layers=1"], r"flow_layers: 1 is not allowed; expected an integer >= 2"),
+    ],
+)
 def test_bad_input_is_a_clear_error_with_exit_2(argv, message, capsys):
     assert cli(*argv, "--no-progress") == 2
     err = capsys.readouterr().err
@@ -137,7 +165,9 @@ def test_bad_input_is_a_clear_error_with_exit_2(argv, message, capsys):
 
 
 def test_missing_data_names_the_files(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(fdata.torchvision.datasets.MNIST, "download", lambda self: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(
+        fdata.torchvision.datasets.MNIST, "download", lambda self: (_ for _ in ()).throw(OSError("offline"))
+    )
     assert cli("vae_std", "mnist", *SMOKE, "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "o")) == 2
     err = capsys.readouterr().err
     assert "train-images-idx3-ubyte" in err and str(tmp_path / "empty") in err
@@ -183,7 +213,11 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, mnist_ro
             def wrapped(params, opt_state, *inputs):
                 calls.append(1)
                 params, opt_state, metrics = update(params, opt_state, *inputs)
-                return params, opt_state, {**metrics, "loss": metrics["loss"] * (float("nan") if len(calls) >= 20 else 1)}
+                return (
+                    params,
+                    opt_state,
+                    {**metrics, "loss": metrics["loss"] * (float("nan") if len(calls) >= 20 else 1)},
+                )
 
             return wrapped
 
@@ -191,8 +225,22 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, mnist_ro
 
     monkeypatch.setitem(models.MODELS, "vae_nan", models.ModelEntry(build, models.MODELS["vae_std"].defaults))
     out = tmp_path / "run"
-    assert cli("vae_nan", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--epochs", "3",
-               "--batch-size", "32") == 3
+    assert (
+        cli(
+            "vae_nan",
+            "mnist",
+            *SMOKE,
+            "--data-dir",
+            str(mnist_root),
+            "--out",
+            str(out),
+            "--epochs",
+            "3",
+            "--batch-size",
+            "32",
+        )
+        == 3
+    )
     err = capsys.readouterr().err
     assert "step 20" in err and "epoch 2" in err
     assert checkpoint.read_metadata(out / "checkpoint.pt")["epoch"] == 1
@@ -200,7 +248,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, mnist_ro
 
 
 @pytest.mark.parametrize("model", ["vae_std", "vae_flow"])
-def test_svhn_end_to_end_on_the_format_exact_fixture(model, svhn_root, tmp_path):  # noqa: F811
+def test_svhn_end_to_end_on_the_format_exact_fixture(model, svhn_root, tmp_path):
     out = tmp_path / model
     assert cli(model, "svhn", *SMOKE, "--data-dir", str(svhn_root), "--out", str(out)) == 0
     results = json.loads((out / "results.json").read_text())
@@ -210,8 +258,25 @@ def test_svhn_end_to_end_on_the_format_exact_fixture(model, svhn_root, tmp_path)
 
 def test_vae_flow_set_overrides_and_the_reproduce_command(tmp_path, mnist_root, capsys):
     out = tmp_path / "flow"
-    argv = ["vae_flow", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--set", "flow_layers=2",
-            "--set", "flow_hidden=8", "--epochs", "1", "--fid-every", "0", "--set", "lr_schedule=cosine"]
+    argv = [
+        "vae_flow",
+        "mnist",
+        *SMOKE,
+        "--data-dir",
+        str(mnist_root),
+        "--out",
+        str(out),
+        "--set",
+        "flow_layers=2",
+        "--set",
+        "flow_hidden=8",
+        "--epochs",
+        "1",
+        "--fid-every",
+        "0",
+        "--set",
+        "lr_schedule=cosine",
+    ]
     assert cli(*argv) == 0
     assert "prior:" in capsys.readouterr().out
     config = rundir.read_config(out)
@@ -219,14 +284,22 @@ def test_vae_flow_set_overrides_and_the_reproduce_command(tmp_path, mnist_root, 
     command = cfg.reproduce_command(config, models.get_model("vae_flow").defaults)
     assert "--set flow_layers=2" in command and "--epochs 1" in command and "--train-limit 512" in command
     words = command.split()[3:]  # what follows "python -m experiments.run"
-    again = cfg.resolve(cfg.train_parser(["vae_flow"], ["mnist"]).parse_args(words),
-                        models.get_model("vae_flow").defaults)
+    again = cfg.resolve(
+        cfg.train_parser(["vae_flow"], ["mnist"]).parse_args(words), models.get_model("vae_flow").defaults
+    )
     assert again == {k: v for k, v in config.items() if k != "total_steps"}
 
 
-@pytest.mark.parametrize("shape, likelihood, kind", [
-    ((1, 28, 28), "bernoulli", "mlp"), ((1, 16, 16), "bernoulli", "mlp"), ((3, 20, 12), "bernoulli", "mlp"),
-    ((3, 32, 32), "discretized_logistic", "conv"), ((1, 32, 32), "discretized_logistic", "conv")])
+@pytest.mark.parametrize(
+    "shape, likelihood, kind",
+    [
+        ((1, 28, 28), "bernoulli", "mlp"),
+        ((1, 16, 16), "bernoulli", "mlp"),
+        ((3, 20, 12), "bernoulli", "mlp"),
+        ((3, 32, 32), "discretized_logistic", "conv"),
+        ((1, 32, 32), "discretized_logistic", "conv"),
+    ],
+)
 def test_built_in_models_fit_any_registered_shape(shape, likelihood, kind):
     from fgm import nn as fnn
     from fgm.models import gan as gan_lib
@@ -239,7 +312,11 @@ def test_built_in_models_fit_any_registered_shape(shape, likelihood, kind):
     assert torch.isfinite(loss)
     assert vae_lib.generate(vae, params, random.normal(random.key(2), (2, vae.latent_dim))).shape == (2, *shape)
     if shape == (1, 28, 28):  # MNIST's networks are unchanged by the generalisation
-        assert {k: fnn.count_params(v) for k, v in params.items()} == {"encoder": 549_696, "decoder": 542_224, "prior": 0}
+        assert {k: fnn.count_params(v) for k, v in params.items()} == {
+            "encoder": 549_696,
+            "decoder": 542_224,
+            "prior": 0,
+        }
     gan = models.build_gan(spec, models.MODELS["gan"].defaults)
     gan_params = gan_lib.init(gan, random.key(3))
     fake = gan.generate(gan_params["generator"], random.normal(random.key(4), (2, gan.latent_dim)))
@@ -270,7 +347,8 @@ def test_every_model_has_the_same_surface():
         state = experiment.trainer.init(random.key(0))
         x = experiment.train_input(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8), random.key(1))
         params, opt_state, metrics = experiment.trainer.make_update()(
-            state.params, state.opt_state, *experiment.trainer.inputs(x, random.key(2)))
+            state.params, state.opt_state, *experiment.trainer.inputs(x, random.key(2))
+        )
         assert torch.isfinite(metrics["loss"]) and not tree_equal(params, state.params)
         values = experiment.trainer.evaluate(params, x, random.key(3))
         assert experiment.objective in values and all(v.shape == (4,) for v in values.values())

@@ -2,12 +2,14 @@ import functools
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from fgm import nn as fnn
 from fgm import random, train
-from fgm.models import networks, vae as V
+from fgm.models import networks
+from fgm.models import vae as V
 from fgm.tree import tree_clone, tree_equal, tree_map
 
 LATENT = 4
@@ -17,7 +19,9 @@ def mnist_vae(latent=LATENT, hidden=(32, 16)):
     return V.make_vae(
         lambda: networks.mnist_mlp_encoder(latent, hidden),
         lambda: networks.mnist_mlp_decoder(latent, tuple(reversed(hidden))),
-        V.bernoulli_likelihood(), latent, (1, 28, 28),
+        V.bernoulli_likelihood(),
+        latent,
+        (1, 28, 28),
     )
 
 
@@ -25,7 +29,9 @@ def svhn_vae(latent=LATENT):
     return V.make_vae(
         lambda: networks.svhn_conv_encoder(latent, 4),
         lambda: networks.svhn_conv_decoder(latent, 4, 6),
-        V.discretized_logistic_likelihood(), latent, (3, 32, 32),
+        V.discretized_logistic_likelihood(),
+        latent,
+        (3, 32, 32),
     )
 
 
@@ -63,7 +69,7 @@ def test_functional_call_matches_module(make, shape, key):
     inputs = {"encoder": x, "decoder": random.normal(key, (3, LATENT))}
     for name, template in builders.items():
         module = _materialise(template, params[name])
-        apply = lambda p, v, t=template: torch.func.functional_call(t, p, (v,))  # noqa: E731
+        apply = lambda p, v, t=template: torch.func.functional_call(t, p, (v,))  # noqa: E731 - a one-line function beside its only use
         assert torch.equal(apply(params[name], inputs[name]), module(inputs[name]))
 
 
@@ -121,16 +127,20 @@ def test_kl_is_zero_when_encoder_outputs_the_prior(key):
 
 def test_elbo_is_below_the_exact_log_likelihood_of_a_tiny_model(key):
     """With 2 binary pixels and a 1-d latent, log p(x) is computable by quadrature."""
-    enc = lambda: nn.Sequential(nn.Flatten(), nn.Linear(2, 2))  # noqa: E731
-    dec = lambda: nn.Sequential(nn.Linear(1, 2), nn.Unflatten(1, (1, 1, 2)))  # noqa: E731
+    enc = lambda: nn.Sequential(nn.Flatten(), nn.Linear(2, 2))  # noqa: E731 - a one-line function beside its only use
+    dec = lambda: nn.Sequential(nn.Linear(1, 2), nn.Unflatten(1, (1, 1, 2)))  # noqa: E731 - a one-line function beside its only use
     vae = V.make_vae(enc, dec, V.bernoulli_likelihood(), 1, (1, 1, 2))
     params = tree_map(lambda t: 3 * t.double(), V.init(vae, key))
     x = torch.tensor([[[[1.0, 0.0]]], [[[1.0, 1.0]]]], dtype=torch.float64)
     z = torch.linspace(-10, 10, 20001, dtype=torch.float64)
     logits = vae.decode(params["decoder"], z[:, None]).flatten(1)  # [Z, 2]
-    log_joint = -torch.nn.functional.binary_cross_entropy_with_logits(
-        logits[None].expand(2, -1, -1), x.flatten(1)[:, None].expand(-1, z.numel(), -1), reduction="none"
-    ).sum(-1) - 0.5 * z**2 - 0.5 * torch.log(torch.tensor(2 * torch.pi, dtype=torch.float64))
+    log_joint = (
+        -torch.nn.functional.binary_cross_entropy_with_logits(
+            logits[None].expand(2, -1, -1), x.flatten(1)[:, None].expand(-1, z.numel(), -1), reduction="none"
+        ).sum(-1)
+        - 0.5 * z**2
+        - 0.5 * torch.log(torch.tensor(2 * torch.pi, dtype=torch.float64))
+    )
     log_px = torch.logsumexp(log_joint, 1) + torch.log(z[1] - z[0])
     eps = random.normal(key, (200_000, 1), dtype=torch.float64)
     elbo = torch.stack([V.elbo_terms(vae, params, xi.expand(eps.shape[0], -1, -1, -1), eps).elbo.mean() for xi in x])

@@ -1,18 +1,23 @@
 """vae_flow: the flow prior trains, with the right sign, and reduces to vae_std at identity."""
 
-import functools
-
 import torch
 
 from experiments import registry
 from fgm import bijectors as B
 from fgm import data as fdata
-from fgm import optim, random, train
+from fgm import random, train
 from fgm.models import vae as V
 from fgm.tree import tree_clone, tree_equal, tree_map
 
-CONFIG = {"latent_dim": 4, "hidden": [32, 16], "width": 4, "flow_layers": 4, "flow_hidden": [16],
-          "lr": 1e-3, "total_steps": 100}
+CONFIG = {
+    "latent_dim": 4,
+    "hidden": [32, 16],
+    "width": 4,
+    "flow_layers": 4,
+    "flow_hidden": [16],
+    "lr": 1e-3,
+    "total_steps": 100,
+}
 
 
 def models():
@@ -46,7 +51,9 @@ def test_loss_gradient_wrt_the_prior_is_minus_the_gradient_of_log_prior():
     _, flow_vae = models()
     key = random.key(3)
     params = V.init(flow_vae, key)
-    params["prior"] = tree_map(lambda t: t + 0.1 * random.normal(random.fold_in(key, t.numel()), t.shape), params["prior"])
+    params["prior"] = tree_map(
+        lambda t: t + 0.1 * random.normal(random.fold_in(key, t.numel()), t.shape), params["prior"]
+    )
     x, eps = batch(key), random.normal(random.fold_in(key, 2), (8, CONFIG["latent_dim"]))
     mean, log_var = flow_vae.encode(params["encoder"], x)
     z = V.reparameterize(mean, log_var, eps).detach()

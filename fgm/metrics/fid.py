@@ -22,8 +22,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -43,7 +44,7 @@ __all__ = [
     "statistics_key",
 ]
 
-Images = Union[torch.Tensor, Iterable[Any]]
+Images = torch.Tensor | Iterable[Any]
 _CACHE_FORMAT = "fgm-feature-stats-v1"
 
 
@@ -180,12 +181,13 @@ def cache_path(cache_dir: str | os.PathLike, key: dict) -> Path:
 
 def _read_cache(path: Path, key: dict) -> FeatureStats:
     """Loads and verifies one cache file; any problem is a :class:`StatisticsCacheError`."""
+
     def refuse(reason: str) -> StatisticsCacheError:
         return StatisticsCacheError(f"statistics cache {path} {reason}; delete it to recompute")
 
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated zips, bad pickles, ... all mean "corrupt"
+    except Exception as e:
         raise refuse(f"is unreadable ({type(e).__name__}: {e})") from e
     if not isinstance(blob, dict) or blob.get("format") != _CACHE_FORMAT:
         raise refuse(f"is not a {_CACHE_FORMAT} file")
@@ -232,8 +234,13 @@ def cached_statistics(
         return _read_cache(path, key)
     stats = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {"format": _CACHE_FORMAT, "key": _key_json(key), "count": stats.count.to(torch.int64),
-            "total": stats.total.to(torch.float64), "outer": stats.outer.to(torch.float64)}
+    blob = {
+        "format": _CACHE_FORMAT,
+        "key": _key_json(key),
+        "count": stats.count.to(torch.int64),
+        "total": stats.total.to(torch.float64),
+        "outer": stats.outer.to(torch.float64),
+    }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -277,7 +284,8 @@ def dataset_statistics(
         raise ValueError(f"num_images must be in [2, {images.shape[0]}] for {dataset}/{split}, got {n}")
     key = statistics_key(dataset, split, n, extractor.info, images=images[:n])
     return cached_statistics(
-        cache_dir, key,
+        cache_dir,
+        key,
         lambda: image_statistics(images[:n], extractor, batch_size, progress, desc=f"{dataset}/{split} features"),
     )
 
@@ -312,6 +320,7 @@ def fid(
     Returns:
       ``FIDResult(value, num_a, num_b)``.
     """
+
     def stats_of(images):
         nonlocal extractor
         if isinstance(images, FeatureStats):

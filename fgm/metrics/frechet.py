@@ -106,9 +106,7 @@ def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
     return (eigenvectors * eigenvalues.clamp(min=0).sqrt()) @ eigenvectors.T
 
 
-def frechet_distance(
-    mean1: torch.Tensor, cov1: torch.Tensor, mean2: torch.Tensor, cov2: torch.Tensor
-) -> float:
+def frechet_distance(mean1: torch.Tensor, cov1: torch.Tensor, mean2: torch.Tensor, cov2: torch.Tensor) -> float:
     """Squared Fréchet distance between ``N(mean1, cov1)`` and ``N(mean2, cov2)``.
 
     Args:

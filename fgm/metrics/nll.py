@@ -34,9 +34,7 @@ from fgm.tree import TensorTree
 __all__ = ["iwae_log_likelihood", "log_importance_weights", "nll"]
 
 
-def log_importance_weights(
-    vae: vae_lib.VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor
-) -> torch.Tensor:
+def log_importance_weights(vae: vae_lib.VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """``log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)`` for a stack of noises.
 
     Args:

@@ -39,7 +39,8 @@ Typical use without the CLI::
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +50,6 @@ from fgm import nn as fnn
 from fgm import optim, random, train
 from fgm.tree import TensorTree
 from fgm.types import Metrics, Trainer
-
 
 # --------------------------------------------------------------------------- architectures
 
@@ -70,7 +70,9 @@ def mlp_generator(
     return nn.Sequential(*layers)
 
 
-def mlp_discriminator(image_shape: tuple[int, int, int] = (1, 28, 28), hidden: tuple[int, ...] = (512, 256)) -> nn.Module:
+def mlp_discriminator(
+    image_shape: tuple[int, int, int] = (1, 28, 28), hidden: tuple[int, ...] = (512, 256)
+) -> nn.Module:
     """MLP ``x [B, C, H, W] -> logits [B, 1]`` with LeakyReLU(0.2)."""
     sizes = [math.prod(image_shape), *hidden]
     layers: list[nn.Module] = [nn.Flatten()]
@@ -89,11 +91,15 @@ def dcgan_generator(latent_dim: int, channels: int = 3, width: int = 32) -> nn.M
     SVHN VAE decoder (same ``width``), with no normalisation layers.
     """
     return nn.Sequential(
-        nn.Linear(latent_dim, 4 * width * 16), nn.ReLU(),
+        nn.Linear(latent_dim, 4 * width * 16),
+        nn.ReLU(),
         nn.Unflatten(1, (4 * width, 4, 4)),
-        nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1), nn.ReLU(),  # 8×8
-        nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.ReLU(),  # 16×16
-        nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh(),  # 32×32
+        nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1),
+        nn.ReLU(),  # 8×8
+        nn.ConvTranspose2d(2 * width, width, 4, 2, 1),
+        nn.ReLU(),  # 16×16
+        nn.ConvTranspose2d(width, channels, 4, 2, 1),
+        nn.Tanh(),  # 32×32
     )
 
 
@@ -105,9 +111,12 @@ def dcgan_discriminator(channels: int = 3, width: int = 32) -> nn.Module:
     encoder.
     """
     return nn.Sequential(
-        nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),  # 16×16
-        nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),  # 8×8
-        nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2),  # 4×4
+        nn.Conv2d(channels, width, 4, 2, 1),
+        nn.LeakyReLU(0.2),  # 16×16
+        nn.Conv2d(width, 2 * width, 4, 2, 1),
+        nn.LeakyReLU(0.2),  # 8×8
+        nn.Conv2d(2 * width, 4 * width, 4, 2, 1),
+        nn.LeakyReLU(0.2),  # 4×4
         nn.Flatten(),
         nn.Linear(4 * width * 16, 1),
     )
@@ -401,7 +410,7 @@ def discriminator_objective(
     g_params: TensorTree,
     real: torch.Tensor,
     z: torch.Tensor,
-    alpha: Optional[torch.Tensor] = None,
+    alpha: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
     r"""The D step's loss, a function of the discriminator's parameters.
 
@@ -467,7 +476,11 @@ def generator_objective(
 
 
 def _update_player(
-    params: dict, opt_state: dict, player: str, grads: TensorTree, optimizer: optim.GradientTransformation,
+    params: dict,
+    opt_state: dict,
+    player: str,
+    grads: TensorTree,
+    optimizer: optim.GradientTransformation,
     donate: bool = False,
 ) -> tuple[dict, dict]:
     """Applies ``optimizer`` to one player's subtrees; the other's are passed through as they are."""
@@ -502,7 +515,7 @@ def discriminator_step(
     state: GANState,
     real: torch.Tensor,
     z: torch.Tensor,
-    alpha: Optional[torch.Tensor] = None,
+    alpha: torch.Tensor | None = None,
     backend: str = "autograd",
     donate: bool = False,
 ) -> tuple[GANState, Metrics]:
@@ -530,7 +543,8 @@ def discriminator_step(
       computed before the update.
     """
     params, opt_state, metrics = _discriminator_update(
-        gan, loss, d_opt, state.params, state.opt_state, real, z, alpha, backend, donate)
+        gan, loss, d_opt, state.params, state.opt_state, real, z, alpha, backend, donate
+    )
     return state._replace(params=params, opt_state=opt_state), metrics
 
 
@@ -621,12 +635,15 @@ def make_gan_update(
       ValueError: WGAN-GP with the ``"func"`` backend.
     """
     if backend == "func" and loss.gradient_penalty > 0:
-        raise ValueError(f"the {loss.name} loss needs the autograd backend: its gradient penalty calls torch.autograd.grad")
+        raise ValueError(
+            f"the {loss.name} loss needs the autograd backend: its gradient penalty calls torch.autograd.grad"
+        )
 
     def update(params: TensorTree, opt_state: TensorTree, real: torch.Tensor, d_noise: tuple, z_g: torch.Tensor):
         for noise in d_noise:
             params, opt_state, d_metrics = _discriminator_update(
-                gan, loss, d_opt, params, opt_state, real, *noise, backend=backend, donate=donate)
+                gan, loss, d_opt, params, opt_state, real, *noise, backend=backend, donate=donate
+            )
         params, opt_state, g_metrics = _generator_update(gan, loss, g_opt, params, opt_state, z_g, backend, donate)
         metrics = {"loss": d_metrics["d_loss"] + g_metrics["g_loss"], **d_metrics, **g_metrics}
         return params, opt_state, metrics
@@ -693,6 +710,7 @@ def build(
       :func:`evaluate` with latents from ``key``; ``generate(params, z)``
       in ``[0, 1]``; ``noise(key, n) -> z [n, d]``.
     """
+
     def make_update(*, backend: str = "autograd", donate: bool = False, compile: bool = False):
         if compile:
             raise ValueError("compile is not offered for the GAN (its alternating steps run eagerly)")
@@ -711,7 +729,9 @@ def build(
 # --------------------------------------------------------------------------- evaluation and monitoring
 
 
-def evaluate(gan: GAN, loss: AdversarialLoss, params: TensorTree, real: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
+def evaluate(
+    gan: GAN, loss: AdversarialLoss, params: TensorTree, real: torch.Tensor, z: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Per-example game values on held-out data (no gradient penalty: it needs a graph).
 
     Args:
@@ -732,7 +752,9 @@ def evaluate(gan: GAN, loss: AdversarialLoss, params: TensorTree, real: torch.Te
     }
 
 
-def discriminator_won_monitor(threshold: float = 1e-3, patience: int = 200) -> Callable[[], Callable[[dict, int], Optional[str]]]:
+def discriminator_won_monitor(
+    threshold: float = 1e-3, patience: int = 200
+) -> Callable[[], Callable[[dict, int], str | None]]:
     """A monitor factory: warns when the discriminator has won outright.
 
     When D rejects every fake with certainty (``d_fake < threshold``) for
@@ -751,7 +773,7 @@ def discriminator_won_monitor(threshold: float = 1e-3, patience: int = 200) -> C
     def factory():
         streak = {"start": None, "length": 0}
 
-        def watch(metrics: dict, step: int) -> Optional[str]:
+        def watch(metrics: dict, step: int) -> str | None:
             if float(metrics["d_fake"]) < threshold:
                 if streak["length"] == 0:
                     streak["start"] = step

@@ -103,9 +103,12 @@ def svhn_conv_encoder(latent_dim: int, width: int = 32, in_channels: int = 3) ->
       An ``nn.Sequential``.
     """
     return nn.Sequential(
-        nn.Conv2d(in_channels, width, 4, 2, 1), nn.ELU(),  # 16×16
-        nn.Conv2d(width, 2 * width, 4, 2, 1), nn.ELU(),  # 8×8
-        nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.ELU(),  # 4×4
+        nn.Conv2d(in_channels, width, 4, 2, 1),
+        nn.ELU(),  # 16×16
+        nn.Conv2d(width, 2 * width, 4, 2, 1),
+        nn.ELU(),  # 8×8
+        nn.Conv2d(2 * width, 4 * width, 4, 2, 1),
+        nn.ELU(),  # 4×4
         nn.Flatten(),
         nn.Linear(4 * width * 16, 2 * latent_dim),
     )
@@ -123,9 +126,12 @@ def svhn_conv_decoder(latent_dim: int, width: int = 32, out_channels: int = 6) -
       An ``nn.Sequential``.
     """
     return nn.Sequential(
-        nn.Linear(latent_dim, 4 * width * 16), nn.ELU(),
+        nn.Linear(latent_dim, 4 * width * 16),
+        nn.ELU(),
         nn.Unflatten(1, (4 * width, 4, 4)),
-        nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1), nn.ELU(),  # 8×8
-        nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.ELU(),  # 16×16
+        nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1),
+        nn.ELU(),  # 8×8
+        nn.ConvTranspose2d(2 * width, width, 4, 2, 1),
+        nn.ELU(),  # 16×16
         nn.ConvTranspose2d(width, out_channels, 4, 2, 1),  # 32×32
     )

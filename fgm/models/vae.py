@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from fgm import bijectors
+from fgm import bijectors, optim, random, train
 from fgm import distributions as D
 from fgm import nn as fnn
-from fgm import optim, random, train
 from fgm.tree import TensorTree
 from fgm.types import Trainer
 
@@ -108,7 +108,7 @@ def discretized_logistic_likelihood(num_levels: int = 256) -> Likelihood:
 
     def mean(out):
         loc, _ = _split_logistic(out)
-        return ((loc.clamp(-1.0, 1.0) + 1.0) / 2.0)
+        return (loc.clamp(-1.0, 1.0) + 1.0) / 2.0
 
     return Likelihood("discretized_logistic", log_prob, mean, 2)
 
@@ -127,7 +127,7 @@ class Prior(NamedTuple):
     init: Callable[[random.Key], TensorTree]
     log_prob: Callable[[TensorTree, torch.Tensor], torch.Tensor]
     sample: Callable[[TensorTree, torch.Tensor], torch.Tensor]
-    analytic_kl: Optional[Callable[[TensorTree, torch.Tensor, torch.Tensor], torch.Tensor]]
+    analytic_kl: Callable[[TensorTree, torch.Tensor, torch.Tensor], torch.Tensor] | None
 
 
 def standard_normal_prior() -> Prior:
@@ -294,9 +294,7 @@ def reparameterize(mean: torch.Tensor, log_var: torch.Tensor, eps: torch.Tensor)
     return mean + torch.exp(0.5 * log_var) * eps
 
 
-def elbo_terms(
-    vae: VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor, analytic_kl: bool = True
-) -> ElboTerms:
+def elbo_terms(vae: VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor, analytic_kl: bool = True) -> ElboTerms:
     """The ELBO's two terms for a batch, with one reparameterised sample.
 
     ``z = μ(x) + σ(x) ⊙ ε``; ``log p(x|z)`` at that ``z``; the KL analytic when
