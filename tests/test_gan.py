@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments import registry, run
+from experiments import config as cfg
+from experiments import models, run
 from fgm import checkpoint, optim, random, train
 from fgm import data as fdata
 from fgm import nn as fnn
@@ -240,10 +241,10 @@ def test_wgan_gp_step_reports_and_differentiates_the_penalty(key):
 def test_unknown_loss_is_a_value_error_listing_the_choices():
     with pytest.raises(ValueError, match="hinge.*minimax.*non_saturating.*wgan_gp"):
         G.get_loss("least_squares")
-    config = dict(registry.MODELS["gan"].defaults, loss="least_squares", lr=2e-4)
+    config = dict(models.MODELS["gan"].defaults, loss="least_squares", lr=2e-4)
     with pytest.raises(ValueError, match="non_saturating"):
-        registry.gan(fdata.get_spec("mnist"), config)
-    assert registry.MODELS["gan"].defaults["loss"] == "non_saturating"
+        models.gan(fdata.get_spec("mnist"), config)
+    assert models.MODELS["gan"].defaults["loss"] == "non_saturating"
     assert G.get_loss("hinge").name == "hinge" and G.get_loss("wgan_gp", gp_weight=5.0).gradient_penalty == 5.0
 
 
@@ -289,11 +290,12 @@ def test_gan_state_checkpoint_round_trip(tmp_path, key):
 @pytest.mark.parametrize("dataset", ["mnist", "svhn"])
 def test_parameter_count_within_25_percent_of_the_vae(dataset):
     spec = fdata.get_spec(dataset)
-    vae_defaults = registry.MODELS["vae_std"].defaults
-    vae_count = fnn.count_params(registry.vae_lib.init(registry.build_vae(spec, vae_defaults), random.key(0)))
-    config = dict(registry.MODELS["gan"].defaults, lr=2e-4, total_steps=1)
-    recipe = registry.gan(spec, config)
-    params = recipe.init(random.key(0)).params
+    from fgm.models import vae as V
+
+    vae_count = fnn.count_params(V.init(models.build_vae(spec, models.MODELS["vae_std"].defaults), random.key(0)))
+    config = {**cfg.defaults("gan", dataset, "default", models.MODELS["gan"].defaults), "total_steps": 1}
+    recipe = models.gan(spec, config)
+    params = recipe.trainer.init(random.key(0)).params
     gan_count = fnn.count_params(params)
     assert abs(gan_count - vae_count) <= 0.25 * vae_count, (gan_count, vae_count)
     # the parameter table's networks are these very parameter trees
@@ -329,14 +331,15 @@ def test_cli_smoke_run(tmp_path, mnist_root, capsys):
     assert run.main(["gan", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "generator:" in printed and "discriminator:" in printed and "total:" in printed
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line)["mean"] | {"epoch": json.loads(line)["epoch"]}
+               for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     for r in records:
         assert all(math.isfinite(r[k]) for k in KEYS)
         assert 0 < r["val_d_real"] < 1 and 0 < r["val_d_fake"] < 1
     assert (out / "samples" / "epoch_0002.png").exists()
     results = json.loads((out / "results.json").read_text())
-    assert results["num_test"] == 200 and math.isfinite(results["test_d_loss"])
+    assert results["num_test"] == 200 and math.isfinite(results["mean"]["test_d_loss"])
     assert set(results["parameters"]) == {"generator", "discriminator"}
     assert json.loads((out / "config.json").read_text())["loss"] == "non_saturating"
 
@@ -356,6 +359,6 @@ from tests.svhn_fixture import svhn_root  # noqa: E402,F401 - a pytest fixture, 
 def test_svhn_smoke_run_on_the_format_exact_fixture(svhn_root, tmp_path):
     out = tmp_path / "gan-svhn"
     assert run.main(["gan", "svhn", *SMOKE, "--epochs", "1", "--data-dir", str(svhn_root), "--out", str(out)]) == 0
-    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["mean"]
     assert all(math.isfinite(record[k]) for k in KEYS)
     assert (out / "samples" / "epoch_0001.png").exists()

@@ -2,7 +2,7 @@
 
 import torch
 
-from experiments import registry
+from experiments import models as registry
 from fgm import bijectors as B
 from fgm import data as fdata
 from fgm import random, train
@@ -16,6 +16,8 @@ CONFIG = {
     "flow_layers": 4,
     "flow_hidden": [16],
     "lr": 1e-3,
+    "lr_schedule": "constant",
+    "lr_final_fraction": 0.1,
     "total_steps": 100,
 }
 
@@ -76,14 +78,15 @@ def test_loss_gradient_wrt_the_prior_is_minus_the_gradient_of_log_prior():
 
 def test_flow_parameters_get_gradients_and_change_after_a_step(key):
     spec = fdata.get_spec("mnist")
-    recipe = registry.vae_flow(spec, dict(CONFIG))
-    state = recipe.init(key)
+    trainer = registry.vae_flow(spec, dict(CONFIG)).trainer
+    step = train.step_from_update(trainer.make_update(), trainer.inputs)
+    state = trainer.init(key)
     first = state  # the step is pure: this state must still hold the initial values afterwards
     before = tree_clone(state.params)
     x = batch(key)
     # the first step moves the zero-initialised output layers; the second moves everything
     for _ in range(2):
-        state, metrics = recipe.step(state, x, train.step_key(state))
+        state, metrics = step(state, x, train.step_key(state))
     assert torch.isfinite(metrics["loss"])
     prior_before = torch.utils._pytree.tree_leaves(before["prior"])
     prior_after = torch.utils._pytree.tree_leaves(state.params["prior"])
