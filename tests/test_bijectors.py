@@ -137,3 +137,78 @@ def test_two_realnvp_layers_move_every_dimension():
     x = random.normal(random.key(3), (7, 5))
     y = B.forward(flow, params, x)
     assert ((y - x).abs() > 1e-6).all()
+
+
+def test_alternating_masks_are_even_then_odd_dimensions():
+    even, odd = torch.tensor([1.0, 0, 1, 0, 1]), torch.tensor([0.0, 1, 0, 1, 0])
+    masks = B.alternating_masks(5, 4)
+    assert [m.dtype for m in masks] == [torch.float32] * 4
+    assert all(torch.equal(m, want) for m, want in zip(masks, [even, odd, even, odd], strict=True))
+
+
+def test_default_layers_and_log_scale_bound():
+    """realnvp defaults to 4 couplings; a coupling's log-scale is bounded by 2 unless told otherwise."""
+    assert len(B.realnvp(3).init(random.key(0))) == 4
+    x = torch.full((1, 4), 1.0)
+    mask = torch.tensor([1.0, 1.0, 0.0, 0.0])
+
+    def huge_log_det(bijector, **kwargs):
+        """Log-det of a coupling whose conditioner outputs a log-scale of +1000 on both free dims."""
+        params = bijector.init(random.key(1))
+        params = {k: torch.zeros_like(v) for k, v in params.items()}
+        params[f"{len(kwargs.get('hidden', (128,))) * 2}.bias"] = torch.tensor([1000.0] * 4 + [0.0] * 4)
+        return bijector.forward_and_log_det(params, x)[1]
+
+    torch.testing.assert_close(huge_log_det(B.affine_coupling(mask)), torch.tensor([4.0]))  # 2 dims x 2
+    torch.testing.assert_close(huge_log_det(B.affine_coupling(mask, scale_bound=3.0)), torch.tensor([6.0]))
+    flow = B.realnvp(4, 2, hidden=(8,))
+    params = {n: {k: torch.zeros_like(v) for k, v in p.items()} for n, p in flow.init(random.key(2)).items()}
+    for p in params.values():
+        p["2.bias"] = torch.tensor([1000.0] * 4 + [0.0] * 4)
+    torch.testing.assert_close(flow.forward_and_log_det(params, x)[1], torch.tensor([8.0]))  # 4 dims x 2
+
+
+def test_coupling_starts_as_identity_by_default_with_zero_output_layer():
+    bijector = B.affine_coupling(torch.tensor([1.0, 0.0, 1.0]), hidden=(8,))
+    params = bijector.init(random.key(0))
+    assert set(params) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert all(isinstance(v, torch.Tensor) for v in params.values())
+    assert torch.equal(params["2.weight"], torch.zeros(6, 8)) and torch.equal(params["2.bias"], torch.zeros(6))
+    x = random.normal(random.key(1), (4, 3))
+    y, log_det = bijector.forward_and_log_det(params, x)
+    assert torch.equal(y, x) and torch.equal(log_det, torch.zeros(4))
+
+
+def test_conditioner_with_two_hidden_layers():
+    """Every hidden width makes a layer: (8, 6) is Linear(d, 8), ELU, Linear(8, 6), ELU, Linear(6, 2d)."""
+    bijector = B.affine_coupling(torch.tensor([1.0, 0.0, 1.0, 0.0]), hidden=(8, 6), identity_init=False)
+    params = bijector.init(random.key(0))
+    shapes = {k: tuple(v.shape) for k, v in params.items()}
+    assert shapes == {"0.weight": (8, 4), "0.bias": (8,), "2.weight": (6, 8), "2.bias": (6,),
+                      "4.weight": (8, 6), "4.bias": (8,)}
+    x = random.normal(random.key(1), (3, 4), dtype=torch.float64)
+    params = tree_map(lambda t: t.double(), params)
+    y, log_det = bijector.forward_and_log_det(params, x)
+    x_back, log_det_inv = bijector.inverse_and_log_det(params, y)
+    assert torch.allclose(x_back, x, atol=1e-12) and torch.allclose(log_det, -log_det_inv, atol=1e-12)
+    assert not torch.allclose(y, x)
+
+
+def test_flow_keeps_a_low_precision_dtype():
+    """The masks follow the input's dtype: a bfloat16 flow computes and returns bfloat16."""
+    flow = B.realnvp(4, 2, (8,), identity_init=False)
+    params = tree_map(lambda t: t.to(torch.bfloat16), flow.init(random.key(0)))
+    x = random.normal(random.key(1), (3, 4)).to(torch.bfloat16)
+    y, log_det = flow.forward_and_log_det(params, x)
+    x_back, log_det_inv = flow.inverse_and_log_det(params, y)
+    assert {y.dtype, log_det.dtype, x_back.dtype, log_det_inv.dtype} == {torch.bfloat16}
+
+
+def test_permute_has_no_parameters_and_per_example_log_dets():
+    perm = B.permute([2, 0, 1])
+    assert perm.init(random.key(0)) == {}
+    x = random.normal(random.key(1), (5, 3))
+    y, log_det = perm.forward_and_log_det({}, x)
+    assert torch.equal(y, x[:, [2, 0, 1]]) and torch.equal(log_det, torch.zeros(5))
+    x_back, log_det_inv = perm.inverse_and_log_det({}, y)
+    assert torch.equal(x_back, x) and torch.equal(log_det_inv, torch.zeros(5))
