@@ -56,7 +56,9 @@ Design, following optax:
   seed ensemble, see ``fgm.ensemble``) each transformation runs the same ops
   leaf by leaf instead, with the same results. Step counters must then be
   unbatched (all members at the same step), because bias corrections and
-  schedules read them as Python ints.
+  schedules read them as Python ints; the moments should be batched with
+  the parameters (a shared second moment cannot take a batched gradient in
+  place).
 """
 
 from __future__ import annotations

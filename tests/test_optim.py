@@ -1,5 +1,6 @@
 import functools
 import math
+import warnings
 
 import optree
 import pytest
@@ -459,3 +460,154 @@ def test_donated_apply_updates_adds_in_place_when_leaves_are_separate():
     new = optim.apply_updates(params, optree.tree_map(torch.ones_like, params), donate=True)
     assert new is params and {k: v.data_ptr() for k, v in new.items()} == ptrs
     assert torch.equal(new["a"], torch.arange(4.0) + 1) and torch.equal(new["b"], torch.full((2, 2), 2.0))
+
+
+# --------------------------------------------------------------------------- donation and vmap
+
+
+def _ptrs(tree):
+    """Buffer addresses of the floating-point leaves (step counters are new scalars every step)."""
+    return [t.data_ptr() for t in optree.tree_leaves(tree) if t.is_floating_point()]
+
+
+@pytest.mark.parametrize("name", list(_transforms()))
+def test_donated_steps_equal_pure_steps_and_reuse_the_buffers(name):
+    """``donate=True`` gives bitwise the pure values and writes into the donated buffers.
+
+    The updates take the gradients' buffers, Adam's moments are updated in place, and the
+    parameters are added into: a donating step allocates no parameter-sized tensor.
+    """
+    tx = _transforms()[name]
+    pure_p, pure_s = _tree(SHAPES, 0), tx.init(_tree(SHAPES, 0))
+    don_p, don_s = _tree(SHAPES, 0), tx.init(_tree(SHAPES, 0))
+    for k in range(3):
+        grads = _tree(SHAPES, 20 + k)
+        updates, pure_s = tx.update(_clone(grads), pure_s, pure_p)
+        pure_p = optim.apply_updates(pure_p, updates)
+        state_ptrs, grad_ptrs, param_ptrs = _ptrs(don_s), _ptrs(grads), _ptrs(don_p)
+        updates, don_s = tx.update(grads, don_s, don_p, donate=True)
+        assert _ptrs(updates) == grad_ptrs and _ptrs(don_s) == state_ptrs
+        don_p = optim.apply_updates(don_p, updates, donate=True)
+        assert _ptrs(don_p) == param_ptrs
+        assert _tree_equal(don_p, pure_p) and _tree_equal(don_s, pure_s)
+
+
+@pytest.mark.parametrize("name", list(_transforms()))
+def test_donated_gradients_that_share_memory_are_not_written(name):
+    """Autograd may hand one tensor to two leaves, or an expanded one: those are read, never written."""
+    tx = _transforms()[name]
+    shared, wide = torch.linspace(-1, 1, 3, dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64)
+    params = {"a": torch.ones(3, dtype=torch.float64), "b": torch.zeros(3, dtype=torch.float64),
+              "c": torch.ones(4, dtype=torch.float64)}
+    for grads in ({"a": shared, "b": shared, "c": torch.ones(4, dtype=torch.float64)},
+                  {"a": shared.clone(), "b": shared.clone(), "c": wide.expand(4)}):
+        before = _clone(grads)
+        pure, _ = tx.update(_clone(grads), tx.init(params), params)
+        donated, _ = tx.update(grads, tx.init(params), params, donate=True)
+        assert _tree_equal(donated, pure) and _tree_equal(grads, before)
+
+
+def _stack(trees):
+    return optree.tree_map(lambda *xs: torch.stack(xs), *trees)
+
+
+def _member(tree, i):
+    return optree.tree_map(lambda t: t[i], tree)
+
+
+@pytest.mark.parametrize("donate", [False, True])
+@pytest.mark.parametrize("name", list(_transforms()))
+def test_steps_under_vmap_equal_member_by_member_steps(name, donate):
+    """Inside ``torch.func.vmap`` (a seed ensemble) the leaf-by-leaf path gives each member's own steps."""
+    tx, members = _transforms()[name], 3
+    params = _stack([_tree(SHAPES, m) for m in range(members)])
+    grads = [_stack([_tree(SHAPES, 10 * k + m) for m in range(members)]) for k in range(3)]
+
+    def run(p, *gs):
+        state = tx.init(p)  # moments batched like p; the step count stays a plain tensor
+        for g in gs:
+            updates, state = tx.update(g, state, p, **({"donate": True} if donate else {}))
+            p = optim.apply_updates(p, updates, donate=donate)
+        return p
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the per-member fallback's performance warning stays hidden
+        batched = torch.func.vmap(run)(_clone(params), *_clone(grads))
+    for m in range(members):
+        single = run(_member(params, m), *(_member(g, m) for g in grads))
+        assert _max_abs_diff(_member(batched, m), single) < 1e-12
+
+
+def test_adam_under_vmap_with_any_shared_operand():
+    """Gradients and the first moment may be batched or shared (``in_dims=None``) independently.
+
+    The second moment must be batched: ``addcmul_`` writes a batched gradient into it in place.
+    """
+    tx, members = optim.scale_by_adam(), 2
+    params = _tree(SHAPES, 0)
+    grads = _stack([_tree(SHAPES, 1 + m) for m in range(members)])
+    warm = tx.update(_member(grads, 0), tx.init(params), params)[1]  # non-zero moments
+    stacked = warm._replace(mu=_stack([warm.mu] * members), nu=_stack([warm.nu] * members))
+    for g_dim, mu_dim, nu_dim in [(None, None, 0), (0, None, 0), (None, 0, 0), (0, 0, 0)]:
+        state = stacked._replace(mu=stacked.mu if mu_dim == 0 else warm.mu, nu=stacked.nu if nu_dim == 0 else warm.nu)
+        g = grads if g_dim == 0 else _member(grads, 1)
+        in_dims = (g_dim, optim.ScaleByAdamState(None, mu_dim, nu_dim))
+        updates, _ = torch.func.vmap(lambda gr, st: tx.update(gr, st), in_dims=in_dims)(g, state)
+        for m in range(members):
+            want, _ = tx.update(_member(grads, m if g_dim == 0 else 1), warm)
+            assert _max_abs_diff(_member(updates, m), want) < 1e-12
+
+
+def test_apply_updates_under_vmap_with_one_side_shared():
+    params, updates = _stack([_tree(SHAPES, 0), _tree(SHAPES, 1)]), _tree(SHAPES, 2)
+    out = torch.func.vmap(optim.apply_updates, in_dims=(0, None))(params, updates)
+    assert _max_abs_diff(_member(out, 1), optim.apply_updates(_member(params, 1), updates)) == 0
+    out = torch.func.vmap(optim.apply_updates, in_dims=(None, 0))(updates, params)
+    assert _max_abs_diff(_member(out, 1), optim.apply_updates(updates, _member(params, 1))) == 0
+
+
+def test_transforms_run_on_meta_tensors():
+    """Shape-only (meta) tensors take the Python-number path for scalars: no CPU scalar tensors."""
+    params = {"a": torch.empty(3, device="meta"), "b": torch.empty(2, 2, device="meta", dtype=torch.float64)}
+    for name, tx in _transforms().items():
+        updates, state = tx.update(params, tx.init(params), params)
+        new = optim.apply_updates(params, updates)
+        assert all(t.device.type == "meta" for t in optree.tree_leaves((updates, new))), name
+        assert {k: t.dtype for k, t in new.items()} == {"a": torch.float32, "b": torch.float64}
+
+
+def test_defaults_and_counters():
+    params, grads = _tree(SHAPES, 0), _tree(SHAPES, 1)
+    for default, explicit in [(optim.scale_by_adam(), optim.scale_by_adam(0.9, 0.999, 1e-8)),
+                              (optim.adam(0.1), optim.adam(0.1, 0.9, 0.999, 1e-8))]:
+        s_default, s_explicit = default.init(params), explicit.init(params)
+        for _ in range(2):  # the second step has non-zero moments, where b1 matters
+            a, s_default = default.update(grads, s_default)
+            b, s_explicit = explicit.update(grads, s_explicit)
+            assert _tree_equal(a, b) and _tree_equal(s_default, s_explicit)
+    count = optim.scale_by_adam().init(params).count
+    assert count.dtype == torch.int64 and count.shape == () and count.device.type == "cpu"
+    # the one-step schedules: transition / decay over a single step
+    assert optim.exponential_decay(1.0, 0.5, 1)(2) == 0.25
+    assert optim.cosine_decay_schedule(2.0, 1)(0) == 2.0 and optim.cosine_decay_schedule(2.0, 1)(1) == 0.0
+    assert optim.cosine_decay_schedule(1.0, 10)(10) == 0.0  # alpha defaults to 0
+
+
+def test_error_messages_name_the_problem():
+    tx = optim.scale_by_adam()
+    params = {"a": torch.zeros(2)}
+    state = tx.init(params)
+    with pytest.raises(ValueError, match=r"^state\.mu has structure"):
+        tx.update(params, state._replace(mu={"b": torch.zeros(2)}))
+    with pytest.raises(ValueError, match=r"^state\.nu has structure"):
+        tx.update(params, state._replace(nu={"b": torch.zeros(2)}))
+    with pytest.raises(ValueError, match=r"^updates has structure"):
+        optim.apply_updates(params, {"b": torch.zeros(2)})
+    with pytest.raises(ValueError, match="chain of 2 transformations got a state of length 1"):
+        optim.chain(tx, optim.scale(1.0)).update(params, (state,))
+    with pytest.raises(ValueError, match="max_norm must be > 0, got 0"):
+        optim.clip_by_global_norm(0)
+    with pytest.raises(ValueError, match="transition_steps must be > 0, got 0"):
+        optim.exponential_decay(1.0, 0.5, 0)
+    with pytest.raises(ValueError, match="decay_steps must be > 0, got 0"):
+        optim.cosine_decay_schedule(1.0, 0)
