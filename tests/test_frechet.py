@@ -80,3 +80,42 @@ def test_fewer_samples_than_dimensions_warns_and_stays_finite(key):
 def test_covariance_needs_two_vectors():
     with pytest.raises(ValueError, match="at least 2"):
         F.mean_and_covariance(F.update_stats(F.init_stats(3), torch.zeros(1, 3)))
+
+
+def test_empty_statistics_have_the_documented_types():
+    stats = F.init_stats(3)
+    assert stats.count.dtype == torch.int64 and stats.count.shape == () and int(stats.count) == 0
+    assert stats.total.dtype == torch.float64 and stats.total.shape == (3,)
+    assert stats.outer.dtype == torch.float64 and stats.outer.shape == (3, 3)
+    assert not stats.total.any() and not stats.outer.any()
+
+
+def test_float32_features_are_summed_in_float64():
+    """``(1 + 2⁻¹²)²`` needs 25 significant bits: a float32 product would drop the last one."""
+    f = torch.tensor([[1 + 2**-12, 1.0]], dtype=torch.float32)
+    stats = F.update_stats(F.init_stats(2), f)
+    assert stats.outer[0, 0].item() == (1 + 2**-12) ** 2 and stats.outer.dtype == torch.float64
+
+
+def test_two_vectors_give_the_unbiased_covariance():
+    stats = F.update_stats(F.init_stats(2), torch.tensor([[1.0, 0.0], [3.0, 4.0]]))
+    mean, cov = F.mean_and_covariance(stats)
+    assert torch.equal(mean, torch.tensor([2.0, 2.0], dtype=torch.float64))
+    assert torch.equal(cov, torch.tensor([[2.0, 4.0], [4.0, 8.0]], dtype=torch.float64))  # divided by N - 1 = 1
+
+
+@pytest.mark.parametrize("which", ["first", "second"])
+def test_warning_names_the_small_set_at_the_callers_line(key, which):
+    """N = D is still singular; the warning points at the caller and says which set and what to do."""
+    dim = 4
+    small = F.update_stats(F.init_stats(dim), random.normal(key, (dim, dim)))
+    large = F.update_stats(F.init_stats(dim), random.normal(random.fold_in(key, 1), (50, dim)))
+    pair = (small, large) if which == "first" else (large, small)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        F.frechet_distance_from_stats(*pair)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    assert str(caught[0].message) == (
+        f"the {which} set has 4 feature vectors for 4 dimensions: its covariance is singular and the Fréchet "
+        "distance is biased upwards; report N with the value"
+    )
