@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -173,3 +174,21 @@ def test_bound_does_not_decrease_with_k_on_average():
     ]
     assert all(a < b for a, b in zip(means, means[1:])), means
     assert means[-1] <= exact_log_px(params, x).mean() + 0.02
+
+
+def test_nll_is_minus_the_bound_with_the_same_defaults():
+    """``nll`` is ``-L_K`` with K = 1000 in chunks of 100 by default (the chunking fixes the noise)."""
+    vae, params = linear_gaussian()
+    x, key = data(2), random.key(12)
+    default = N.iwae_log_likelihood(vae, params, x, key)
+    assert torch.equal(default, N.iwae_log_likelihood(vae, params, x, key, num_samples=1000, chunk_size=100))
+    assert torch.equal(N.nll(vae, params, x, key), -default)
+    assert torch.equal(N.nll(vae, params, x, key, num_samples=7, chunk_size=3),
+                       -N.iwae_log_likelihood(vae, params, x, key, num_samples=7, chunk_size=3))
+
+
+def test_sizes_below_one_are_refused():
+    vae, params = linear_gaussian()
+    for k, chunk in ((0, 10), (10, 0)):
+        with pytest.raises(ValueError, match=f"num_samples and chunk_size must be >= 1, got {k}, {chunk}"):
+            N.iwae_log_likelihood(vae, params, data(), random.key(0), num_samples=k, chunk_size=chunk)
