@@ -46,7 +46,7 @@ def test_losses_are_paired_as_documented():
     assert G.minimax() == ("minimax", G.bce_discriminator_loss, G.minimax_generator_loss, 0.0)
     assert G.hinge() == ("hinge", G.hinge_discriminator_loss, G.critic_generator_loss, 0.0)
     assert G.wgan_gp() == ("wgan_gp", G.wasserstein_critic_loss, G.critic_generator_loss, 10.0)
-    assert G.wgan_gp(2.5).gradient_penalty == 2.5
+    assert G.wgan_gp(2.5).gradient_penalty == 2.5 and G.wgan_gp(0.5).gradient_penalty == 0.5
     for bad in (0.0, -1.0):
         with pytest.raises(ValueError, match="must be > 0"):
             G.wgan_gp(bad)
@@ -79,9 +79,10 @@ def toy_inputs():
     return g_params, d_params, real, z, alpha
 
 
-@pytest.mark.parametrize("name", ["non_saturating", "minimax", "hinge", "wgan_gp"])
-def test_discriminator_objective(name):
-    gan, loss = toy_gan(), G.get_loss(name, gp_weight=4.0)
+@pytest.mark.parametrize("name, weight", [("non_saturating", 4.0), ("minimax", 4.0), ("hinge", 4.0),
+                                          ("wgan_gp", 4.0), ("wgan_gp", 0.5)])
+def test_discriminator_objective(name, weight):
+    gan, loss = toy_gan(), G.get_loss(name, gp_weight=weight)
     g_params, d_params, real, z, alpha = toy_inputs()
     fake = gan.generate(g_params, z)
     real_logits, fake_logits = gan.discriminate(d_params, real), gan.discriminate(d_params, fake)
@@ -94,7 +95,7 @@ def test_discriminator_objective(name):
         penalty = G.gradient_penalty(gan.discriminate, d_params, real, fake, alpha).mean()
         assert penalty > 0.1
         torch.testing.assert_close(metrics["gradient_penalty"], penalty, rtol=1e-12, atol=0)
-        torch.testing.assert_close(total, d_loss + 4.0 * penalty, rtol=1e-12, atol=0)
+        torch.testing.assert_close(total, d_loss + weight * penalty, rtol=1e-12, atol=0)
         with pytest.raises(ValueError, match="needs interpolation weights alpha"):
             G.discriminator_objective(gan, loss, d_params, g_params, real, z)
     else:
