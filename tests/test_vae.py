@@ -172,17 +172,18 @@ def test_generate_and_reconstruct_shapes(key):
 
 @pytest.mark.parametrize("model", ["vae_std", "vae_flow", "gan"])
 def test_train_steps_leave_the_global_rng_alone(model, key):
-    from experiments import registry
+    from experiments import config as cfg
+    from experiments import models
     from fgm import data as fdata
 
-    entry = registry.get_model(model)
-    config = {**entry.defaults, "lr": 1e-3, "total_steps": 10}
-    recipe = entry.build(fdata.get_spec("mnist"), config)
-    state = recipe.init(key)
+    config = {**cfg.defaults(model, "mnist", "default", models.MODELS[model].defaults), "total_steps": 10}
+    trainer = models.get_model(model).build(fdata.get_spec("mnist"), config).trainer
+    step = train.step_from_update(trainer.make_update(), trainer.inputs)
+    state = trainer.init(key)
     x = random.uniform(key, (4, 1, 28, 28))
     torch.manual_seed(1234)
     before = torch.get_rng_state().clone()
-    state, metrics = recipe.step(state, (x > 0.5).float(), train.step_key(state))
-    state, metrics = recipe.step(state, (x > 0.5).float(), train.step_key(state))
+    state, metrics = step(state, (x > 0.5).float(), train.step_key(state))
+    state, metrics = step(state, (x > 0.5).float(), train.step_key(state))
     assert torch.equal(before, torch.get_rng_state())
     assert torch.isfinite(metrics["loss"])
