@@ -83,7 +83,7 @@ def reference_statistics(
     extractor, dataset: str, split: str, images: torch.Tensor, progress: bool = True
 ) -> frechet.FeatureStats:
     """Feature statistics of a real split (``uint8 [N, C, H, W]``), cached on disk."""
-    key = fid_lib.statistics_key(dataset, split, images.shape[0], extractor.info)
+    key = fid_lib.statistics_key(dataset, split, images.shape[0], extractor.info, images=images)
     return fid_lib.cached_statistics(
         cache_dir(),
         key,
