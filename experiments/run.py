@@ -62,7 +62,7 @@ def figures_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.run figures", description="Rewrite runs' figures.")
     parser.add_argument("runs", nargs="+", help="run directories")
     parser.add_argument("--data-dir", help="dataset root (default: $FGM_DATA_DIR, else ./data)")
-    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE")
+    cfg.add_import_flag(parser)
     args = parser.parse_args(argv)
     for path in args.runs:
         train.rewrite_figures(Path(path), args.data_dir)
