@@ -64,7 +64,7 @@ class Setting(NamedTuple):
 def _run_settings() -> list[Setting]:
     return [
         Setting("epochs", int, "passes over the training set", low=1),
-        Setting("batch_size", int, "images per step", low=1),
+        Setting("batch_size", int, "images per step (GAN: per D step)", low=1),
         Setting("lr", float, "Adam's learning rate", low=1e-12, high=1.0),
         Setting("lr_schedule", str, "learning-rate schedule", choices=("constant", "cosine"), flag=False),
         Setting("lr_final_fraction", float, "cosine: final rate as a fraction of lr", low=0.0, high=1.0, flag=False),

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from experiments import config as cfg
-from experiments import models, run
+from experiments import models, run, rundir
 from fgm import checkpoint, optim, random, train
 from fgm import data as fdata
 from fgm import nn as fnn
@@ -96,11 +96,28 @@ def test_d_step_leaves_the_generator_alone_and_vice_versa(key):
 
 def test_d_steps_per_g_step_counts_optimizer_updates(key):
     gan, loss, opt, state = setup(key)
-    state, _ = G.make_gan_step(gan, loss, opt, opt, d_steps_per_g_step=3)(state, real_batch(key), key)
+    state, _ = G.make_gan_step(gan, loss, opt, opt, d_steps_per_g_step=3)(state, real_batch(key, n=48), key)
     count = lambda s: int(s[0].count)  # noqa: E731  (adam state = (ScaleByAdamState, lr state))
     assert count(state.opt_state["discriminator"]) == 3 and count(state.opt_state["generator"]) == 1
     with pytest.raises(ValueError, match="d_steps_per_g_step"):
         G.make_gan_step(gan, loss, opt, opt, d_steps_per_g_step=0)
+
+
+@pytest.mark.parametrize("loss", ["non_saturating", "wgan_gp"])
+def test_each_d_step_takes_its_own_real_batch(key, loss):
+    """Two D steps and a G step, from one batch of 2B images, equal the player steps on its two halves."""
+    gan, adv, opt, state = setup(key, loss)
+    x, step_key = real_batch(random.fold_in(key, 1), n=32), random.fold_in(key, 2)
+    reals, d_noise, z_g = G.gan_inputs(gan, adv, d_steps_per_g_step=2)(x, step_key)
+    assert [r.shape[0] for r in reals] == [16, 16] and z_g.shape[0] == 16
+    expected = state
+    for real, noise in zip((x[:16], x[16:]), d_noise):
+        expected, _ = G.discriminator_step(gan, adv, opt, expected, real, *noise)
+    expected, _ = G.generator_step(gan, adv, opt, expected, z_g)
+    stepped, _ = G.make_gan_step(gan, adv, opt, opt, d_steps_per_g_step=2)(state, x, step_key)
+    assert tree_equal(stepped.params, expected.params)
+    with pytest.raises(ValueError, match="cannot be split into 3"):
+        G.gan_inputs(gan, adv, d_steps_per_g_step=3)(x, step_key)
 
 
 # --------------------------------------------------------------------------- each step plays its own side
@@ -330,6 +347,22 @@ def test_cli_smoke_run(tmp_path, mnist_root, capsys):
     assert results["num_test"] == 200 and math.isfinite(results["mean"]["test_d_loss"])
     assert set(results["parameters"]) == {"generator", "discriminator"}
     assert json.loads((out / "config.json").read_text())["loss"] == "non_saturating"
+
+
+def test_cli_d_steps_takes_a_batch_per_d_step_and_both_schedules_span_the_run(tmp_path, mnist_root, monkeypatch):
+    spans = []
+    real_adam = models.adam
+    record = lambda config, total, **kw: spans.append(total) or real_adam(config, total, **kw)  # noqa: E731 (a spy)
+    monkeypatch.setattr(models, "adam", record)
+    out = tmp_path / "d2"
+    args = ["gan", "mnist", *SMOKE, "--epochs", "1", "--data-dir", str(mnist_root), "--out", str(out)]
+    assert run.main([*args, "--set", "d_steps=2", "--set", "lr_schedule=cosine"]) == 0
+    iterations = 512 // (64 * 2)  # 512 images, two batches of 64 per game iteration
+    assert json.loads((out / "config.json").read_text())["total_steps"] == iterations
+    assert spans == [iterations, 2 * iterations]  # G counts iterations, D counts its updates
+    state = rundir.load_run(out).state
+    count = lambda tree: int(tree[0].count)  # noqa: E731  (adam state = (ScaleByAdamState, lr state))
+    assert (count(state.opt_state["generator"]), count(state.opt_state["discriminator"])) == (iterations, 8)
 
 
 def test_cli_selects_the_loss_with_set(tmp_path, mnist_root, capsys):

@@ -579,29 +579,42 @@ def generator_step(
 
 
 def gan_inputs(gan: GAN, loss: AdversarialLoss, d_steps_per_g_step: int = 1) -> train.InputsFn:
-    """The noise of one game iteration, drawn from its key (the edge of :func:`make_gan_update`).
+    """The data and noise of one game iteration (the edge of :func:`make_gan_update`).
 
-    The key is split into ``d_steps_per_g_step + 1`` keys, one per player
-    step; each D key is split again into the latents' and (WGAN-GP only) the
-    interpolation weights' keys.
+    One iteration consumes ``d_steps_per_g_step`` real batches, one per D
+    step, passed together as one batch of ``d_steps_per_g_step * B`` images:
+    a D step never sees the same real images twice. The key is split into
+    ``d_steps_per_g_step + 1`` keys, one per player step; each D key is split
+    again into the latents' and (WGAN-GP only) the interpolation weights' keys.
+    The G step draws ``B`` latents.
 
     Returns:
-      ``inputs(batch [B, C, H, W], key) -> (batch, d_noise, z_g)`` with
+      ``inputs(batch [d_steps * B, C, H, W], key) -> (reals, d_noise, z_g)``
+      with ``reals`` a tuple of one ``[B, C, H, W]`` batch per D step,
       ``d_noise`` a tuple of one ``(z [B, d],)`` or ``(z, alpha [B, 1, 1, 1])``
       per D step and ``z_g`` the G step's ``[B, d]`` latents.
+
+    Raises:
+      ValueError: ``d_steps_per_g_step < 1``, or (when called) a batch whose
+        size is not a multiple of ``d_steps_per_g_step``.
     """
     if d_steps_per_g_step < 1:
         raise ValueError(f"d_steps_per_g_step must be >= 1, got {d_steps_per_g_step}")
 
     def inputs(batch: torch.Tensor, key: random.Key) -> tuple:
-        n = batch.shape[0]
+        if batch.shape[0] % d_steps_per_g_step:
+            raise ValueError(
+                f"a batch of {batch.shape[0]} images cannot be split into {d_steps_per_g_step} equal D-step batches"
+            )
+        reals = tuple(batch.chunk(d_steps_per_g_step))
+        n = reals[0].shape[0]
         *d_keys, g_key = random.split(key, d_steps_per_g_step + 1)
         d_noise = []
         for d_key in d_keys:
             k_z, k_alpha = random.split(d_key)
             alpha = (interpolation_weights(k_alpha, n),) if loss.gradient_penalty > 0 else ()
             d_noise.append((latent_noise(gan, k_z, n), *alpha))
-        return batch, tuple(d_noise), latent_noise(gan, g_key, n)
+        return reals, tuple(d_noise), latent_noise(gan, g_key, n)
 
     return inputs
 
@@ -627,9 +640,9 @@ def make_gan_update(
         :func:`fgm.train.make_update`).
 
     Returns:
-      ``update(params, opt_state, real, d_noise, z_g) -> (params, opt_state,
+      ``update(params, opt_state, reals, d_noise, z_g) -> (params, opt_state,
       metrics)`` with the inputs of :func:`gan_inputs` (one D step per entry
-      of ``d_noise``) and the metrics of :func:`make_gan_step`.
+      of ``reals`` and ``d_noise``) and the metrics of :func:`make_gan_step`.
 
     Raises:
       ValueError: WGAN-GP with the ``"func"`` backend.
@@ -639,8 +652,10 @@ def make_gan_update(
             f"the {loss.name} loss needs the autograd backend: its gradient penalty calls torch.autograd.grad"
         )
 
-    def update(params: TensorTree, opt_state: TensorTree, real: torch.Tensor, d_noise: tuple, z_g: torch.Tensor):
-        for noise in d_noise:
+    def update(params: TensorTree, opt_state: TensorTree, reals: tuple, d_noise: tuple, z_g: torch.Tensor):
+        if len(reals) != len(d_noise):
+            raise ValueError(f"{len(reals)} real batches for {len(d_noise)} D steps")
+        for real, noise in zip(reals, d_noise):
             params, opt_state, d_metrics = _discriminator_update(
                 gan, loss, d_opt, params, opt_state, real, *noise, backend=backend, donate=donate
             )
@@ -661,10 +676,10 @@ def make_gan_step(
 ) -> train.StepFn:
     """Builds ``step(state, batch, key) -> (state, metrics)``: D step(s), then a G step.
 
-    The key is split into ``d_steps_per_g_step + 1`` keys, one per player
-    step; each D step draws its own latents (and WGAN-GP weights) and reuses
-    the same real batch, the G step draws fresh latents of the batch's size
-    (:func:`gan_inputs`; the update is :func:`make_gan_update`).
+    ``batch`` holds ``d_steps_per_g_step`` real batches of ``B`` images, one
+    per D step; each D step draws its own latents (and WGAN-GP weights), the
+    G step draws ``B`` fresh latents (:func:`gan_inputs`; the update is
+    :func:`make_gan_update`).
     ``state.step`` grows by one per call.
 
     Args:
@@ -700,8 +715,12 @@ def build(
       loss: the adversarial loss.
       g_opt: the generator's optimizer (its schedule counts game iterations).
       d_opt: the discriminator's optimizer (its schedule counts D updates,
-        ``d_steps_per_g_step`` per iteration: size it accordingly).
-      d_steps_per_g_step: D steps before each G step.
+        ``d_steps_per_g_step`` per iteration: give it
+        ``d_steps_per_g_step`` times the G schedule's length so that both
+        decay together over the run).
+      d_steps_per_g_step: D steps before each G step; each takes its own
+        real batch, so an update's batch holds ``d_steps_per_g_step * B``
+        images (see :func:`gan_inputs`).
 
     Returns:
       ``init(key) -> GANState``; ``make_update`` as :func:`make_gan_update`
