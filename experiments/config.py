@@ -46,18 +46,11 @@ class Setting(NamedTuple):
         if self.choices:
             text = f"one of: {', '.join(self.choices)}"
         else:
-            kind = {
-                int: "an integer",
-                float: "a finite number",
-                str: "a word",
-                bool: "true or false",
-                list: "a list of integers such as [512,256] or 512,256",
-            }[self.type]
-            bounds = [
-                f">= {self.low:g}" if self.low is not None else "",
-                f"<= {self.high:g}" if self.high is not None else "",
-            ]
-            text = " ".join([kind, *[b for b in bounds if b]])
+            kind = {int: "an integer", float: "a finite number", str: "a word", bool: "true or false"}.get(
+                self.type, "a list of integers such as [512,256] or 512,256"
+            )
+            bounds = [f">= {self.low:g}"] if self.low is not None else []
+            text = " ".join([kind, *bounds, *([f"<= {self.high:g}"] if self.high is not None else [])])
         return text + (" (or null)" if self.optional else "")
 
 
@@ -74,25 +67,10 @@ def _run_settings() -> list[Setting]:
         Setting("test_limit", int, "use only the first N test images", low=2, optional=True, eval_only=True),
         Setting("nll_samples", int, "importance samples K for the test NLL (0 skips it)", low=0, eval_only=True),
         Setting("fid_samples", int, "generated images for the test FID (0 skips it)", low=0, eval_only=True),
-        Setting(
-            "fid_reference_count",
-            int,
-            "real test images the FID compares against (null: all)",
-            low=2,
-            optional=True,
-            eval_only=True,
-        ),
+        Setting("fid_reference_count", int, "test images of the FID (null: all)", 2, optional=True, eval_only=True),
         Setting("fid_every", int, "validation FID every N epochs (0: never)", low=0, eval_only=True),
-        Setting(
-            "fid_val_samples", int, "generated (and real validation) images per validation FID", low=2, eval_only=True
-        ),
-        Setting(
-            "interpolation_points",
-            int,
-            "interior points of each interpolation strip (plus both ends)",
-            low=1,
-            eval_only=True,
-        ),
+        Setting("fid_val_samples", int, "generated (and real val) images per validation FID", low=2, eval_only=True),
+        Setting("interpolation_points", int, "interior points per strip (plus both ends)", low=1, eval_only=True),
         Setting("compile", bool, "torch.compile the loss and its gradient (VAEs)", flag=False),
     ]
 

@@ -21,8 +21,8 @@ images (``uint8`` in ``[0, 255]`` or float in ``[0, 1]``, ``[N, C, H, W]``,
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -32,8 +32,8 @@ import torch
 
 from experiments import config as cfg
 from experiments import rundir
-from fgm import checkpoint, random
 from fgm import data as fdata
+from fgm import random
 from fgm.metrics import fid as fid_lib
 from fgm.metrics import frechet, inception
 from fgm.types import Trainer
@@ -54,19 +54,18 @@ class FIDReport(NamedTuple):
     num_reference: int
     weights: str
 
-    def as_results(self, prefix: str = "test") -> dict:
+    def as_results(self) -> dict:
+        """The test FID and what it was computed from, as ``results.json`` keys."""
         return {
-            f"{prefix}_fid": self.value,
-            "fid_samples" if prefix == "test" else f"{prefix}_fid_samples": self.num_generated,
-            "fid_reference" if prefix == "test" else f"{prefix}_fid_reference": self.reference,
-            "fid_reference_count" if prefix == "test" else f"{prefix}_fid_reference_count": self.num_reference,
+            "test_fid": self.value,
+            "fid_samples": self.num_generated,
+            "fid_reference": self.reference,
+            "fid_reference_count": self.num_reference,
             "fid_weights": self.weights,
         }
 
 
-def generated_batches(
-    trainer: Trainer, params, key: random.Key, num: int, batch_size: int = 250
-) -> Iterator[torch.Tensor]:
+def generated_batches(trainer: Trainer, params, key: random.Key, num: int, batch_size=250) -> Iterator[torch.Tensor]:
     """``num`` samples of a model in batches, ``[b, C, H, W]`` in ``[0, 1]``."""
     with torch.no_grad():
         for i, start in enumerate(range(0, num, batch_size)):
@@ -85,17 +84,9 @@ def reference_statistics(
 ) -> frechet.FeatureStats:
     """Feature statistics of a real split (``uint8 [N, C, H, W]``), cached on disk."""
     key = fid_lib.statistics_key(dataset, split, images.shape[0], extractor.info, images=images)
-    return fid_lib.cached_statistics(
-        cache_dir(),
-        key,
-        lambda: fid_lib.image_statistics(
-            real_batches(images),
-            extractor,
-            progress=progress,
-            total=images.shape[0],
-            desc=f"FID reference {dataset}:{split}[:{images.shape[0]}]",
-        ),
-    )
+    desc = f"FID reference {dataset}:{split}[:{images.shape[0]}]"
+    stats = functools.partial(fid_lib.image_statistics, extractor=extractor, progress=progress, desc=desc)
+    return fid_lib.cached_statistics(cache_dir(), key, lambda: stats(real_batches(images), total=images.shape[0]))
 
 
 def model_fid(
@@ -106,23 +97,17 @@ def model_fid(
     dataset: str,
     split: str,
     reference: torch.Tensor,
-    extractor: inception.FeatureExtractor | None = None,
     progress: bool = True,
+    extractor: inception.FeatureExtractor | None = None,
 ) -> FIDReport:
     """FID between ``num_samples`` generated images and the real ``reference`` images."""
     extractor = extractor or inception.make_feature_extractor()
     real = reference_statistics(extractor, dataset, split, reference, progress)
-    fake = fid_lib.image_statistics(
-        generated_batches(trainer, params, key, num_samples),
-        extractor,
-        progress=progress,
-        total=num_samples,
-        desc=f"FID samples ({num_samples})",
-    )
-    value = frechet.frechet_distance_from_stats(fake, real)
-    return FIDReport(
-        value, num_samples, f"{dataset}:{split}[:{reference.shape[0]}]", int(reference.shape[0]), extractor.info.weights
-    )
+    batches = generated_batches(trainer, params, key, num_samples)
+    desc = f"FID samples ({num_samples})"
+    fake = fid_lib.image_statistics(batches, extractor, progress=progress, total=num_samples, desc=desc)
+    name, n = f"{dataset}:{split}[:{reference.shape[0]}]", int(reference.shape[0])
+    return FIDReport(frechet.frechet_distance_from_stats(fake, real), num_samples, name, n, extractor.info.weights)
 
 
 def images_from_file(path: Path) -> torch.Tensor:
@@ -141,9 +126,7 @@ def images_from_file(path: Path) -> torch.Tensor:
     if array.ndim == 3:
         array = array[:, None]
     if array.ndim != 4:
-        raise ValueError(
-            f"{path}: expected images [N, C, H, W], [N, H, W, C] or [N, H, W], got shape {tuple(array.shape)}"
-        )
+        raise ValueError(f"{path}: expected images [N, C, H, W], [N, H, W, C] or [N, H, W], got {tuple(array.shape)}")
     if array.shape[1] not in (1, 3) and array.shape[-1] in (1, 3):
         array = array.permute(0, 3, 1, 2)
     if array.dtype == torch.uint8:
@@ -162,16 +145,11 @@ def statistics(source: str, extractor, args) -> tuple[frechet.FeatureStats, str]
         run = rundir.load_run(path)
         if not 0 <= args.member < len(run.params):
             raise ValueError(f"{path} has {len(run.params)} member(s); --member must be in 0..{len(run.params) - 1}")
-        batches = generated_batches(
-            run.experiment.trainer, run.params[args.member], random.key(args.seed), args.samples
-        )
-        stats = fid_lib.image_statistics(
-            batches, extractor, progress=progress, total=args.samples, desc=f"{path.name} samples"
-        )
-        return (
-            stats,
-            f"{args.samples} samples of {path} (member {args.member}, seed {run.config['seeds'][args.member]})",
-        )
+        member = run.params[args.member]
+        batches = generated_batches(run.experiment.trainer, member, random.key(args.seed), args.samples)
+        stats = fid_lib.image_statistics(batches, extractor, progress=progress, total=args.samples, desc=path.name)
+        seed = run.config["seeds"][args.member]
+        return stats, f"{args.samples} samples of {path} (member {args.member}, seed {seed})"
     if path.suffix in (".npy", ".npz", ".pt"):
         if not path.exists():
             raise ValueError(f"{path}: no such file")
@@ -195,7 +173,7 @@ def statistics(source: str, extractor, args) -> tuple[frechet.FeatureStats, str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m experiments.run fid A B``: prints the FID of two sources; exit 2 on bad input."""
+    """``python -m experiments.run fid A B``: prints the FID of two sources (bad input: the dispatcher exits 2)."""
     parser = argparse.ArgumentParser(prog="python -m experiments.run fid", description="FID between two image sets.")
     parser.add_argument("first", help="run directory, image file, or dataset:split[:count]")
     parser.add_argument("second", help="run directory, image file, or dataset:split[:count]")
@@ -208,13 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     cfg.add_import_flag(parser)
     args = parser.parse_args(argv)
-    try:
-        extractor = inception.make_feature_extractor(args.weights, path=args.weights_path)
-        first, first_desc = statistics(args.first, extractor, args)
-        second, second_desc = statistics(args.second, extractor, args)
-    except (ValueError, fdata.DataError, checkpoint.CheckpointError, inception.InceptionWeightsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    extractor = inception.make_feature_extractor(args.weights, path=args.weights_path)
+    first, first_desc = statistics(args.first, extractor, args)
+    second, second_desc = statistics(args.second, extractor, args)
     value = frechet.frechet_distance_from_stats(first, second)
     print(f"FID {value:.3f}  ({first_desc} vs {second_desc}; {args.weights} Inception weights)")
     return 0

@@ -120,10 +120,8 @@ def write_interpolations(
         return {}
     key = random.key(interpolate.INTERPOLATION_SEED)
     weights = interpolate.interpolation_weights(interior)
-    noise_a = experiment.trainer.noise(random.fold_in(key, 0), pairs)
-    noise_b = experiment.trainer.noise(random.fold_in(key, 1), pairs)
-    images_a = images_b = None
-    index_a = index_b = None
+    noise_a, noise_b = (experiment.trainer.noise(random.fold_in(key, i), pairs) for i in (0, 1))
+    images_a = images_b = index_a = index_b = None
     if test_inputs is not None and test_inputs.shape[0] >= 2:
         index_a, index_b = interpolate.test_pairs(test_inputs.shape[0], pairs, key)
         images_a, images_b = test_inputs[index_a], test_inputs[index_b]
@@ -131,24 +129,17 @@ def write_interpolations(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    index: dict[str, Any] = {
-        "weights": [round(float(v), 6) for v in weights],
-        "pairs": pairs,
-        "seed": interpolate.INTERPOLATION_SEED,
-        "test_indices": {"a": index_a, "b": index_b} if index_a is not None else None,
-        "kinds": {},
-    }
+    test_indices = {"a": index_a, "b": index_b} if index_a is not None else None
+    weights_list = [round(float(v), 6) for v in weights]
+    index = dict(weights=weights_list, pairs=pairs, seed=interpolate.INTERPOLATION_SEED, test_indices=test_indices)
+    index["kinds"] = {}
     for kind, strip in strips.items():
         grid, nrow = _strip_grid(strip)
         path = folder / f"{kind}.png"
         save_grid(grid, path, nrow=nrow)
         written[kind] = path
-        index["kinds"][kind] = {
-            "file": path.name,
-            "caption": strip.caption,
-            "real_ends": strip.real_a is not None,
-            **interpolate.path_statistics(strip.images),
-        }
+        entry = {"file": path.name, "caption": strip.caption, "real_ends": strip.real_a is not None}
+        index["kinds"][kind] = entry | interpolate.path_statistics(strip.images)
     (folder / INDEX).write_text(json.dumps(index, indent=2) + "\n")
     return written
 
@@ -224,13 +215,11 @@ def write_progression(out: str | Path, max_columns: int = 12, nrow: int = 8) -> 
         columns.append((epoch, grid))
     height, width = columns[0][1].shape[:2]
     col = 0.8  # inches per column
-    fig, axes = plt.subplots(
-        1, len(columns), figsize=(col * len(columns) + 0.3, col * height / width + 0.7), squeeze=False
-    )
+    size = (col * len(columns) + 0.3, col * height / width + 0.7)
+    fig, axes = plt.subplots(1, len(columns), figsize=size, squeeze=False)
     for ax, (epoch, image) in zip(axes[0], columns):
         ax.imshow(image, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
         ax.set_xlabel(f"epoch {epoch}", fontsize=8)
     fig.suptitle("same latents through training", fontsize=9)
     fig.tight_layout()

@@ -153,37 +153,22 @@ def vae_interpolations(
     def push(u):  # base -> latent, z = f(u), on [P, W, d]
         return vae.prior.sample(params["prior"], u.reshape(p * w, -1)).reshape(p, w, -1)
 
+    if flow is None:  # base and latent space coincide
+        push, draws, space = (lambda u: u), "two prior draws z ~ N(0, I)", "latent space z (the prior is N(0, I))"
+    else:
+        draws, space = "two base draws u ~ N(0, I)", "the flow's base space u, decoded at z = f(u)"
     how = _weights_text(weights)
-    strips: dict[str, Strip] = {}
     with torch.no_grad():
-        if flow is None:
-            space = "latent space z (the prior is N(0, I): base and latent space coincide)"
-            strips["prior_noise"] = Strip(
-                decode(lerp(noise_a, noise_b, weights)), f"two prior draws z ~ N(0, I), linear path in {space}; {how}"
-            )
-            strips["prior_noise_slerp"] = Strip(
-                decode(slerp(noise_a, noise_b, weights)),
-                f"the same prior draws, spherical path (slerp) in {space}; {how}",
-            )
-        else:
-            strips["prior_noise"] = Strip(
-                decode(push(lerp(noise_a, noise_b, weights))),
-                f"two base draws u ~ N(0, I), linear path in the flow's base space u, decoded at z = f(u); {how}",
-            )
-            strips["prior_noise_slerp"] = Strip(
-                decode(push(slerp(noise_a, noise_b, weights))),
-                f"the same base draws, spherical path (slerp) in base space u, decoded at z = f(u); {how}",
-            )
-            z_a = vae.prior.sample(params["prior"], noise_a)
-            z_b = vae.prior.sample(params["prior"], noise_b)
+        strips = _noise_strips(lambda u: decode(push(u)), noise_a, noise_b, weights, draws, space)
+        if flow is not None:
+            z_a, z_b = vae.prior.sample(params["prior"], noise_a), vae.prior.sample(params["prior"], noise_b)
             strips["prior_latent"] = Strip(
                 decode(lerp(z_a, z_b, weights)),
                 f"the same draws mapped to latent space, z = f(u), linear path in latent space z; {how}",
             )
         if images_a is not None and images_b is not None:
             real_a, real_b = _display(vae, images_a), _display(vae, images_b)
-            mu_a, _ = vae.encode(params["encoder"], images_a)
-            mu_b, _ = vae.encode(params["encoder"], images_b)
+            mu_a, mu_b = vae.encode(params["encoder"], images_a)[0], vae.encode(params["encoder"], images_b)[0]
             strips["test_latent"] = Strip(
                 decode(lerp(mu_a, mu_b, weights)),
                 f"posterior means μ(x) of two test images (shown framed at both ends), linear path in latent "
@@ -192,8 +177,7 @@ def vae_interpolations(
                 real_b,
             )
             if flow is not None:
-                u_a = flow.inverse_and_log_det(params["prior"], mu_a)[0]
-                u_b = flow.inverse_and_log_det(params["prior"], mu_b)[0]
+                u_a, u_b = (flow.inverse_and_log_det(params["prior"], mu)[0] for mu in (mu_a, mu_b))
                 strips["test_base"] = Strip(
                     decode(push(lerp(u_a, u_b, weights))),
                     f"the same posterior means mapped to base space, u = f⁻¹(μ(x)), linear path in base space u, "
@@ -232,18 +216,19 @@ def gan_interpolations(
     def generate(z):
         return gan_lib.generate(gan, params, z.reshape(p * w, -1)).reshape(p, w, *gan.image_shape)
 
-    how = _weights_text(weights)
     with torch.no_grad():
-        return {
-            "prior_noise": Strip(
-                generate(lerp(noise_a, noise_b, weights)),
-                f"two latent draws z ~ N(0, I), linear path in latent space z; {how}",
-            ),
-            "prior_noise_slerp": Strip(
-                generate(slerp(noise_a, noise_b, weights)),
-                f"the same latent draws, spherical path (slerp) in latent space z; {how}",
-            ),
-        }
+        return _noise_strips(generate, noise_a, noise_b, weights, "two latent draws z ~ N(0, I)", "latent space z")
+
+
+def _noise_strips(render, noise_a, noise_b, weights: torch.Tensor, draws: str, space: str) -> dict[str, Strip]:
+    """``prior_noise`` and ``prior_noise_slerp``: ``render([P, W, d] noise) -> [P, W, C, H, W]`` along both paths."""
+    how = _weights_text(weights)
+    return {
+        "prior_noise": Strip(render(lerp(noise_a, noise_b, weights)), f"{draws}, linear path in {space}; {how}"),
+        "prior_noise_slerp": Strip(
+            render(slerp(noise_a, noise_b, weights)), f"the same draws, spherical path (slerp) in {space}; {how}"
+        ),
+    }
 
 
 def path_statistics(images: torch.Tensor) -> dict[str, float]:

@@ -86,9 +86,7 @@ def register_model(name: str, settings: dict[str, tuple[Any, Setting | None]] | 
             spec = spec or Setting(key, list if isinstance(default, list) else type(default), key, flag=False)
             known = MODEL_SETTINGS.setdefault(key, spec._replace(flag=False))
             if known.type is not spec.type:
-                raise ValueError(
-                    f"setting {key!r} of {name} is a {spec.type.__name__}, elsewhere a {known.type.__name__}"
-                )
+                raise ValueError(f"setting {key!r} of {name} is {spec.type.__name__}, elsewhere {known.type.__name__}")
             defaults[key] = default
         MODELS[name] = ModelEntry(build, defaults)
         return build
@@ -148,13 +146,8 @@ def build_vae(spec: fdata.DatasetSpec, config: dict, prior: vae_lib.Prior | None
     if _architecture(spec, "vae") == "mlp":
         likelihood = vae_lib.bernoulli_likelihood()
         enc = functools.partial(networks.mnist_mlp_encoder, d, tuple(config["hidden"]), image_shape=spec.shape)
-        dec = functools.partial(
-            networks.mnist_mlp_decoder,
-            d,
-            tuple(reversed(config["hidden"])),
-            likelihood.out_channels * c,
-            image_shape=spec.shape,
-        )
+        widths, out = tuple(reversed(config["hidden"])), likelihood.out_channels * c
+        dec = functools.partial(networks.mnist_mlp_decoder, d, widths, out, image_shape=spec.shape)
     else:
         likelihood = vae_lib.discretized_logistic_likelihood()
         enc = functools.partial(networks.svhn_conv_encoder, d, config["width"], in_channels=c)
@@ -169,9 +162,7 @@ def vae_experiment(spec: fdata.DatasetSpec, config: dict, vae: vae_lib.VAE, flow
         trainer=vae_lib.build(vae, adam(config, config["total_steps"])),
         networks={"encoder": (vae.encoder, (1, c, h, w)), "decoder": (vae.decoder, (1, vae.latent_dim))},
         objective="neg_elbo",
-        log_likelihood=lambda params, x, key, k: nll_lib.iwae_log_likelihood(
-            vae, params, x, key, k, chunk_size=min(k, 100)
-        ),
+        log_likelihood=lambda params, x, key, k: nll_lib.iwae_log_likelihood(vae, params, x, key, k, min(k, 100)),
         interpolate=functools.partial(interpolate.vae_interpolations, vae, flow=flow),
         **dataset_inputs(spec),
     )

@@ -129,17 +129,9 @@ def differences(models_: dict[str, dict]) -> list[dict]:
                 stds = [s for s in (ma["std"], mb["std"]) if s is not None]
                 larger = max(stds) if len(stds) == 2 else None
                 diff = mb["mean"] - ma["mean"]
-                rows.append(
-                    {
-                        "metric": key,
-                        "a": a,
-                        "b": b,
-                        "difference": diff,
-                        "larger_std": larger,
-                        "exceeds_two_std": None if larger is None else abs(diff) > 2 * larger,
-                        "digits": digits,
-                    }
-                )
+                exceeds = None if larger is None else abs(diff) > 2 * larger
+                row = dict(metric=key, a=a, b=b, difference=diff, larger_std=larger, exceeds_two_std=exceeds)
+                rows.append(row | {"digits": digits})
     return rows
 
 
@@ -192,9 +184,8 @@ def results_lines(dataset: str, summary: dict) -> list[str]:
     for d in differences(summary):
         verdict = {True: "yes", False: "no", None: "— (one seed)"}[d["exceeds_two_std"]]
         larger = "—" if d["larger_std"] is None else f"{d['larger_std']:.{d['digits']}f}"
-        lines.append(
-            f"| {d['metric']} | {d['a']} | {d['b']} | {d['difference']:+.{d['digits']}f} | {larger} | {verdict} |"
-        )
+        diff = f"{d['difference']:+.{d['digits']}f}"
+        lines.append(f"| {d['metric']} | {d['a']} | {d['b']} | {diff} | {larger} | {verdict} |")
     lines += ["", "Commands:", ""] + [f"- `{r['dir']}`: `{r['command']}`" for s in summary.values() for r in s["runs"]]
     return lines + [""]
 

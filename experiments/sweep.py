@@ -82,17 +82,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def run_config(job: Job, profile: str, extra: list[str]) -> dict:
     """The config of a job, resolved by the same parser and table as a single command."""
-    argv = [
-        job.model,
-        job.dataset,
-        "--profile",
-        profile,
-        "--seed",
-        str(job.seeds[0]),
-        "--seeds",
-        str(len(job.seeds)),
-        *extra,
-    ]
+    argv = [job.model, job.dataset, "--profile", profile, "--seed", str(job.seeds[0]), "--seeds", str(len(job.seeds))]
+    argv += extra
     args = cfg.train_parser(sorted(models.MODELS), list(fdata.DATASETS)).parse_args(argv)
     return cfg.resolve(args, models.get_model(job.model).defaults)
 
@@ -139,16 +130,11 @@ def run_job(job: Job, args: argparse.Namespace, extra: list[str]) -> Outcome:
         return Outcome(job, f"conflict: bad flags ({exc})", 0.0)
     if action == "done" or action.startswith("conflict") or args.dry_run:
         return Outcome(job, f"would {action}" if args.dry_run and action in ("fresh", "resume") else action, 0.0)
-    print(
-        f"\n=== {job.model} on {job.dataset}, seeds {job.seeds}: {action} -> {job.out}\n"
-        f"    ({cfg.reproduce_command(config, models.get_model(job.model).defaults)})",
-        flush=True,
-    )
+    command = cfg.reproduce_command(config, models.get_model(job.model).defaults)
+    print(f"\n=== {job.model} on {job.dataset}, seeds {job.seeds}: {action} -> {job.out}\n    ({command})", flush=True)
     started = time.perf_counter()
     try:
-        rc = train.train(
-            config, job.out, resume=action == "resume", data_dir=args.data_dir, progress=not args.no_progress
-        )
+        rc = train.train(config, job.out, action == "resume", args.data_dir, progress=not args.no_progress)
     except KeyboardInterrupt:
         raise
     except Exception:
@@ -176,11 +162,8 @@ def summary(outcomes: list[Outcome], no_data: dict) -> str:
         results = o.job.out / rundir.RESULTS
         if o.status in ("trained", "resumed", "done") and results.exists():
             mean = json.loads(results.read_text()).get("mean", {})
-            shown = [
-                f"{k}={mean[k]:.3f}"
-                for k in ("test_nll", "test_neg_elbo", "test_fid", "test_d_loss")
-                if isinstance(mean.get(k), (int, float))
-            ]
+            names = ("test_nll", "test_neg_elbo", "test_fid", "test_d_loss")
+            shown = [f"{k}={mean[k]:.3f}" for k in names if isinstance(mean.get(k), (int, float))]
             if shown:
                 lines.append(f"      {', '.join(shown)}")
     for dataset, (root, missing) in no_data.items():

@@ -4,8 +4,10 @@
 the stacked members with ``torch.func.vmap`` (:mod:`fgm.ensemble`). Member
 ``i`` uses exactly the keys, batches and noise of the single run with seed
 ``seeds[i]`` (:func:`experiments.rundir.run_keys`), so the two agree bit for
-bit (tested). Everything is a function of (seed, step, epoch): a run resumed
-from the checkpoint of epoch ``e`` continues exactly as if never stopped.
+bit in their inputs (tested) and to vmap's float rounding in their numbers
+(batched matrix products round differently from unbatched ones). Everything
+is a function of (seed, step, epoch): a run resumed from the checkpoint of
+epoch ``e`` continues exactly as if never stopped.
 """
 
 from __future__ import annotations
@@ -162,29 +164,15 @@ def train_loop(
                 record.update({f"val_{n}": v for n, v in val.items()})
                 fid_every = config["fid_every"]
                 if fid_reference is not None and fid_every and (epoch % fid_every == 0 or epoch == epochs):
-                    report = fid.model_fid(
-                        trainer,
-                        params,
-                        random.fold_in(k.evaluation, 1),
-                        config["fid_val_samples"],
-                        config["dataset"],
-                        "val",
-                        fid_reference,
-                        progress=False,
-                    )
+                    key, n = random.fold_in(k.evaluation, 1), config["fid_val_samples"]
+                    report = fid.model_fid(trainer, params, key, n, config["dataset"], "val", fid_reference, False)
                     record["val_fid"], record["val_fid_samples"] = report.value, report.num_generated
                 if warnings[i]:
                     record["warnings"] = warnings[i]
                 members.append(record)
             mean, std = rundir.mean_std(members)
-            record = {
-                "epoch": epoch,
-                "step": state.step,
-                "members": members,
-                "mean": mean,
-                "std": std,
-                "epoch_seconds": round(train_seconds, 3),
-            }
+            record = dict(epoch=epoch, step=state.step, members=members, mean=mean, std=std)
+            record["epoch_seconds"] = round(train_seconds, 3)
             if epoch % config["sample_every"] == 0 or epoch == epochs:
                 with torch.no_grad():
                     grids = [
@@ -228,17 +216,9 @@ def test_member(
             test["nll_bits_per_dim"] = -log_px / (math.prod(spec.shape) * math.log(2.0))
     results = {f"test_{k}": v for k, v in test.items()}
     if config["fid_samples"]:
-        report = fid.model_fid(
-            experiment.trainer,
-            params,
-            random.fold_in(keys.test, 2),
-            config["fid_samples"],
-            config["dataset"],
-            "test",
-            fid_reference,
-            progress=progress,
-        )
-        results.update(report.as_results("test"))
+        key, n = random.fold_in(keys.test, 2), config["fid_samples"]
+        report = fid.model_fid(experiment.trainer, params, key, n, config["dataset"], "test", fid_reference, progress)
+        results.update(report.as_results())
     return results
 
 
@@ -310,37 +290,17 @@ def train(config: dict, out: Path, resume: bool = False, data_dir: str | None = 
     print(parameter_table(experiment, rundir.member_params(state, len(seeds))[0]))
     started = time.perf_counter()
     try:
+        val_reference = limit(images["val"], config["fid_val_samples"]) if config["fid_every"] else None
         state = train_loop(
-            experiment,
-            config,
-            train_images,
-            val_inputs,
-            out,
-            state,
-            start_epoch,
-            history,
-            progress,
-            limit(images["val"], config["fid_val_samples"]) if config["fid_every"] else None,
+            experiment, config, train_images, val_inputs, out, state, start_epoch, history, progress, val_reference
         )
     except NonFiniteLossError as exc:
-        kept = (
-            f"the checkpoint of epoch {exc.epoch - 1} in {ckpt_path}"
-            if exc.epoch > 1
-            else "no checkpoint (it failed in the first epoch)"
-        )
+        kept = f"the checkpoint of epoch {exc.epoch - 1} in {ckpt_path}" if exc.epoch > 1 else "no checkpoint"
         print(f"error: {exc}. Stopped; kept {kept}.", file=sys.stderr)
         return 3
     elapsed = time.perf_counter() - started
-    write_results(
-        experiment,
-        config,
-        out,
-        state,
-        test_inputs,
-        limit(images["test"], config["fid_reference_count"]),
-        elapsed,
-        progress,
-    )
+    test_reference = limit(images["test"], config["fid_reference_count"])
+    write_results(experiment, config, out, state, test_inputs, test_reference, elapsed, progress)
     return 0
 
 
