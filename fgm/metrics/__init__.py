@@ -4,7 +4,11 @@
 * ``fgm.metrics.frechet``: the Fréchet distance between Gaussians fitted to
   features, with streaming float64 feature statistics.
 * ``fgm.metrics.inception``: the Inception V3 feature extractor for FID.
-* ``fgm.metrics.fid``: FID between two sets of images.
+* ``fgm.metrics.fid``: FID between two sets of images; image features held
+  once (``image_features``) and cached (``dataset_features``); pytorch-fid
+  ``.npz`` statistics.
+* ``fgm.metrics.kid``: Kernel Inception Distance (unbiased MMD², cubic kernel).
+* ``fgm.metrics.precision_recall``: improved precision and recall (k-NN manifolds).
 
 Submodules are imported on first access (``fgm.metrics.fid``) or explicitly
 (``from fgm.metrics import fid``): the Inception network pulls in torchvision,
@@ -13,7 +17,7 @@ which takes seconds to import, and only FID needs it.
 
 import importlib
 
-_SUBMODULES = ("fid", "frechet", "inception", "nll")
+_SUBMODULES = ("fid", "frechet", "inception", "kid", "nll", "precision_recall")
 
 __all__ = list(_SUBMODULES)
 

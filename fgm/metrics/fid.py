@@ -26,26 +26,45 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from fgm.metrics import inception
-from fgm.metrics.frechet import FeatureStats, frechet_distance_from_stats, init_stats, update_stats
+from fgm.metrics.frechet import (
+    FeatureStats,
+    frechet_distance_from_stats,
+    init_stats,
+    mean_and_covariance,
+    sample_size_warning,
+    stats_from_features,
+    stats_from_mean_and_covariance,
+    update_stats,
+)
 
 __all__ = [
     "FIDResult",
+    "NpzStatistics",
     "StatisticsCacheError",
+    "cached_features",
     "cached_statistics",
+    "dataset_features",
     "dataset_statistics",
+    "features_cache_path",
     "fid",
+    "fid_from_features",
     "fid_from_stats",
+    "image_features",
     "image_fingerprint",
     "image_statistics",
+    "load_npz",
+    "save_npz",
     "statistics_key",
 ]
 
 Images = torch.Tensor | Iterable[Any]
 _CACHE_FORMAT = "fgm-feature-stats-v1"
+_FEATURES_FORMAT = "fgm-features-v1"
 
 
 class StatisticsCacheError(ValueError):
@@ -53,11 +72,17 @@ class StatisticsCacheError(ValueError):
 
 
 class FIDResult(NamedTuple):
-    """An FID value with the number of images of each set (always report both)."""
+    """An FID value with the number of images of each set (always report both).
+
+    ``warning`` is :func:`fgm.metrics.frechet.sample_size_warning`'s text when
+    a set has ``N ≤ D`` (singular covariance, value biased upwards), else
+    ``None``: store it with the value.
+    """
 
     value: float
     num_a: int
     num_b: int
+    warning: str | None = None
 
     def __str__(self) -> str:
         return f"FID {self.value:.3f} (N = {self.num_a} vs {self.num_b})"
@@ -100,17 +125,51 @@ def image_statistics(
     Raises:
       ValueError: no images.
     """
-    if isinstance(images, torch.Tensor):
-        total = images.shape[0]
     stats = None
-    with tqdm(total=total, unit="img", desc=desc, disable=not progress, dynamic_ncols=True) as bar:
-        for batch in _batches(images, batch_size):
-            features = extractor(batch)
-            stats = update_stats(init_stats(features.shape[1]) if stats is None else stats, features)
-            bar.update(batch.shape[0])
+    for features in _feature_batches(images, extractor, batch_size, progress, total, desc):
+        stats = update_stats(init_stats(features.shape[1]) if stats is None else stats, features)
     if stats is None:
         raise ValueError("no images to compute statistics of")
     return stats
+
+
+def _feature_batches(images: Images, extractor, batch_size: int, progress: bool, total: int | None, desc: str):
+    """The extractor's output batch by batch, with a tqdm bar over images."""
+    if isinstance(images, torch.Tensor):
+        total = images.shape[0]
+    with tqdm(total=total, unit="img", desc=desc, disable=not progress, dynamic_ncols=True) as bar:
+        for batch in _batches(images, batch_size):
+            yield extractor(batch)
+            bar.update(batch.shape[0])
+
+
+def image_features(
+    images: Images,
+    extractor: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int = 50,
+    progress: bool = True,
+    total: int | None = None,
+    desc: str = "features",
+) -> torch.Tensor:
+    """All features of an image set, held in memory: the one pass every metric then reads.
+
+    FID needs only :func:`fgm.metrics.frechet.stats_from_features` of the
+    result (:func:`fid_from_features`); KID and precision/recall need the
+    vectors themselves. 10,000 Inception features take 80 MB in float32.
+
+    Args:
+      images, extractor, batch_size, progress, total, desc: as in :func:`image_statistics`.
+
+    Returns:
+      ``[N, D]`` on the CPU, in the extractor's dtype (float32 for Inception).
+
+    Raises:
+      ValueError: no images.
+    """
+    chunks = [f.detach().cpu() for f in _feature_batches(images, extractor, batch_size, progress, total, desc)]
+    if not chunks:
+        raise ValueError("no images to compute features of")
+    return torch.cat(chunks)
 
 
 def image_fingerprint(images: torch.Tensor) -> str:
@@ -233,7 +292,6 @@ def cached_statistics(
     if path.exists():
         return _read_cache(path, key)
     stats = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
     blob = {
         "format": _CACHE_FORMAT,
         "key": _key_json(key),
@@ -241,6 +299,13 @@ def cached_statistics(
         "total": stats.total.to(torch.float64),
         "outer": stats.outer.to(torch.float64),
     }
+    _atomic_save(blob, path)
+    return stats
+
+
+def _atomic_save(blob: dict, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace`` (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -251,7 +316,78 @@ def cached_statistics(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return stats
+
+
+def _tensor_sha256(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and values."""
+    flat = t.detach().cpu().contiguous().view(-1)
+    h = hashlib.sha256(f"{flat.dtype}{tuple(t.shape)}".encode())
+    h.update(flat.view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def features_cache_path(cache_dir: str | os.PathLike, key: dict) -> Path:
+    """``<cache_dir>/features-<sha256(key)[:16]>.pt``: the statistics' key, another file."""
+    stats_path = cache_path(cache_dir, key)
+    return stats_path.with_name(stats_path.name.replace("fid-stats-", "features-", 1))
+
+
+def _read_features(path: Path, key: dict) -> torch.Tensor:
+    """Loads and verifies one feature cache file; any problem is a :class:`StatisticsCacheError`."""
+
+    def refuse(reason: str) -> StatisticsCacheError:
+        return StatisticsCacheError(f"feature cache {path} {reason}; delete it to recompute")
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise refuse(f"is unreadable ({type(e).__name__}: {e})") from e
+    if not isinstance(blob, dict) or blob.get("format") != _FEATURES_FORMAT:
+        raise refuse(f"is not a {_FEATURES_FORMAT} file")
+    if blob.get("key") != _key_json(key):
+        raise refuse(f"was written for another key: {blob.get('key')} (wanted {_key_json(key)})")
+    features = blob.get("features")
+    if not isinstance(features, torch.Tensor) or features.dim() != 2 or not features.is_floating_point():
+        raise refuse("lacks a floating-point [N, D] features tensor")
+    if "num_images" in key and features.shape[0] != int(key["num_images"]):
+        raise refuse(f"holds {features.shape[0]} feature vectors, the key says {key['num_images']}")
+    if blob.get("sha256") != _tensor_sha256(features):
+        raise refuse("fails its checksum (the features were modified or damaged)")
+    return features
+
+
+def cached_features(
+    cache_dir: str | os.PathLike | None,
+    key: dict,
+    compute: Callable[[], torch.Tensor],
+) -> torch.Tensor:
+    """Features from ``cache_dir`` if stored under ``key``, else ``compute()`` and store them.
+
+    Like :func:`cached_statistics` (file name from a hash of the key, the key
+    repeated inside, atomic writes), plus a SHA-256 of the feature values that
+    is verified on every read: KID and precision/recall read the vectors
+    themselves, so a damaged file must not pass.
+
+    Args:
+      cache_dir: the cache folder (created if needed); ``None`` disables caching.
+      key: JSON-able dict identifying the features (see :func:`statistics_key`).
+      compute: produces ``[N, D]`` features on a miss.
+
+    Returns:
+      ``[N, D]`` features on the CPU.
+
+    Raises:
+      StatisticsCacheError: the cached file is corrupt or was written for another key.
+    """
+    if cache_dir is None:
+        return compute()
+    path = features_cache_path(cache_dir, key)
+    if path.exists():
+        return _read_features(path, key)
+    features = compute().detach().cpu().contiguous()
+    blob = {"format": _FEATURES_FORMAT, "key": _key_json(key), "features": features, "sha256": _tensor_sha256(features)}
+    _atomic_save(blob, path)
+    return features
 
 
 def dataset_statistics(
@@ -290,10 +426,47 @@ def dataset_statistics(
     )
 
 
+def dataset_features(
+    dataset: str,
+    split: str,
+    extractor: inception.FeatureExtractor,
+    *,
+    num_images: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    batch_size: int = 50,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Features ``[N, D]`` of the first ``num_images`` images of a data split, cached on disk.
+
+    The key is :func:`dataset_statistics`' (dataset, split, N, the images'
+    fingerprint, the extractor's weights, preprocessing and precision); the
+    features go to their own file (:func:`features_cache_path`). Arguments as
+    in :func:`dataset_statistics`.
+    """
+    from fgm import data  # local: fgm.data pulls in torchvision datasets, unneeded for the maths
+
+    images = data.load_images(dataset, split, data_dir)
+    n = images.shape[0] if num_images is None else int(num_images)
+    if not 2 <= n <= images.shape[0]:
+        raise ValueError(f"num_images must be in [2, {images.shape[0]}] for {dataset}/{split}, got {n}")
+    key = statistics_key(dataset, split, n, extractor.info, images=images[:n])
+    return cached_features(
+        cache_dir,
+        key,
+        lambda: image_features(images[:n], extractor, batch_size, progress, desc=f"{dataset}/{split} features"),
+    )
+
+
+def fid_from_features(features_a: torch.Tensor, features_b: torch.Tensor) -> FIDResult:
+    """:class:`FIDResult` of two feature matrices ``[N_a, D]`` and ``[N_b, D]`` (statistics in float64)."""
+    return fid_from_stats(stats_from_features(features_a), stats_from_features(features_b))
+
+
 def fid_from_stats(stats_a: FeatureStats, stats_b: FeatureStats) -> FIDResult:
-    """:class:`FIDResult` of two sets' statistics (warns when a set has ``N ≤ D``)."""
+    """:class:`FIDResult` of two sets' statistics (warns when a set has ``N ≤ D``, and says so in ``warning``)."""
     value = frechet_distance_from_stats(stats_a, stats_b)
-    return FIDResult(value, int(stats_a.count), int(stats_b.count))
+    return FIDResult(value, int(stats_a.count), int(stats_b.count), sample_size_warning(stats_a, stats_b))
 
 
 def fid(
@@ -330,3 +503,62 @@ def fid(
         return image_statistics(images, extractor, batch_size, progress)
 
     return fid_from_stats(stats_of(images_a), stats_of(images_b))
+
+
+# ---------------------------------------------------------------------------------------------
+# pytorch-fid's .npz statistics
+
+
+class NpzStatistics(NamedTuple):
+    """Statistics as pytorch-fid stores them: ``mu [D]``, ``sigma [D, D]`` (float64), and N when recorded."""
+
+    mean: torch.Tensor
+    cov: torch.Tensor
+    count: int | None
+
+    def to_stats(self) -> FeatureStats:
+        """The :class:`FeatureStats` these came from (needs ``count``)."""
+        if self.count is None:
+            raise ValueError("this .npz file does not record N (pytorch-fid's own files do not): use mean and cov")
+        return stats_from_mean_and_covariance(self.mean, self.cov, self.count)
+
+
+def save_npz(path: str | os.PathLike, stats: FeatureStats) -> None:
+    """Writes ``mu``, ``sigma`` and ``num_images`` in pytorch-fid's ``.npz`` format.
+
+    ``python -m pytorch_fid a.npz b.npz`` reads such files (it ignores
+    ``num_images``), so values can be cross-checked with that tool; with
+    features of its own it also needs the same preprocessing (pytorch-fid
+    resizes with ``F.interpolate``: ``Preprocess(convention="pytorch-fid")``).
+    ``sigma`` is the unbiased covariance (``N - 1``), as ``np.cov`` gives.
+
+    Args:
+      path: destination (numpy appends ``.npz`` when missing).
+      stats: the statistics.
+    """
+    mean, cov = mean_and_covariance(stats)
+    np.savez(path, mu=mean.numpy(), sigma=cov.numpy(), num_images=np.int64(int(stats.count)))
+
+
+def load_npz(path: str | os.PathLike) -> NpzStatistics:
+    """Reads ``mu`` and ``sigma`` from a pytorch-fid ``.npz`` file (and ``num_images`` when present).
+
+    Args:
+      path: the file.
+
+    Returns:
+      :class:`NpzStatistics` in float64; ``count`` is ``None`` for files
+      written by pytorch-fid itself.
+
+    Raises:
+      ValueError: ``mu`` or ``sigma`` is missing, or their shapes do not fit.
+    """
+    with np.load(path) as archive:
+        if "mu" not in archive.files or "sigma" not in archive.files:
+            raise ValueError(f"{path}: a pytorch-fid statistics file holds 'mu' and 'sigma', found {archive.files}")
+        mean = torch.from_numpy(archive["mu"].astype(np.float64))
+        cov = torch.from_numpy(archive["sigma"].astype(np.float64))
+        count = int(archive["num_images"]) if "num_images" in archive.files else None
+    if mean.dim() != 1 or cov.shape != (mean.shape[0], mean.shape[0]):
+        raise ValueError(f"{path}: mu {tuple(mean.shape)} and sigma {tuple(cov.shape)} do not fit [D] and [D, D]")
+    return NpzStatistics(mean, cov, count)

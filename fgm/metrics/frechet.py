@@ -32,6 +32,9 @@ __all__ = [
     "frechet_distance_from_stats",
     "init_stats",
     "mean_and_covariance",
+    "sample_size_warning",
+    "stats_from_features",
+    "stats_from_mean_and_covariance",
     "update_stats",
 ]
 
@@ -80,6 +83,33 @@ def update_stats(stats: FeatureStats, features: torch.Tensor) -> FeatureStats:
     return FeatureStats(stats.count + f.shape[0], stats.total + f.sum(0), stats.outer + f.T @ f)
 
 
+def stats_from_features(features: torch.Tensor) -> FeatureStats:
+    """:class:`FeatureStats` of one feature matrix held in memory (``update_stats(init_stats(D), features)``).
+
+    Args:
+      features: ``[N, D]``.
+    """
+    return update_stats(init_stats(features.shape[1]), features)
+
+
+def stats_from_mean_and_covariance(mean: torch.Tensor, cov: torch.Tensor, count: int) -> FeatureStats:
+    """The running sums that give ``mean`` and the unbiased ``cov`` over ``count`` vectors.
+
+    Inverts :func:`mean_and_covariance`: ``Σf = N μ`` and ``Σ f fᵀ = (N - 1) Σ + N μ μᵀ``
+    (e.g. for statistics imported from a pytorch-fid ``.npz`` file that records ``N``).
+
+    Args:
+      mean: ``[D]``.
+      cov: ``[D, D]``.
+      count: ``N ≥ 2``.
+    """
+    if int(count) < 2:
+        raise ValueError(f"count must be at least 2, got {count}")
+    m, c = mean.detach().double(), cov.detach().double()
+    n = int(count)
+    return FeatureStats(torch.tensor(n, dtype=torch.int64), n * m, (n - 1) * c + n * torch.outer(m, m))
+
+
 def mean_and_covariance(stats: FeatureStats) -> tuple[torch.Tensor, torch.Tensor]:
     """``μ = Σf / N`` and the unbiased ``Σ = (Σ f fᵀ - N μ μᵀ) / (N - 1)``.
 
@@ -115,8 +145,9 @@ def frechet_distance(mean1: torch.Tensor, cov1: torch.Tensor, mean2: torch.Tenso
 
     Returns:
       ``‖μ₁-μ₂‖² + Tr Σ₁ + Tr Σ₂ - 2 Σᵢ √λᵢ``, with ``λᵢ`` the eigenvalues of
-      ``Σ₁^{1/2} Σ₂ Σ₁^{1/2}`` (clipped at 0), computed in float64; ``≥ 0``
-      up to rounding.
+      ``Σ₁^{1/2} Σ₂ Σ₁^{1/2}`` (clipped at 0), computed in float64. A distance
+      is never negative: a sum that rounds below zero (two nearly equal
+      Gaussians) is returned as ``0.0``.
     """
     m1, m2 = mean1.double(), mean2.double()
     c1, c2 = cov1.double(), cov2.double()
@@ -125,14 +156,41 @@ def frechet_distance(mean1: torch.Tensor, cov1: torch.Tensor, mean2: torch.Tenso
     eigenvalues = torch.linalg.eigvalsh((middle + middle.T) / 2)
     trace_sqrt = eigenvalues.clamp(min=0).sqrt().sum()
     value = (m1 - m2).square().sum() + torch.trace(c1) + torch.trace(c2) - 2 * trace_sqrt
-    return float(value)
+    return max(float(value), 0.0)
+
+
+def sample_size_warning(stats1: FeatureStats, stats2: FeatureStats) -> str | None:
+    """The warning for a set with no more vectors than dimensions, as data (``None`` when both are larger).
+
+    With ``N ≤ D`` a covariance is singular and the Fréchet distance is
+    biased upwards; callers store this text with the value (``results.json``)
+    as well as showing it.
+
+    Args:
+      stats1, stats2: statistics of the two feature sets (same ``D``).
+
+    Returns:
+      One sentence per small set, joined by a space, or ``None``.
+    """
+    return " ".join(_small_set_messages(stats1, stats2)) or None
+
+
+def _small_set_messages(stats1: FeatureStats, stats2: FeatureStats) -> list[str]:
+    dim = stats1.total.shape[0]
+    return [
+        f"the {name} set has {int(s.count)} feature vectors for {dim} dimensions: its covariance "
+        "is singular and the Fréchet distance is biased upwards; report N with the value"
+        for name, s in (("first", stats1), ("second", stats2))
+        if int(s.count) <= dim
+    ]
 
 
 def frechet_distance_from_stats(stats1: FeatureStats, stats2: FeatureStats) -> float:
     """:func:`frechet_distance` of two accumulated feature sets.
 
     Warns (it does not fail) when a set has no more vectors than dimensions:
-    its covariance is then singular and the value is biased upwards.
+    its covariance is then singular and the value is biased upwards
+    (:func:`sample_size_warning` gives the same text as data).
 
     Args:
       stats1, stats2: statistics of the two feature sets (same ``D``).
@@ -140,12 +198,6 @@ def frechet_distance_from_stats(stats1: FeatureStats, stats2: FeatureStats) -> f
     Returns:
       The squared Fréchet distance, a Python float.
     """
-    dim = stats1.total.shape[0]
-    for name, s in (("first", stats1), ("second", stats2)):
-        if int(s.count) <= dim:
-            warnings.warn(
-                f"the {name} set has {int(s.count)} feature vectors for {dim} dimensions: its covariance "
-                "is singular and the Fréchet distance is biased upwards; report N with the value",
-                stacklevel=2,
-            )
+    for message in _small_set_messages(stats1, stats2):
+        warnings.warn(message, stacklevel=2)
     return frechet_distance(*mean_and_covariance(stats1), *mean_and_covariance(stats2))

@@ -1,0 +1,164 @@
+"""Features once: image_features, the feature cache, FID from features, pytorch-fid .npz statistics."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from fgm import random
+from fgm.metrics import fid as FID
+from fgm.metrics import frechet as F
+from tests.test_fid import DIM, INFO, fake_extractor, images
+
+
+def test_image_features_are_the_extractor_output_in_order(key):
+    k1, k2 = random.split(key)
+    extract, x = fake_extractor(k1), images(k2, 103)
+    expected = extract(x)
+    for source in (x, [x[:40], x[40:]], [(x[:50], None), (x[50:], None)]):
+        features = FID.image_features(source, extract, batch_size=7, progress=False)
+        assert features.shape == (103, DIM)
+        torch.testing.assert_close(features, expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="no images"):
+        FID.image_features([], extract, progress=False)
+
+
+def test_fid_from_features_equals_the_streaming_path(key):
+    k1, k2, k3 = random.split(key, 3)
+    extract, a, b = fake_extractor(k1), images(k2, 120), images(k3, 90) * 0.7
+    streamed = FID.fid(a, b, extract, batch_size=16)
+    from_features = FID.fid_from_features(FID.image_features(a, extract, progress=False), extract(b))
+    assert from_features.value == pytest.approx(streamed.value, rel=1e-9)
+    assert from_features[1:] == (120, 90, None)
+
+
+def test_fid_result_carries_the_small_sample_warning(key):
+    extract = fake_extractor(key)
+    with pytest.warns(UserWarning, match="singular"):
+        result = FID.fid_from_features(extract(images(key, 10)), extract(images(random.fold_in(key, 1), 40)))
+    assert result.warning == (
+        f"the first set has 10 feature vectors for {DIM} dimensions: its covariance is singular and the Fréchet "
+        "distance is biased upwards; report N with the value"
+    )
+
+
+def test_feature_cache_round_trip_computes_once_beside_the_statistics(key, tmp_path):
+    k1, k2 = random.split(key)
+    extract, x = fake_extractor(k1), images(k2, 30)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return extract(x)
+
+    cache_key = FID.statistics_key("mnist", "test", 30, INFO, images=x)
+    first = FID.cached_features(tmp_path, cache_key, compute)
+    second = FID.cached_features(tmp_path, dict(reversed(list(cache_key.items()))), compute)
+    assert len(calls) == 1 and torch.equal(first, second) and torch.equal(first, extract(x))
+    FID.cached_statistics(tmp_path, cache_key, lambda: F.stats_from_features(first))  # same key, its own file
+    names = sorted(p.name for p in tmp_path.iterdir())
+    paths = [FID.features_cache_path(tmp_path, cache_key), FID.cache_path(tmp_path, cache_key)]
+    assert names == sorted(p.name for p in paths)
+    assert names[0].startswith("features-") and names[1].startswith("fid-stats-")
+    assert FID.cached_features(None, cache_key, compute) is not None and len(calls) == 2  # no cache: computes
+
+
+def test_corrupt_or_mismatched_feature_cache_is_refused(key, tmp_path):
+    extract, x = fake_extractor(key), images(key, 20)
+    good_key = FID.statistics_key("mnist", "test", 20, INFO, images=x)
+    other_key = FID.statistics_key("mnist", "test", 20, INFO, images=x.flip(0))
+    FID.cached_features(tmp_path, good_key, lambda: extract(x))
+    good, other = FID.features_cache_path(tmp_path, good_key), FID.features_cache_path(tmp_path, other_key)
+
+    other.write_bytes(good.read_bytes())  # a file under the wrong name
+    with pytest.raises(FID.StatisticsCacheError, match="another key"):
+        FID.cached_features(tmp_path, other_key, lambda: extract(x))
+    other.write_bytes(good.read_bytes()[:500])  # truncated
+    with pytest.raises(FID.StatisticsCacheError, match="unreadable"):
+        FID.cached_features(tmp_path, other_key, lambda: extract(x))
+
+    blob = torch.load(good, weights_only=True)
+    blob["features"][3, 5] += 1e-9  # one value changed; the stored checksum no longer fits
+    torch.save(blob, good)
+    with pytest.raises(FID.StatisticsCacheError, match="checksum"):
+        FID.cached_features(tmp_path, good_key, lambda: extract(x))
+
+    blob["features"] = blob["features"][:19]  # too few rows for the key
+    torch.save(blob, good)
+    with pytest.raises(FID.StatisticsCacheError, match="19 feature vectors"):
+        FID.cached_features(tmp_path, good_key, lambda: extract(x))
+
+
+def test_dataset_features_are_cached_under_the_images_key(mnist_root, tmp_path, key):
+    from fgm import data
+    from fgm.metrics import inception as I
+
+    weight = random.normal(key, (49, DIM), dtype=torch.float64)
+    calls = []
+
+    def pooled(x):
+        calls.append(x.shape[0])
+        return torch.nn.functional.avg_pool2d(x.double(), 4).flatten(1) @ weight
+
+    extract = I.FeatureExtractor(pooled, INFO)
+    kwargs = dict(num_images=25, cache_dir=tmp_path, data_dir=mnist_root, progress=False)
+    first = FID.dataset_features("mnist", "test", extract, batch_size=10, **kwargs)
+    again = FID.dataset_features("mnist", "test", extract, **kwargs)
+    assert calls == [10, 10, 5] and torch.equal(first, again) and first.shape == (25, DIM)
+    real = data.load_images("mnist", "test", mnist_root)[:25]
+    torch.testing.assert_close(first, pooled(real), rtol=1e-12, atol=1e-12)
+    expected = FID.statistics_key("mnist", "test", 25, INFO, images=real)
+    assert [p.name for p in tmp_path.iterdir()] == [FID.features_cache_path(tmp_path, expected).name]
+
+
+# --------------------------------------------------------------------------- pytorch-fid .npz
+
+
+def _stats(key, n, shift=0.0):
+    return F.stats_from_features(random.normal(key, (n, DIM), dtype=torch.float64) + shift)
+
+
+def test_npz_round_trip(key, tmp_path):
+    stats = _stats(key, 80, 0.5)
+    FID.save_npz(tmp_path / "a.npz", stats)
+    loaded = FID.load_npz(tmp_path / "a.npz")
+    mean, cov = F.mean_and_covariance(stats)
+    assert torch.equal(loaded.mean, mean) and torch.equal(loaded.cov, cov) and loaded.count == 80
+    back = loaded.to_stats()
+    assert int(back.count) == 80
+    torch.testing.assert_close(back.total, stats.total, rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(back.outer, stats.outer, rtol=1e-12, atol=1e-10)
+
+
+def test_pytorch_fid_reads_our_npz_and_gives_our_fid(key, tmp_path):
+    fid_score = pytest.importorskip("pytorch_fid.fid_score", reason="pip install pytorch-fid (a dev dependency)")
+    k1, k2 = random.split(key)
+    a, b = _stats(k1, 200), _stats(k2, 300, 0.3)
+    FID.save_npz(tmp_path / "a.npz", a)
+    FID.save_npz(tmp_path / "b.npz", b)
+    mu1, s1 = fid_score.compute_statistics_of_path(str(tmp_path / "a.npz"), None, 1, DIM, "cpu")
+    mu2, s2 = fid_score.compute_statistics_of_path(str(tmp_path / "b.npz"), None, 1, DIM, "cpu")
+    np.testing.assert_array_equal(mu1, F.mean_and_covariance(a)[0].numpy())
+    ref = fid_score.calculate_frechet_distance(mu1, s1, mu2, s2)
+    assert FID.fid_from_stats(a, b).value == pytest.approx(ref, rel=1e-8)
+
+
+def test_a_pytorch_fid_file_without_n_gives_mean_and_cov_only(key, tmp_path):
+    stats = _stats(key, 50)
+    mean, cov = F.mean_and_covariance(stats)
+    np.savez_compressed(tmp_path / "theirs.npz", mu=mean.float().numpy(), sigma=cov.numpy())  # as save_fid_stats
+    loaded = FID.load_npz(tmp_path / "theirs.npz")
+    assert loaded.count is None and loaded.mean.dtype == torch.float64
+    torch.testing.assert_close(loaded.mean, mean, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="does not record N"):
+        loaded.to_stats()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert F.frechet_distance(loaded.mean, loaded.cov, mean, cov) < 1e-9
+    np.savez(tmp_path / "bad.npz", mu=mean.numpy())
+    with pytest.raises(ValueError, match="'mu' and 'sigma'"):
+        FID.load_npz(tmp_path / "bad.npz")
+    np.savez(tmp_path / "bad2.npz", mu=mean.numpy(), sigma=cov[:3].numpy())
+    with pytest.raises(ValueError, match="do not fit"):
+        FID.load_npz(tmp_path / "bad2.npz")
