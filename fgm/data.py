@@ -271,7 +271,8 @@ def _dir_origin(data_dir: str | os.PathLike | None) -> str:
 def split_indices(num_total: int, num_val: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed train/validation partition of an official training set.
 
-    A permutation drawn from ``fgm.random.key(SPLIT_SEED)``; its first
+    ``torch.randperm`` on ``fgm.random.generator(fgm.random.key(SPLIT_SEED))``
+    (the legacy CPU generator, frozen on purpose); its first
     ``num_val`` entries are the validation indices, the rest the training
     indices. Each part is sorted so that the split keeps the official order.
 
@@ -285,8 +286,10 @@ def split_indices(num_total: int, num_val: int) -> tuple[torch.Tensor, torch.Ten
     """
     if not 0 < num_val < num_total:
         raise ValueError(f"need 0 < num_val < num_total, got num_val={num_val}, num_total={num_total}")
-    # Always on CPU: a CUDA generator would give a different permutation.
-    perm = fr.permutation(fr.key(SPLIT_SEED), num_total, device="cpu")
+    # The split is part of the dataset's definition, so it keeps the permutation it has always
+    # had: torch.randperm on the legacy CPU generator (fgm.random.generator), not fgm.random's
+    # Philox samplers, whose numbers changed once already.
+    perm = torch.randperm(num_total, generator=fr.generator(fr.key(SPLIT_SEED)))
     is_val = torch.zeros(num_total, dtype=torch.bool)
     is_val[perm[:num_val]] = True
     # nonzero() returns ascending indices: the sorted parts, without a sort.

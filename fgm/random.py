@@ -398,9 +398,11 @@ def randint(k: Key, low: int, high: int, shape: Sequence[int], device: torch.dev
 def generator(k: Key, device: torch.device | str = "cpu") -> torch.Generator:
     """Legacy: a fresh ``torch.Generator`` seeded from ``k`` (never the global one).
 
-    No sampler of ``fgm`` uses it any more (they use Philox, above); it stays
-    for code outside the library that needs a ``generator=`` argument for a
-    torch sampler fgm does not wrap. Its draws differ by device, and the CPU
+    No sampler of ``fgm`` uses it (they use Philox, above). Its one user is
+    :func:`fgm.data.split_indices`, whose train/validation split is part of
+    the dataset's definition and keeps the permutation it had before the
+    samplers moved to Philox; it also serves code that needs a ``generator=``
+    argument for a torch sampler fgm does not wrap. Its draws differ by device, and the CPU
     generator (mt19937) keeps only the low 32 bits of the seed, so keys that
     differ only in their high 32 bits give the same generator.
 
