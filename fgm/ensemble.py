@@ -21,6 +21,11 @@ same ``make_inputs`` a single run uses, and the draws are stacked. Member
 run with ``states[i]`` and the same keys and batches; the results agree to
 floating-point tolerance (batched matrix products may round differently).
 
+A model with layer state (``fgm.nn.stateful``: BatchNorm statistics,
+spectral-norm vectors) has its ``model_state`` stacked like its parameters
+(:class:`StatefulEnsembleState`) and its update mapped with
+``vmap_update(update, stateful=True)``.
+
 Integer leaves of the optimizer state are step counters. Bias corrections
 and learning-rate schedules read them as Python ints, which a batched tensor
 cannot give, so :func:`vmap_update` passes them *unbatched*: all members
@@ -41,6 +46,7 @@ from fgm.tree import TensorTree, tree_map
 
 __all__ = [
     "EnsembleState",
+    "StatefulEnsembleState",
     "make_ensemble_step",
     "member",
     "num_members",
@@ -53,7 +59,7 @@ __all__ = [
 ]
 
 # ``step(ensemble, batches, keys) -> (ensemble, metrics)``: one batch and one key per member.
-EnsembleStepFn = Callable[["EnsembleState", Sequence[Any], Sequence[random.Key]], tuple["EnsembleState", train.Metrics]]
+EnsembleStepFn = Callable[[Any, Sequence[Any], Sequence[random.Key]], tuple["EnsembleState", train.Metrics]]
 
 
 # --------------------------------------------------------------------------- stacking
@@ -121,25 +127,53 @@ class EnsembleState(NamedTuple):
     keys: tuple[random.Key, ...]
 
 
-def stack_states(states: Sequence[train.TrainState]) -> EnsembleState:
-    """Stacks single-model states (all at the same step) into an :class:`EnsembleState`."""
+class StatefulEnsembleState(NamedTuple):
+    """:class:`EnsembleState` with the members' layer state stacked in ``model_state`` (leaves ``[M, ...]``)."""
+
+    params: TensorTree
+    opt_state: TensorTree
+    model_state: TensorTree
+    step: int
+    keys: tuple[random.Key, ...]
+
+
+def stack_states(states: Sequence[Any]) -> EnsembleState | StatefulEnsembleState:
+    """Stacks single-model states (all at the same step) into one ensemble state.
+
+    Returns:
+      An :class:`EnsembleState`, or a :class:`StatefulEnsembleState` when the
+      members carry a ``model_state`` (e.g. ``fgm.models.gan.GANState``).
+    """
     steps = {s.step for s in states}
     if len(steps) != 1:
         raise ValueError(f"members must be at the same step to train together, got steps {sorted(steps)}")
-    return EnsembleState(
-        params=stack([s.params for s in states]),
-        opt_state=stack([s.opt_state for s in states]),
-        step=steps.pop(),
-        keys=tuple(s.key for s in states),
-    )
+    params, opt_state = stack([s.params for s in states]), stack([s.opt_state for s in states])
+    keys = tuple(s.key for s in states)
+    if hasattr(states[0], "model_state"):
+        return StatefulEnsembleState(params, opt_state, stack([s.model_state for s in states]), steps.pop(), keys)
+    return EnsembleState(params=params, opt_state=opt_state, step=steps.pop(), keys=keys)
 
 
-def unstack_states(ensemble: EnsembleState) -> list[train.TrainState]:
-    """The members as :class:`fgm.train.TrainState` s (tensors are views into the stack)."""
+def unstack_states(ensemble: EnsembleState | StatefulEnsembleState, state_type: type = train.TrainState) -> list:
+    """The members as single-model states (tensors are views into the stack).
+
+    Args:
+      ensemble: from :func:`stack_states`.
+      state_type: the members' NamedTuple type, built by field name
+        (:class:`fgm.train.TrainState`; ``fgm.models.gan.GANState`` for a
+        stateful ensemble).
+    """
     params, opt_states = unstack(ensemble.params), unstack(ensemble.opt_state)
     if not len(params) == len(opt_states) == len(ensemble.keys):
         raise ValueError(f"{len(params)} parameter sets, {len(opt_states)} optimizer states, {len(ensemble.keys)} keys")
-    return [train.TrainState(p, o, ensemble.step, k) for p, o, k in zip(params, opt_states, ensemble.keys)]
+    extra = [{}] * len(params)
+    if isinstance(ensemble, StatefulEnsembleState):
+        # member(), not unstack(): a stateless player's state is an empty tree with no axis to count
+        extra = [{"model_state": member(ensemble.model_state, i)} for i in range(len(params))]
+    return [
+        state_type(params=p, opt_state=o, step=ensemble.step, key=k, **e)
+        for p, o, k, e in zip(params, opt_states, ensemble.keys, extra)
+    ]
 
 
 def step_keys(ensemble: EnsembleState) -> list[random.Key]:
@@ -155,7 +189,7 @@ def _is_shared(leaf: torch.Tensor) -> bool:
     return not (leaf.is_floating_point() or leaf.is_complex())
 
 
-def vmap_update(update: train.UpdateFn, input_dims: Any = 0) -> train.UpdateFn:
+def vmap_update(update: train.UpdateFn, input_dims: Any = 0, stateful: bool = False) -> train.UpdateFn:
     """Maps a pure update over the members of stacked trees with ``torch.func.vmap``.
 
     Args:
@@ -166,16 +200,30 @@ def vmap_update(update: train.UpdateFn, input_dims: Any = 0) -> train.UpdateFn:
       input_dims: ``vmap``'s ``in_dims`` for the inputs: 0 (default) when
         every input has a leading member axis, ``None`` for inputs that all
         members share, or a tuple with one entry per input.
+      stateful: ``update`` is a ``fgm.types.StatefulUpdateFn``: its third
+        argument and output, the layer state, are stacked (every leaf,
+        integer batch counts included, is ``[M, ...]``).
 
     Returns:
-      ``update(params, opt_state, *inputs)`` on stacked trees: ``params`` and
-      the floating-point leaves of ``opt_state`` are ``[M, ...]``; integer
-      leaves of ``opt_state`` are ``[M]`` and must be equal across members.
-      Outputs are stacked the same way; each metric is ``[M]``.
+      ``update(params, opt_state, *inputs)`` (with ``stateful``:
+      ``update(params, opt_state, model_state, *inputs)``) on stacked trees:
+      ``params`` and the floating-point leaves of ``opt_state`` are
+      ``[M, ...]``; integer leaves of ``opt_state`` are ``[M]`` and must be
+      equal across members. Outputs are stacked the same way; each metric
+      is ``[M]``.
 
     Raises:
       ValueError: the members' step counters differ.
     """
+    if stateful:
+
+        def stacked_with_state(params: TensorTree, opt_state: TensorTree, model_state: TensorTree, *inputs):
+            dims = input_dims if isinstance(input_dims, tuple) else (input_dims,) * len(inputs)
+            plain = vmap_update(_carry_state(update), (0, *dims))  # the layer state is always stacked
+            params, opt_state, (model_state, metrics) = plain(params, opt_state, model_state, *inputs)
+            return params, opt_state, model_state, metrics
+
+        return stacked_with_state
 
     def stacked(params: TensorTree, opt_state: TensorTree, *inputs):
         leaves, treedef = optree.tree_flatten(opt_state)
@@ -204,6 +252,16 @@ def vmap_update(update: train.UpdateFn, input_dims: Any = 0) -> train.UpdateFn:
     return stacked
 
 
+def _carry_state(update):
+    """A stateful update as a plain one: the state is its first input, and comes back inside the metrics slot."""
+
+    def plain(params, opt_state, model_state, *inputs):
+        params, opt_state, model_state, metrics = update(params, opt_state, model_state, *inputs)
+        return params, opt_state, (model_state, metrics)
+
+    return plain
+
+
 def _split(leaves: list[torch.Tensor], mask: list[bool]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """``(leaves where not mask, leaves where mask)``."""
     return [t for t, m in zip(leaves, mask) if not m], [t for t, m in zip(leaves, mask) if m]
@@ -218,6 +276,7 @@ def _merge(batched: list[torch.Tensor], shared: list[torch.Tensor], mask: list[b
 def make_ensemble_step(
     update: train.UpdateFn,
     make_inputs: train.InputsFn = lambda batch, key: (batch,),
+    stateful: bool = False,
 ) -> EnsembleStepFn:
     """Builds ``step(ensemble, batches, keys) -> (ensemble, metrics)`` for stacked members.
 
@@ -226,6 +285,8 @@ def make_ensemble_step(
       make_inputs: ``(batch, key) -> inputs`` of one member, as for
         :func:`fgm.train.step_from_update`; it runs outside ``vmap``, once
         per member, and its outputs are stacked.
+      stateful: ``update`` threads layer state (see :func:`vmap_update`);
+        the ensemble is then a :class:`StatefulEnsembleState`.
 
     Returns:
       The step. ``batches`` and ``keys`` have one entry per member (pass the
@@ -233,7 +294,7 @@ def make_ensemble_step(
       ``make_inputs(batches[i], keys[i])``. Metrics are ``[M]`` tensors.
       ``ensemble.step`` grows by one per call; the keys are kept.
     """
-    mapped = vmap_update(update)
+    mapped = vmap_update(update, stateful=stateful)
 
     def step(
         ensemble: EnsembleState, batches: Sequence[Any], keys: Sequence[random.Key]
@@ -242,6 +303,13 @@ def make_ensemble_step(
         if len(batches) != m or len(keys) != m:
             raise ValueError(f"{m} members need {m} batches and {m} keys, got {len(batches)} and {len(keys)}")
         inputs = stack([tuple(make_inputs(b, k)) for b, k in zip(batches, keys)])
+        if stateful:
+            params, opt_state, model_state, metrics = mapped(
+                ensemble.params, ensemble.opt_state, ensemble.model_state, *inputs
+            )
+            return ensemble._replace(
+                params=params, opt_state=opt_state, model_state=model_state, step=ensemble.step + 1
+            ), metrics
         params, opt_state, metrics = mapped(ensemble.params, ensemble.opt_state, *inputs)
         return EnsembleState(params, opt_state, ensemble.step + 1, ensemble.keys), metrics
 

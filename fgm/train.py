@@ -27,7 +27,7 @@ import torch
 
 from fgm import optim, random
 from fgm.tree import TensorTree, tree_map
-from fgm.types import InputsFn, Metrics, UpdateFn
+from fgm.types import InputsFn, Metrics, StatefulUpdateFn, UpdateFn
 
 LossFn = Callable[..., tuple[torch.Tensor, Metrics]]
 StepFn = Callable[["TrainState", Any, random.Key], tuple["TrainState", Metrics]]
@@ -160,20 +160,33 @@ def make_update(
     return update
 
 
-def step_from_update(update: UpdateFn, make_inputs: InputsFn = lambda batch, key: (batch,)) -> StepFn:
+def step_from_update(
+    update: UpdateFn | StatefulUpdateFn,
+    make_inputs: InputsFn = lambda batch, key: (batch,),
+    stateful: bool = False,
+) -> StepFn:
     """Wraps a tensor-level ``update`` into ``step(state, batch, key) -> (state, metrics)``.
 
     Args:
-      update: ``(params, opt_state, *inputs) -> (params, opt_state, metrics)``.
+      update: ``(params, opt_state, *inputs) -> (params, opt_state, metrics)``,
+        or with ``stateful`` ``(params, opt_state, model_state, *inputs) ->
+        (params, opt_state, model_state, metrics)``.
       make_inputs: ``(batch, key) -> inputs``: draws the step's noise *at the
         edge* and hands it to ``update`` as ordinary tensors.
+      stateful: the model has layer state, threaded through
+        ``state.model_state`` (see ``fgm.types.StatefulUpdateFn``).
 
     Returns:
       The step; it advances ``state.step`` by one and keeps ``state.key``.
     """
 
     def step(state, batch: Any, key: random.Key):
-        params, opt_state, metrics = update(state.params, state.opt_state, *make_inputs(batch, key))
+        inputs = make_inputs(batch, key)
+        if stateful:
+            params, opt_state, model_state, metrics = update(state.params, state.opt_state, state.model_state, *inputs)
+            state = state._replace(model_state=model_state)
+        else:
+            params, opt_state, metrics = update(state.params, state.opt_state, *inputs)
         return state._replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
     return step

@@ -12,6 +12,18 @@ optax's ``GradientTransformation``). Training code talks to nothing else::
 The update is a function of tensors only, so ``torch.func.vmap`` maps it over
 stacked seeds (:mod:`fgm.ensemble`) and ``torch.compile`` compiles it; the
 noise it needs is drawn at the edge by ``inputs`` from an explicit key.
+
+A model with layer state (BatchNorm statistics, spectral-norm vectors; see
+``fgm.nn.stateful``) has ``trainer.stateful`` set; its state carries a
+``model_state`` tree and its update takes and returns it
+(:class:`StatefulUpdateFn`)::
+
+    params, opt_state, model_state, metrics = update(
+        state.params, state.opt_state, state.model_state, *trainer.inputs(batch, step_key))
+    state = state._replace(params=params, opt_state=opt_state, model_state=model_state, step=state.step + 1)
+
+Evaluation reads ``trainer.variables(state)`` (the parameters, merged with
+the layer state where there is one), never ``state.params`` directly.
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ import torch
 from fgm.random import Key
 from fgm.tree import TensorTree
 
-__all__ = ["InputsFn", "Metrics", "State", "Trainer", "UpdateFn"]
+__all__ = ["InputsFn", "Metrics", "State", "StatefulUpdateFn", "Trainer", "UpdateFn", "params_of"]
 
 # {name: scalar tensor}: what a step or an evaluation reports.
 Metrics = dict[str, torch.Tensor]
@@ -33,8 +45,9 @@ class State(Protocol):
     """What every training state has: a parameter tree, an optimizer state, a step count and a key.
 
     :class:`fgm.train.TrainState` (one optimizer) and
-    :class:`fgm.models.gan.GANState` (one optimizer state per player) are the
-    two implementations; both are NamedTuples, so ``_replace`` works.
+    :class:`fgm.models.gan.GANState` (one optimizer state per player, and a
+    ``model_state`` tree of layer state) are the two implementations; both
+    are NamedTuples, so ``_replace`` works.
     """
 
     params: TensorTree
@@ -53,6 +66,25 @@ class UpdateFn(Protocol):
     def __call__(
         self, params: TensorTree, opt_state: TensorTree, *inputs: Any
     ) -> tuple[TensorTree, TensorTree, Metrics]: ...
+
+
+class StatefulUpdateFn(Protocol):
+    """``(params, opt_state, model_state, *inputs) -> (params, opt_state, model_state, metrics)``.
+
+    The update of a model with layer state: ``model_state`` (BatchNorm
+    statistics, spectral-norm vectors) goes in beside the parameters and
+    comes back updated; it is not differentiated and not seen by the
+    optimizer.
+    """
+
+    def __call__(
+        self, params: TensorTree, opt_state: TensorTree, model_state: TensorTree, *inputs: Any
+    ) -> tuple[TensorTree, TensorTree, TensorTree, Metrics]: ...
+
+
+def params_of(state: State) -> TensorTree:
+    """``state.params``: what a stateless model's evaluation functions read (:attr:`Trainer.variables`)."""
+    return state.params
 
 
 class MakeUpdateFn(Protocol):
@@ -81,10 +113,16 @@ class Trainer(NamedTuple):
         step-key root, ``fgm.train.step_key``).
       make_update: see :class:`MakeUpdateFn`.
       inputs: see :class:`InputsFn`; ``batch`` is in model-input form.
-      evaluate: ``(params, x [B, ...], key) -> {name: [B]}`` per-example
+      evaluate: ``(variables, x [B, ...], key) -> {name: [B]}`` per-example
         values on held-out data (averaged by the caller).
-      generate: ``(params, noise [N, ...]) -> images [N, C, H, W]`` in ``[0, 1]``.
+      generate: ``(variables, noise [N, ...]) -> images [N, C, H, W]`` in ``[0, 1]``.
       noise: ``(key, n) -> noise [n, ...]`` for :attr:`generate`.
+      variables: ``state -> variables``, the tree :attr:`evaluate` and
+        :attr:`generate` read: ``state.params`` for a stateless model
+        (:func:`params_of`, the default), the parameters merged with the
+        layer state for a stateful one.
+      stateful: the update is a :class:`StatefulUpdateFn` and the state has
+        a ``model_state`` tree (default ``False``: an :class:`UpdateFn`).
     """
 
     init: Any
@@ -93,3 +131,5 @@ class Trainer(NamedTuple):
     evaluate: Any
     generate: Any
     noise: Any
+    variables: Any = params_of
+    stateful: bool = False

@@ -177,6 +177,7 @@ class Setup(NamedTuple):
     make_update: Callable  # (backend=..., donate=...) -> update
     make_inputs: Callable  # (batch, key) -> inputs
     data: Callable  # (seed, t) -> batch
+    stateful: bool = False  # the update threads layer state (fgm.types.StatefulUpdateFn)
 
 
 def _vae_setup(flow: bool) -> Setup:
@@ -212,6 +213,7 @@ def _gan_setup() -> Setup:
         make_update=functools.partial(G.make_gan_update, gan, loss, opt, opt),
         make_inputs=lambda x, key: _double(make_inputs(x, key)),
         data=lambda seed, t: random.uniform(random.fold_in(random.key(100 + seed), t), (8, *shape)) * 2 - 1,
+        stateful=True,
     )
 
 
@@ -221,9 +223,11 @@ def test_ensemble_members_equal_separate_runs(model, donate):
     setup = _gan_setup() if model == "gan" else _vae_setup(model == "vae_flow")
     seeds = [3, 5, 7]
     singles = [setup.init(random.key(s)) for s in seeds]
-    single_step = train.step_from_update(setup.make_update(), setup.make_inputs)  # autograd backend, no vmap
+    single_step = train.step_from_update(setup.make_update(), setup.make_inputs, setup.stateful)  # autograd, no vmap
     ens = ensemble.stack_states(singles)
-    ens_step = ensemble.make_ensemble_step(setup.make_update(backend="func", donate=donate), setup.make_inputs)
+    ens_step = ensemble.make_ensemble_step(
+        setup.make_update(backend="func", donate=donate), setup.make_inputs, setup.stateful
+    )
     for t in range(3):
         batches = [setup.data(s, t) for s in seeds]
         ens, metrics = ens_step(ens, batches, ensemble.step_keys(ens))
@@ -232,11 +236,13 @@ def test_ensemble_members_equal_separate_runs(model, donate):
             for name, value in m.items():
                 torch.testing.assert_close(metrics[name][i], value, rtol=1e-10, atol=1e-12)
     assert ens.step == 3 and all(s.step == 3 for s in singles)
-    for member, single in zip(ensemble.unstack_states(ens), singles):
-        assert member.key == single.key
+    for member, single in zip(ensemble.unstack_states(ens, type(singles[0])), singles):
+        assert type(member) is type(single) and member.key == single.key
         assert tree_allclose(
             (member.params, member.opt_state), (single.params, single.opt_state), rtol=1e-9, atol=1e-12
         )
+        if setup.stateful:
+            assert tree_allclose(member.model_state, single.model_state, rtol=1e-9, atol=1e-12)
 
 
 def test_shared_inputs_are_broadcast_to_all_members():
@@ -261,8 +267,8 @@ def test_ensemble_step_checks_its_arguments():
 @pytest.mark.parametrize("model", ["vae_std", "gan"])
 def test_recipe_step_is_its_update_and_donation_changes_nothing(model):
     setup = _gan_setup() if model == "gan" else _vae_setup(flow=False)
-    pure = train.step_from_update(setup.make_update(), setup.make_inputs)
-    donating = train.step_from_update(setup.make_update(donate=True), setup.make_inputs)
+    pure = train.step_from_update(setup.make_update(), setup.make_inputs, setup.stateful)
+    donating = train.step_from_update(setup.make_update(donate=True), setup.make_inputs, setup.stateful)
     a = setup.init(random.key(0))
     b = a._replace(params=tree_clone(a.params), opt_state=tree_clone(a.opt_state))
     for t in range(3):

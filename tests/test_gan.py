@@ -49,7 +49,8 @@ def real_batch(key, n=16, shape=SHAPE):
 
 
 def sigmoid_fake(gan, params, z):
-    return torch.sigmoid(gan.discriminate(params["discriminator"], gan.generate(params["generator"], z))).mean()
+    fake, _ = gan.generate(params["generator"], {}, z, train=True)
+    return torch.sigmoid(gan.discriminate(params["discriminator"], {}, fake, train=True)[0]).mean()
 
 
 # --------------------------------------------------------------------------- purity and determinism
@@ -269,7 +270,7 @@ def test_shapes_ranges_and_evaluate(make, shape, key):
     gan = make()
     params = G.init(gan, key)
     z = G.latent_noise(gan, key, 5)
-    assert gan.generate(params["generator"], z).shape == (5, *shape)
+    assert gan.generate(params["generator"], {}, z, train=False)[0].shape == (5, *shape)
     images = G.generate(gan, params, z)
     assert images.shape == (5, *shape) and images.min() >= 0 and images.max() <= 1
     values = G.evaluate(gan, G.non_saturating(), params, real_batch(key, 5, shape), z)

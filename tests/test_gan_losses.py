@@ -67,7 +67,13 @@ def toy_gan():
     """``G(z) = a·z`` as a [B, 1, 1, 2] image; ``D(x) = w·x + c·‖x‖²`` (non-linear, so the penalty varies)."""
     generate = lambda p, z: (p["a"] * z).view(-1, 1, 1, 2)  # noqa: E731
     discriminate = lambda p, x: x.flatten(1) @ p["w"] + p["c"] * x.flatten(1).square().sum(1)  # noqa: E731
-    return SimpleNamespace(generate=generate, discriminate=discriminate)
+    return SimpleNamespace(
+        # the GAN's stateful surface (no layer state here), and the plain maps the references use
+        generate=lambda p, state, z, train: (generate(p, z), state),
+        discriminate=lambda p, state, x, train: (discriminate(p, x), state),
+        plain_generate=generate,
+        plain_discriminate=discriminate,
+    )
 
 
 def toy_inputs():
@@ -84,15 +90,15 @@ def toy_inputs():
 def test_discriminator_objective(name, weight):
     gan, loss = toy_gan(), G.get_loss(name, gp_weight=weight)
     g_params, d_params, real, z, alpha = toy_inputs()
-    fake = gan.generate(g_params, z)
-    real_logits, fake_logits = gan.discriminate(d_params, real), gan.discriminate(d_params, fake)
+    fake = gan.plain_generate(g_params, z)
+    real_logits, fake_logits = gan.plain_discriminate(d_params, real), gan.plain_discriminate(d_params, fake)
     d_loss = loss.discriminator(real_logits, fake_logits).mean()
     total, metrics = G.discriminator_objective(gan, loss, d_params, g_params, real, z, alpha)
     torch.testing.assert_close(metrics["d_loss"], d_loss, rtol=1e-12, atol=0)
     torch.testing.assert_close(metrics["d_real"], torch.sigmoid(real_logits).mean(), rtol=1e-12, atol=0)
     torch.testing.assert_close(metrics["d_fake"], torch.sigmoid(fake_logits).mean(), rtol=1e-12, atol=0)
     if name == "wgan_gp":
-        penalty = G.gradient_penalty(gan.discriminate, d_params, real, fake, alpha).mean()
+        penalty = G.gradient_penalty(gan.plain_discriminate, d_params, real, fake, alpha).mean()
         assert penalty > 0.1
         torch.testing.assert_close(metrics["gradient_penalty"], penalty, rtol=1e-12, atol=0)
         torch.testing.assert_close(total, d_loss + weight * penalty, rtol=1e-12, atol=0)
@@ -120,7 +126,7 @@ def test_generator_objective(name):
     gan, loss = toy_gan(), G.get_loss(name)
     g_params, d_params, _, z, _ = toy_inputs()
     g_params = {"a": g_params["a"].clone().requires_grad_(True)}
-    want = loss.generator(gan.discriminate(d_params, gan.generate(g_params, z))).mean()
+    want = loss.generator(gan.plain_discriminate(d_params, gan.plain_generate(g_params, z))).mean()
     g_loss, metrics = G.generator_objective(gan, loss, g_params, d_params, z)
     torch.testing.assert_close(g_loss, want, rtol=1e-12, atol=0)
     assert set(metrics) == {"g_loss"} and not metrics["g_loss"].requires_grad

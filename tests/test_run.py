@@ -319,8 +319,9 @@ def test_built_in_models_fit_any_registered_shape(shape, likelihood, kind):
         }
     gan = models.build_gan(spec, models.MODELS["gan"].defaults)
     gan_params = gan_lib.init(gan, random.key(3))
-    fake = gan.generate(gan_params["generator"], random.normal(random.key(4), (2, gan.latent_dim)))
-    assert fake.shape == (2, *shape) and gan.discriminate(gan_params["discriminator"], fake).shape == (2,)
+    fake, _ = gan.generate(gan_params["generator"], {}, random.normal(random.key(4), (2, gan.latent_dim)), train=False)
+    logits, _ = gan.discriminate(gan_params["discriminator"], {}, fake, train=False)
+    assert fake.shape == (2, *shape) and logits.shape == (2,)
     assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in gan.generator.modules()) == (kind == "conv")
 
 

@@ -27,6 +27,19 @@ Data live in ``[-1, 1]`` (:func:`scale_pixels`); the generator ends with a
 ``tanh`` so its samples do too, and :func:`to_unit_interval` maps them back
 to ``[0, 1]`` for display.
 
+**Layer state.** The networks may hold BatchNorm layers or spectral-normalised
+layers (``fgm.nn.stateful``); their state lives in ``GANState.model_state =
+{"generator": ..., "discriminator": ...}`` (empty dicts for the MLPs) and is
+threaded through the update, which takes and returns it. Both networks run
+in *training mode* in both steps, as in DCGAN practice: G's BatchNorm
+normalises with batch statistics whenever it draws fakes (also in the D step,
+where no gradient reaches G), and every training-mode forward updates the
+running statistics and power-iteration vectors it touches, in call order
+(D on the reals, then on the fakes). Sampling and evaluation
+(:func:`generate`, :func:`evaluate`) use evaluation mode: running
+statistics and the stored vectors. They read *variables*, each network's
+parameters merged with its state (:func:`variables`), like a ``state_dict``.
+
 Typical use without the CLI::
 
     gan = make_gan(lambda: mlp_generator(64), lambda: mlp_discriminator(), 64, (1, 28, 28))
@@ -49,7 +62,7 @@ from torch import nn
 from fgm import nn as fnn
 from fgm import optim, random, train
 from fgm.tree import TensorTree
-from fgm.types import Metrics, Trainer
+from fgm.types import Metrics, StatefulUpdateFn, Trainer
 
 # --------------------------------------------------------------------------- architectures
 
@@ -59,8 +72,8 @@ def mlp_generator(
 ) -> nn.Module:
     """MLP ``z [B, latent_dim] -> x [B, C, H, W]`` in ``[-1, 1]``.
 
-    LeakyReLU(0.2) between layers (no normalisation: BatchNorm's running
-    statistics are hidden state), ``tanh`` at the output to match the data range.
+    LeakyReLU(0.2) between layers, no normalisation, ``tanh`` at the output
+    to match the data range.
     """
     sizes = [latent_dim, *hidden, math.prod(image_shape)]
     layers: list[nn.Module] = []
@@ -103,6 +116,60 @@ def dcgan_generator(latent_dim: int, channels: int = 3, width: int = 32) -> nn.M
     )
 
 
+def mnist_dcgan_generator(latent_dim: int, width: int = 80, batchnorm: bool = True) -> nn.Module:
+    """DCGAN-style ``z [B, latent_dim] -> x [B, 1, 28, 28]`` in ``[-1, 1]``.
+
+    A linear layer to a ``2w × 7 × 7`` map, then two stride-2 transposed
+    convolutions (4×4 kernels, padding 1) 7 → 14 → 28: ``2w → w → 1``
+    channels; ReLU inside, ``tanh`` at the output. With ``batchnorm``,
+    ``BatchNorm2d`` follows the projection and the first transposed
+    convolution (Radford et al., 2016), and those layers drop their bias,
+    which the normalisation would cancel.
+
+    Args:
+      latent_dim: ``d``.
+      width: ``w``; 80 puts G + D within 25% of ``vae_std``'s parameter count.
+      batchnorm: BatchNorm in the generator (layer state, see ``fgm.nn.stateful``).
+    """
+    norm = (lambda c: [nn.BatchNorm2d(c)]) if batchnorm else (lambda c: [])
+    return nn.Sequential(
+        nn.Linear(latent_dim, 2 * width * 49, bias=not batchnorm),
+        nn.Unflatten(1, (2 * width, 7, 7)),
+        *norm(2 * width),
+        nn.ReLU(),
+        nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=not batchnorm),
+        *norm(width),
+        nn.ReLU(),  # 14×14
+        nn.ConvTranspose2d(width, 1, 4, 2, 1),
+        nn.Tanh(),  # 28×28
+    )
+
+
+def mnist_dcgan_discriminator(width: int = 80, spectral: bool = False) -> nn.Module:
+    """DCGAN-style ``x [B, 1, 28, 28] -> logits [B, 1]``.
+
+    Two stride-2 convolutions (4×4 kernels, padding 1) 28 → 14 → 7 with
+    ``1 → w → 2w`` channels and LeakyReLU(0.2), then a linear layer on the
+    flattened ``2w × 7 × 7`` map. No BatchNorm: D sees real and fake
+    batches separately, and batch statistics would tell them apart.
+
+    Args:
+      width: ``w``.
+      spectral: spectral normalisation (Miyato et al., 2018) of every layer's
+        weight, one power iteration per forward pass (layer state, see
+        ``fgm.nn.stateful``).
+    """
+    wrap = nn.utils.parametrizations.spectral_norm if spectral else (lambda layer: layer)
+    return nn.Sequential(
+        wrap(nn.Conv2d(1, width, 4, 2, 1)),
+        nn.LeakyReLU(0.2),  # 14×14
+        wrap(nn.Conv2d(width, 2 * width, 4, 2, 1)),
+        nn.LeakyReLU(0.2),  # 7×7
+        nn.Flatten(),
+        wrap(nn.Linear(2 * width * 49, 1)),
+    )
+
+
 def dcgan_discriminator(channels: int = 3, width: int = 32) -> nn.Module:
     """DCGAN-style ``x [B, channels, 32, 32] -> logits [B, 1]``.
 
@@ -129,16 +196,18 @@ class GAN(NamedTuple):
     """A GAN definition: pure functions and static shapes, no parameters.
 
     Attributes:
-      generate: ``(generator_params, z [B, d]) -> x [B, C, H, W]`` in ``[-1, 1]``.
-      discriminate: ``(discriminator_params, x [B, C, H, W]) -> logits [B]``.
+      generate: ``(g_params, g_state, z [B, d], train=...) -> (x [B, C, H, W]
+        in [-1, 1], new g_state)`` (an ``fgm.nn.StatefulApply``).
+      discriminate: ``(d_params, d_state, x [B, C, H, W], train=...) ->
+        (logits [B], new d_state)``.
       latent_dim: ``d``.
       image_shape: ``(C, H, W)``.
       generator: the generator's architecture template (meta device).
       discriminator: the discriminator's architecture template (meta device).
     """
 
-    generate: Callable[[TensorTree, torch.Tensor], torch.Tensor]
-    discriminate: Callable[[TensorTree, torch.Tensor], torch.Tensor]
+    generate: fnn.StatefulApply
+    discriminate: fnn.StatefulApply
     latent_dim: int
     image_shape: tuple[int, int, int]
     generator: nn.Module
@@ -154,16 +223,18 @@ def make_gan(
     """Assembles a GAN from module builders (templates only; no parameters yet).
 
     Args:
-      build_generator: returns a module ``[B, latent_dim] -> [B, C, H, W]``.
-      build_discriminator: returns a module ``[B, C, H, W] -> [B, 1]``.
+      build_generator: returns a module ``[B, latent_dim] -> [B, C, H, W]``;
+        it may hold BatchNorm or spectral-normalised layers (``fgm.nn.stateful``).
+      build_discriminator: returns a module ``[B, C, H, W] -> [B, 1]``; likewise.
       latent_dim: ``d``.
       image_shape: ``(C, H, W)``.
     """
-    generator, generator_apply = fnn.functional(build_generator)
-    discriminator, discriminator_apply = fnn.functional(build_discriminator)
+    generator, generator_apply = fnn.stateful(build_generator)
+    discriminator, discriminator_apply = fnn.stateful(build_discriminator)
 
-    def discriminate(params, x):
-        return discriminator_apply(params, x).squeeze(-1)
+    def discriminate(params, state, x, *, train):
+        logits, state = discriminator_apply(params, state, x, train=train)
+        return logits.squeeze(-1), state
 
     return GAN(
         generate=generator_apply,
@@ -184,18 +255,43 @@ def init(gan: GAN, key: random.Key) -> dict[str, TensorTree]:
     }
 
 
+def init_model_state(gan: GAN, params: dict[str, TensorTree], key: random.Key) -> dict[str, TensorTree]:
+    """Fresh layer state ``{"generator", "discriminator"}`` (``fgm.nn.init_state``; ``{}`` for a stateless network).
+
+    Args:
+      gan: the model definition.
+      params: from :func:`init` (spectral norm's first power iterations read the weights).
+      key: the same key as :func:`init`; the state's keys are the last two of
+        ``split(key, 4)``, whose first two are :func:`init`'s.
+    """
+    k_gen, k_disc = random.split(key, 4)[2:]
+    return {
+        "generator": fnn.init_state(gan.generator, params["generator"], k_gen),
+        "discriminator": fnn.init_state(gan.discriminator, params["discriminator"], k_disc),
+    }
+
+
+def _no_state() -> dict[str, dict]:
+    """The layer state of two stateless networks."""
+    return {"generator": {}, "discriminator": {}}
+
+
 class GANState(NamedTuple):
     """The state of a GAN's training: two players, two optimizer states (flax: fork the state per regime).
 
     Attributes:
       params: ``{"generator": tree, "discriminator": tree}``.
       opt_state: ``{"generator": g_opt state, "discriminator": d_opt state}``.
+      model_state: ``{"generator": tree, "discriminator": tree}``, the layer
+        state (BatchNorm statistics, spectral-norm vectors; empty dicts for
+        stateless networks). Not differentiated, not seen by the optimizers.
       step: game iterations taken: one per G step, whatever the D steps per G step.
       key: the step-key root (``fgm.train.step_key(state) = fold_in(key, step)``).
     """
 
     params: dict[str, TensorTree]
     opt_state: dict[str, TensorTree]
+    model_state: dict[str, TensorTree]
     step: int
     key: random.Key
 
@@ -209,7 +305,26 @@ def init_state(
     """A step-0 :class:`GANState`; ``key`` is both the initialisation key and the step-key root."""
     params = init(gan, key)
     opt_state = {"generator": g_opt.init(params["generator"]), "discriminator": d_opt.init(params["discriminator"])}
-    return GANState(params=params, opt_state=opt_state, step=0, key=key)
+    model_state = init_model_state(gan, params, key)
+    return GANState(params=params, opt_state=opt_state, model_state=model_state, step=0, key=key)
+
+
+def variables(state: GANState) -> dict[str, TensorTree]:
+    """What :func:`generate` and :func:`evaluate` read: each network's parameters merged with its layer state.
+
+    Returns:
+      ``{"generator": {**params, **state}, "discriminator": {...}}``, flat
+      dicts like ``state_dict()`` s; for stateless networks, ``state.params``'s
+      contents.
+    """
+    return {name: fnn.merge(state.params[name], state.model_state[name]) for name in ("generator", "discriminator")}
+
+
+def _split_variables(gan: GAN, tree: dict[str, TensorTree]) -> tuple[dict, dict]:
+    """``(params, model_state)`` from :func:`variables` (or from parameters alone, for stateless networks)."""
+    g_params, g_state = fnn.split(gan.generator, tree["generator"])
+    d_params, d_state = fnn.split(gan.discriminator, tree["discriminator"])
+    return {"generator": g_params, "discriminator": d_params}, {"generator": g_state, "discriminator": d_state}
 
 
 def latent_noise(gan: GAN, key: random.Key, n: int) -> torch.Tensor:
@@ -232,9 +347,16 @@ def to_unit_interval(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
-def generate(gan: GAN, params: TensorTree, z: torch.Tensor) -> torch.Tensor:
-    """Samples for display: ``z [N, d] -> [N, C, H, W]`` in ``[0, 1]``."""
-    return to_unit_interval(gan.generate(params["generator"], z))
+def generate(gan: GAN, variables: TensorTree, z: torch.Tensor) -> torch.Tensor:
+    """Samples for display, in evaluation mode: ``z [N, d] -> [N, C, H, W]`` in ``[0, 1]``.
+
+    Args:
+      gan: the model definition.
+      variables: from :func:`variables` (for stateless networks, the parameters will do).
+      z: ``[N, d]`` latents.
+    """
+    g_params, g_state = fnn.split(gan.generator, variables["generator"])
+    return to_unit_interval(gan.generate(g_params, g_state, z, train=False)[0])
 
 
 # --------------------------------------------------------------------------- losses
@@ -344,7 +466,8 @@ def gradient_penalty(
     the gradient of the *sum* gives every per-example gradient at once.
 
     Args:
-      discriminate: ``(params, x [B, C, H, W]) -> [B]``.
+      discriminate: ``(params, x [B, C, H, W]) -> [B]`` (a closure over the
+        layer state for a stateful discriminator).
       d_params: the discriminator's parameters.
       real: ``[B, C, H, W]``.
       fake: ``[B, C, H, W]`` (no graph to the generator needed).
@@ -411,6 +534,7 @@ def discriminator_objective(
     real: torch.Tensor,
     z: torch.Tensor,
     alpha: torch.Tensor | None = None,
+    model_state: dict[str, TensorTree] | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
     r"""The D step's loss, a function of the discriminator's parameters.
 
@@ -420,7 +544,9 @@ def discriminator_objective(
                       \;[+\; \lambda\,(\|\nabla D_\varphi(\hat x_b)\| - 1)^2].
 
     ``G_θ(z)`` is computed without a graph: the D step does not differentiate
-    through the generator.
+    through the generator. Both networks run in training mode; the updated
+    layer state is dropped here (:func:`discriminator_objective_and_state`
+    returns it).
 
     Args:
       gan: the model definition.
@@ -431,15 +557,43 @@ def discriminator_objective(
       z: ``[B, d]`` latent noise.
       alpha: ``[B, 1, 1, 1]`` interpolation weights, required when
         ``loss.gradient_penalty > 0``.
+      model_state: ``{"generator", "discriminator"}`` layer state; ``None``
+        for stateless networks.
 
     Returns:
       ``(loss, {"d_loss", "d_real", "d_fake"[, "gradient_penalty"]})``;
       ``d_real``/``d_fake`` are the batch means of ``σ(D(x))``/``σ(D(G(z)))``.
     """
+    total, (metrics, _) = discriminator_objective_and_state(
+        gan, loss, d_params, g_params, model_state or _no_state(), real, z, alpha
+    )
+    return total, metrics
+
+
+def discriminator_objective_and_state(
+    gan: GAN,
+    loss: AdversarialLoss,
+    d_params: TensorTree,
+    g_params: TensorTree,
+    model_state: dict[str, TensorTree],
+    real: torch.Tensor,
+    z: torch.Tensor,
+    alpha: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, tuple[Metrics, dict[str, TensorTree]]]:
+    """:func:`discriminator_objective` that also returns the new layer state.
+
+    Training mode throughout: G draws the fakes (its BatchNorm statistics
+    move), then D sees the reals, the fakes and (WGAN-GP) the interpolates,
+    each forward pass starting from the state the previous one left.
+
+    Returns:
+      ``(loss, (metrics, model_state))``, the form ``fgm.train.value_and_grad`` differentiates.
+    """
+    g_state, d_state = model_state["generator"], model_state["discriminator"]
     with torch.no_grad():
-        fake = gan.generate(g_params, z)
-    real_logits = gan.discriminate(d_params, real)
-    fake_logits = gan.discriminate(d_params, fake)
+        fake, g_state = gan.generate(g_params, g_state, z, train=True)
+    real_logits, d_state = gan.discriminate(d_params, d_state, real, train=True)
+    fake_logits, d_state = gan.discriminate(d_params, d_state, fake, train=True)
     d_loss = loss.discriminator(real_logits, fake_logits).mean()
     metrics = {
         "d_loss": d_loss.detach(),
@@ -450,26 +604,59 @@ def discriminator_objective(
     if loss.gradient_penalty > 0:
         if alpha is None:
             raise ValueError(f"the {loss.name} loss needs interpolation weights alpha")
-        penalty = gradient_penalty(gan.discriminate, d_params, real, fake, alpha).mean()
+        state = {"d": d_state}
+
+        def critic(params, x):
+            logits, state["d"] = gan.discriminate(params, state["d"], x, train=True)
+            return logits
+
+        penalty = gradient_penalty(critic, d_params, real, fake, alpha).mean()
+        d_state = state["d"]
         metrics["gradient_penalty"] = penalty.detach()
         total = d_loss + loss.gradient_penalty * penalty
-    return total, metrics
+    return total, (metrics, {"generator": g_state, "discriminator": d_state})
 
 
 def generator_objective(
-    gan: GAN, loss: AdversarialLoss, g_params: TensorTree, d_params: TensorTree, z: torch.Tensor
+    gan: GAN,
+    loss: AdversarialLoss,
+    g_params: TensorTree,
+    d_params: TensorTree,
+    z: torch.Tensor,
+    model_state: dict[str, TensorTree] | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
     r"""The G step's loss, a function of the generator's parameters.
 
     .. math:: L_G(\theta) = \frac1B \sum_b \ell_G\big(D_\varphi(G_\theta(z_b))\big),
 
     differentiated through the (fixed) discriminator into the generator.
+    Both networks run in training mode; the updated layer state is dropped
+    here (:func:`generator_objective_and_state` returns it).
 
     Returns:
       ``(loss, {"g_loss"})``.
     """
-    g_loss = loss.generator(gan.discriminate(d_params, gan.generate(g_params, z))).mean()
-    return g_loss, {"g_loss": g_loss.detach()}
+    g_loss, (metrics, _) = generator_objective_and_state(gan, loss, g_params, d_params, model_state or _no_state(), z)
+    return g_loss, metrics
+
+
+def generator_objective_and_state(
+    gan: GAN,
+    loss: AdversarialLoss,
+    g_params: TensorTree,
+    d_params: TensorTree,
+    model_state: dict[str, TensorTree],
+    z: torch.Tensor,
+) -> tuple[torch.Tensor, tuple[Metrics, dict[str, TensorTree]]]:
+    """:func:`generator_objective` that also returns the new layer state (G, then D on its fakes).
+
+    Returns:
+      ``(loss, (metrics, model_state))``.
+    """
+    fake, g_state = gan.generate(g_params, model_state["generator"], z, train=True)
+    logits, d_state = gan.discriminate(d_params, model_state["discriminator"], fake, train=True)
+    g_loss = loss.generator(logits).mean()
+    return g_loss, ({"g_loss": g_loss.detach()}, {"generator": g_state, "discriminator": d_state})
 
 
 # --------------------------------------------------------------------------- steps
@@ -490,22 +677,26 @@ def _update_player(
     return new_params, {**opt_state, player: player_opt}
 
 
-def _discriminator_update(gan, loss, d_opt, params, opt_state, real, z, alpha=None, backend="autograd", donate=False):
-    def objective(d_params, g_params, real, z, alpha):
-        return discriminator_objective(gan, loss, d_params, g_params, real, z, alpha)
+def _discriminator_update(
+    gan, loss, d_opt, params, opt_state, model_state, real, z, alpha=None, backend="autograd", donate=False
+):
+    def objective(d_params, g_params, model_state, real, z, alpha):
+        return discriminator_objective_and_state(gan, loss, d_params, g_params, model_state, real, z, alpha)
 
-    (_, metrics), grads = train.value_and_grad(objective, backend)(
-        params["discriminator"], params["generator"], real, z, alpha
+    (_, (metrics, model_state)), grads = train.value_and_grad(objective, backend)(
+        params["discriminator"], params["generator"], model_state, real, z, alpha
     )
-    return (*_update_player(params, opt_state, "discriminator", grads, d_opt, donate), metrics)
+    return (*_update_player(params, opt_state, "discriminator", grads, d_opt, donate), model_state, metrics)
 
 
-def _generator_update(gan, loss, g_opt, params, opt_state, z, backend="autograd", donate=False):
-    def objective(g_params, d_params, z):
-        return generator_objective(gan, loss, g_params, d_params, z)
+def _generator_update(gan, loss, g_opt, params, opt_state, model_state, z, backend="autograd", donate=False):
+    def objective(g_params, d_params, model_state, z):
+        return generator_objective_and_state(gan, loss, g_params, d_params, model_state, z)
 
-    (_, metrics), grads = train.value_and_grad(objective, backend)(params["generator"], params["discriminator"], z)
-    return (*_update_player(params, opt_state, "generator", grads, g_opt, donate), metrics)
+    (_, (metrics, model_state)), grads = train.value_and_grad(objective, backend)(
+        params["generator"], params["discriminator"], model_state, z
+    )
+    return (*_update_player(params, opt_state, "generator", grads, g_opt, donate), model_state, metrics)
 
 
 def discriminator_step(
@@ -523,7 +714,9 @@ def discriminator_step(
 
     Pure: ``state`` is not modified; the returned state shares the
     generator's parameter and optimizer-state subtrees (the same objects) and
-    keeps ``state.step`` (the composed step counts game iterations).
+    keeps ``state.step`` (the composed step counts game iterations). Its
+    layer state is the one the training-mode passes left: D's, and G's
+    BatchNorm statistics (G draws the fakes in training mode).
 
     Args:
       gan: the model definition.
@@ -542,10 +735,10 @@ def discriminator_step(
       ``(new_state, metrics)`` with the metrics of :func:`discriminator_objective`,
       computed before the update.
     """
-    params, opt_state, metrics = _discriminator_update(
-        gan, loss, d_opt, state.params, state.opt_state, real, z, alpha, backend, donate
+    params, opt_state, model_state, metrics = _discriminator_update(
+        gan, loss, d_opt, state.params, state.opt_state, state.model_state, real, z, alpha, backend, donate
     )
-    return state._replace(params=params, opt_state=opt_state), metrics
+    return state._replace(params=params, opt_state=opt_state, model_state=model_state), metrics
 
 
 def generator_step(
@@ -560,7 +753,8 @@ def generator_step(
     """One optimizer step on the generator; the discriminator is untouched.
 
     Pure, like :func:`discriminator_step`: the returned state shares the
-    discriminator's subtrees and keeps ``state.step``.
+    discriminator's parameter and optimizer-state subtrees and keeps
+    ``state.step``; both networks' layer state moves (training mode).
 
     Args:
       gan: the model definition.
@@ -574,8 +768,10 @@ def generator_step(
     Returns:
       ``(new_state, {"g_loss"})``, the loss before the update.
     """
-    params, opt_state, metrics = _generator_update(gan, loss, g_opt, state.params, state.opt_state, z, backend, donate)
-    return state._replace(params=params, opt_state=opt_state), metrics
+    params, opt_state, model_state, metrics = _generator_update(
+        gan, loss, g_opt, state.params, state.opt_state, state.model_state, z, backend, donate
+    )
+    return state._replace(params=params, opt_state=opt_state, model_state=model_state), metrics
 
 
 def gan_inputs(gan: GAN, loss: AdversarialLoss, d_steps_per_g_step: int = 1) -> train.InputsFn:
@@ -626,7 +822,7 @@ def make_gan_update(
     d_opt: optim.GradientTransformation,
     backend: str = "autograd",
     donate: bool = False,
-) -> train.UpdateFn:
+) -> StatefulUpdateFn:
     """One game iteration as a pure update of tensors: D step(s), then a G step.
 
     Args:
@@ -640,9 +836,11 @@ def make_gan_update(
         :func:`fgm.train.make_update`).
 
     Returns:
-      ``update(params, opt_state, reals, d_noise, z_g) -> (params, opt_state,
-      metrics)`` with the inputs of :func:`gan_inputs` (one D step per entry
-      of ``reals`` and ``d_noise``) and the metrics of :func:`make_gan_step`.
+      ``update(params, opt_state, model_state, reals, d_noise, z_g) ->
+      (params, opt_state, model_state, metrics)`` (a
+      ``fgm.types.StatefulUpdateFn``) with the inputs of :func:`gan_inputs`
+      (one D step per entry of ``reals`` and ``d_noise``) and the metrics of
+      :func:`make_gan_step`; ``model_state`` is ``GANState.model_state``.
 
     Raises:
       ValueError: WGAN-GP with the ``"func"`` backend.
@@ -652,16 +850,25 @@ def make_gan_update(
             f"the {loss.name} loss needs the autograd backend: its gradient penalty calls torch.autograd.grad"
         )
 
-    def update(params: TensorTree, opt_state: TensorTree, reals: tuple, d_noise: tuple, z_g: torch.Tensor):
+    def update(
+        params: TensorTree,
+        opt_state: TensorTree,
+        model_state: TensorTree,
+        reals: tuple,
+        d_noise: tuple,
+        z_g: torch.Tensor,
+    ):
         if len(reals) != len(d_noise):
             raise ValueError(f"{len(reals)} real batches for {len(d_noise)} D steps")
         for real, noise in zip(reals, d_noise):
-            params, opt_state, d_metrics = _discriminator_update(
-                gan, loss, d_opt, params, opt_state, real, *noise, backend=backend, donate=donate
+            params, opt_state, model_state, d_metrics = _discriminator_update(
+                gan, loss, d_opt, params, opt_state, model_state, real, *noise, backend=backend, donate=donate
             )
-        params, opt_state, g_metrics = _generator_update(gan, loss, g_opt, params, opt_state, z_g, backend, donate)
+        params, opt_state, model_state, g_metrics = _generator_update(
+            gan, loss, g_opt, params, opt_state, model_state, z_g, backend, donate
+        )
         metrics = {"loss": d_metrics["d_loss"] + g_metrics["g_loss"], **d_metrics, **g_metrics}
-        return params, opt_state, metrics
+        return params, opt_state, model_state, metrics
 
     return update
 
@@ -698,7 +905,7 @@ def make_gan_step(
       for WGAN-GP).
     """
     inputs = gan_inputs(gan, loss, d_steps_per_g_step)
-    return train.step_from_update(make_gan_update(gan, loss, g_opt, d_opt, donate=donate), inputs)
+    return train.step_from_update(make_gan_update(gan, loss, g_opt, d_opt, donate=donate), inputs, stateful=True)
 
 
 def build(
@@ -724,10 +931,11 @@ def build(
 
     Returns:
       ``init(key) -> GANState``; ``make_update`` as :func:`make_gan_update`
-      (``compile=True`` is refused: the alternating steps are not compiled);
-      ``inputs`` as :func:`gan_inputs`; ``evaluate(params, x, key)`` as
-      :func:`evaluate` with latents from ``key``; ``generate(params, z)``
-      in ``[0, 1]``; ``noise(key, n) -> z [n, d]``.
+      (a ``fgm.types.StatefulUpdateFn``: ``stateful`` is set; ``compile=True``
+      is refused: the alternating steps are not compiled); ``inputs`` as
+      :func:`gan_inputs`; ``evaluate(variables, x, key)`` as :func:`evaluate`
+      with latents from ``key``; ``generate(variables, z)`` in ``[0, 1]``;
+      ``noise(key, n) -> z [n, d]``; ``variables`` as :func:`variables`.
     """
 
     def make_update(*, backend: str = "autograd", donate: bool = False, compile: bool = False):
@@ -739,9 +947,11 @@ def build(
         init=lambda key: init_state(gan, g_opt, d_opt, key),
         make_update=make_update,
         inputs=gan_inputs(gan, loss, d_steps_per_g_step),
-        evaluate=lambda params, x, key: evaluate(gan, loss, params, x, latent_noise(gan, key, x.shape[0])),
-        generate=lambda params, z: generate(gan, params, z),
+        evaluate=lambda variables, x, key: evaluate(gan, loss, variables, x, latent_noise(gan, key, x.shape[0])),
+        generate=lambda variables, z: generate(gan, variables, z),
         noise=lambda key, n: latent_noise(gan, key, n),
+        variables=variables,
+        stateful=True,
     )
 
 
@@ -749,11 +959,12 @@ def build(
 
 
 def evaluate(
-    gan: GAN, loss: AdversarialLoss, params: TensorTree, real: torch.Tensor, z: torch.Tensor
+    gan: GAN, loss: AdversarialLoss, variables: TensorTree, real: torch.Tensor, z: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """Per-example game values on held-out data (no gradient penalty: it needs a graph).
+    """Per-example game values on held-out data, in evaluation mode (no gradient penalty: it needs a graph).
 
     Args:
+      variables: from :func:`variables` (for stateless networks, the parameters will do).
       real: ``[B, C, H, W]`` data in ``[-1, 1]``.
       z: ``[B, d]`` fixed latent noise.
 
@@ -761,8 +972,11 @@ def evaluate(
       ``{"d_loss", "g_loss", "d_real", "d_fake"}``, each ``[B]``; ``d_real``
       and ``d_fake`` are ``σ(D(x))`` and ``σ(D(G(z)))``.
     """
-    real_logits = gan.discriminate(params["discriminator"], real)
-    fake_logits = gan.discriminate(params["discriminator"], gan.generate(params["generator"], z))
+    params, state = _split_variables(gan, variables)
+    d_params, d_state = params["discriminator"], state["discriminator"]
+    fake, _ = gan.generate(params["generator"], state["generator"], z, train=False)
+    real_logits, _ = gan.discriminate(d_params, d_state, real, train=False)
+    fake_logits, _ = gan.discriminate(d_params, d_state, fake, train=False)
     return {
         "d_loss": loss.discriminator(real_logits, fake_logits),
         "g_loss": loss.generator(fake_logits),

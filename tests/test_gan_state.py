@@ -1,0 +1,258 @@
+"""The GAN with layer state: DCGAN networks for MNIST, BatchNorm in G and spectral norm in D threaded as model state.
+
+The reference for the game itself is the plain PyTorch loop a DCGAN user
+writes (``nn.Module`` networks in training mode, ``torch.optim.Adam``,
+in-place buffers), run in float64 side by side with fgm's pure update.
+"""
+
+import functools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from experiments import models
+from fgm import checkpoint, ensemble, optim, random, train
+from fgm import data as fdata
+from fgm import nn as fnn
+from fgm.models import gan as G
+from fgm.tree import tree_allclose, tree_clone, tree_equal, tree_map
+
+LATENT, WIDTH, LR = 8, 4, 2e-3
+
+
+def dcgan(batchnorm=True, spectral=True, latent=LATENT, width=WIDTH):
+    return G.make_gan(
+        functools.partial(G.mnist_dcgan_generator, latent, width, batchnorm),
+        functools.partial(G.mnist_dcgan_discriminator, width, spectral),
+        latent,
+        (1, 28, 28),
+    )
+
+
+def double(tree):
+    return tree_map(lambda t: t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t, tree)
+
+
+def data(t, n=8):
+    return random.uniform(random.key(1000 + t), (n, 1, 28, 28)) * 2 - 1
+
+
+def setup(dtype=torch.float64, d_steps=1, **kw):
+    gan, loss, opt = dcgan(**kw), G.get_loss("non_saturating"), optim.adam(LR, b1=0.5, b2=0.999)
+    state = G.init_state(gan, opt, opt, random.key(0))
+    if dtype == torch.float64:
+        state = double(state)
+    inputs = G.gan_inputs(gan, loss, d_steps)
+    make_inputs = (lambda x, k: double(inputs(x, k))) if dtype == torch.float64 else inputs
+    return gan, loss, opt, state, make_inputs
+
+
+# --------------------------------------------------------------------------- the networks
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+@pytest.mark.parametrize("spectral", [False, True])
+def test_dcgan_shapes_ranges_and_the_state_each_flag_adds(batchnorm, spectral):
+    gan = dcgan(batchnorm, spectral)
+    key = random.key(0)
+    state = G.init_state(gan, optim.adam(LR), optim.adam(LR), key)
+    g_state, d_state = state.model_state["generator"], state.model_state["discriminator"]
+    assert any(k.endswith("running_mean") for k in g_state) == batchnorm and (g_state == {}) == (not batchnorm)
+    assert all(k.endswith(("_u", "_v")) for k in d_state) and (d_state != {}) == spectral
+    assert sum(isinstance(m, nn.ConvTranspose2d) for m in gan.generator.modules()) == 2
+    assert sum(isinstance(m, nn.Conv2d) for m in gan.discriminator.modules()) == 2
+    z = G.latent_noise(gan, key, 5)
+    x, _ = gan.generate(state.params["generator"], g_state, z, train=True)
+    assert x.shape == (5, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
+    logits, _ = gan.discriminate(state.params["discriminator"], d_state, x, train=True)
+    assert logits.shape == (5,)
+    images = G.generate(gan, G.variables(state), z)
+    assert images.shape == (5, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+    values = G.evaluate(gan, G.non_saturating(), G.variables(state), x, z)
+    assert set(values) == {"d_loss", "g_loss", "d_real", "d_fake"} and all(v.shape == (5,) for v in values.values())
+    # the parameter table counts the very parameter trees (spectral norm's weights included)
+    for name, shape in (("generator", (1, LATENT)), ("discriminator", (1, 1, 28, 28))):
+        rows = fnn.describe(getattr(gan, name), shape)
+        assert sum(n for *_, n in rows) == fnn.count_params(state.params[name])
+
+
+@pytest.mark.parametrize("batchnorm, spectral", [(True, False), (True, True), (False, True), (False, False)])
+def test_dcgan_parameter_count_within_25_percent_of_the_vae(batchnorm, spectral):
+    spec = fdata.get_spec("mnist")
+    from fgm.models import vae as V
+
+    vae_count = fnn.count_params(V.init(models.build_vae(spec, models.MODELS["vae_std"].defaults), random.key(0)))
+    gan = dcgan(batchnorm, spectral, latent=64, width=80)  # the networks' defaults, with the GAN's latent size
+    gan_count = fnn.count_params(G.init(gan, random.key(0)))
+    assert abs(gan_count - vae_count) <= 0.25 * vae_count, (gan_count, vae_count)
+
+
+# --------------------------------------------------------------------------- the game against a torch loop
+
+
+def torch_twins(gan, state):
+    """The two networks as ordinary float64 nn.Modules (training mode) holding fgm's parameters and buffers."""
+    builds = {
+        "generator": lambda: G.mnist_dcgan_generator(LATENT, WIDTH, True),
+        "discriminator": lambda: G.mnist_dcgan_discriminator(WIDTH, True),
+    }
+    nets = []
+    for name, build in builds.items():
+        module = build().double()
+        module.load_state_dict(G.variables(state)[name])  # variables are state_dicts
+        nets.append(module.train())
+    return nets
+
+
+def test_stateful_game_equals_a_torch_module_loop():
+    """BatchNorm in G and spectral norm in D, three iterations of two D steps and a G step, in float64."""
+    gan, loss, opt, state, make_inputs = setup(d_steps=2)
+    net_g, net_d = torch_twins(gan, state)
+    opt_g = torch.optim.Adam(net_g.parameters(), lr=LR, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(net_d.parameters(), lr=LR, betas=(0.5, 0.999))
+    step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt), make_inputs, stateful=True)
+    for t in range(3):
+        key = train.step_key(state)
+        reals, d_noise, z_g = make_inputs(double(data(t, 16)), key)
+        state, metrics = step(state, double(data(t, 16)), key)
+        for real, (z,) in zip(reals, d_noise):  # the D steps: G draws fakes in training mode, without a graph
+            with torch.no_grad():
+                fake = net_g(z)
+            d_loss = (F.softplus(-net_d(real).squeeze(-1)) + F.softplus(net_d(fake).squeeze(-1))).mean()
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+        g_loss = F.softplus(-net_d(net_g(z_g)).squeeze(-1)).mean()  # the G step, D in training mode too
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+        torch.testing.assert_close(metrics["d_loss"], d_loss.detach(), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(metrics["g_loss"], g_loss.detach(), rtol=1e-9, atol=1e-12)
+        for name, net in (("generator", net_g), ("discriminator", net_d)):
+            assert tree_allclose(G.variables(state)[name], dict(net.state_dict()), rtol=1e-8, atol=1e-10), (name, t)
+    # G ran once per D step and once in the G step: three BatchNorm updates per iteration
+    assert int(state.model_state["generator"]["2.num_batches_tracked"]) == 3 * 3
+
+
+def test_d_step_moves_both_networks_state_but_only_the_d_parameters():
+    gan, loss, opt, state, make_inputs = setup()
+    reals, ((z,),), z_g = make_inputs(double(data(0)), random.key(5))
+    after_d, _ = G.discriminator_step(gan, loss, opt, state, reals[0], z)
+    assert after_d.params["generator"] is state.params["generator"]
+    assert not tree_equal(after_d.model_state["generator"], state.model_state["generator"])  # G in training mode
+    assert not tree_equal(after_d.model_state["discriminator"], state.model_state["discriminator"])
+    after_g, _ = G.generator_step(gan, loss, opt, state, z_g)
+    assert after_g.params["discriminator"] is state.params["discriminator"]
+    assert not tree_equal(after_g.model_state["discriminator"], state.model_state["discriminator"])
+
+
+def test_steps_do_not_mutate_their_inputs():
+    gan, loss, opt, state, make_inputs = setup(torch.float32)
+    step = G.make_gan_step(gan, loss, opt, opt)
+    state, _ = step(state, data(0), random.key(1))
+    trees = lambda s: (s.params, s.opt_state, s.model_state)  # noqa: E731
+    before = tree_clone(trees(state))
+    x = data(1)
+    step(state, x, random.key(2))
+    reals, ((z,),), z_g = make_inputs(x, random.key(3))
+    G.discriminator_step(gan, loss, opt, state, reals[0], z)
+    G.generator_step(gan, loss, opt, state, z_g)
+    G.generate(gan, G.variables(state), z)
+    assert tree_equal(before, trees(state))
+
+
+def test_generate_and_evaluate_use_the_running_statistics():
+    """Sampling is evaluation mode: torch's G.eval() with the same state_dict, and the state is untouched."""
+    gan, loss, opt, state, make_inputs = setup()
+    step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt), make_inputs, stateful=True)
+    state, _ = step(state, double(data(0)), random.key(1))
+    net_g, _ = torch_twins(gan, state)
+    z = double(G.latent_noise(gan, random.key(2), 6))
+    before = tree_clone(state.model_state)
+    images = G.generate(gan, G.variables(state), z)
+    torch.testing.assert_close(images, G.to_unit_interval(net_g.eval()(z)).detach(), rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(images, G.to_unit_interval(net_g.train()(z)).detach())  # batch statistics differ
+    assert tree_equal(before, state.model_state)
+    one = G.generate(gan, G.variables(state), z[:1])  # a batch of one: fine with running statistics
+    torch.testing.assert_close(one, images[:1], rtol=1e-12, atol=1e-12)
+    net_g, net_d = torch_twins(gan, state)  # afresh: the train-mode call above moved net_g's statistics
+    values = G.evaluate(gan, loss, G.variables(state), double(data(3, 6)), z)
+    with torch.no_grad():
+        want = torch.sigmoid(net_d.eval()(net_g.eval()(z)).squeeze(-1))  # D's stored u, v: no power iteration
+    torch.testing.assert_close(values["d_fake"], want, rtol=1e-12, atol=1e-12)
+    assert tree_equal(before, state.model_state)
+
+
+# --------------------------------------------------------------------------- checkpoints, resume, ensembles
+
+
+def test_checkpoint_round_trips_the_model_state_and_refuses_another_architecture(tmp_path):
+    gan, loss, opt, state, _ = setup(torch.float32)
+    state, _ = G.make_gan_step(gan, loss, opt, opt)(state, data(0), random.key(1))
+    checkpoint.save(tmp_path / "c.pt", state)
+    loaded, _ = checkpoint.load(tmp_path / "c.pt", G.init_state(gan, opt, opt, random.key(9)))
+    assert tree_equal(loaded, state)
+    plain = dcgan(batchnorm=False, spectral=False)
+    with pytest.raises(checkpoint.CheckpointError):
+        checkpoint.load(tmp_path / "c.pt", G.init_state(plain, opt, opt, random.key(9)))
+
+
+def test_resume_is_bit_identical(tmp_path):
+    """N steps straight equal k steps, a checkpoint save and load, and N - k steps, bit for bit."""
+    gan, loss, opt, state, _ = setup(torch.float32)
+    step = G.make_gan_step(gan, loss, opt, opt)
+
+    def run(state, start, stop):
+        for t in range(start, stop):
+            state, _ = step(state, data(t), train.step_key(state))
+        return state
+
+    straight = run(state, 0, 5)
+    checkpoint.save(tmp_path / "c.pt", run(state, 0, 2))
+    resumed, _ = checkpoint.load(tmp_path / "c.pt", G.init_state(gan, opt, opt, random.key(7)))
+    resumed = run(resumed, 2, 5)
+    assert tree_equal(straight, resumed)
+    assert int(straight.model_state["generator"]["2.num_batches_tracked"]) == 2 * 5
+
+
+@pytest.mark.parametrize("donate", [False, True])
+def test_ensemble_members_equal_single_runs(donate):
+    """Two members vmapped (func backend, stacked params, optimizer and layer state) against two single runs."""
+    gan, loss, opt, _, make_inputs = setup()
+    singles = [double(G.init_state(gan, opt, opt, random.key(s))) for s in (3, 5)]
+    single_step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt), make_inputs, stateful=True)
+    ens = ensemble.stack_states(singles)
+    assert isinstance(ens, ensemble.StatefulEnsembleState)
+    update = G.make_gan_update(gan, loss, opt, opt, backend="func", donate=donate)
+    ens_step = ensemble.make_ensemble_step(update, make_inputs, stateful=True)
+    for t in range(3):
+        batches = [double(data(10 * s + t)) for s in (3, 5)]
+        ens, metrics = ens_step(ens, batches, ensemble.step_keys(ens))
+        for i in range(2):
+            singles[i], m = single_step(singles[i], batches[i], train.step_key(singles[i]))
+            for name, value in m.items():
+                torch.testing.assert_close(metrics[name][i], value, rtol=1e-9, atol=1e-12)
+    for member, single in zip(ensemble.unstack_states(ens, G.GANState), singles):
+        assert tree_allclose(member, single, rtol=1e-8, atol=1e-11)
+    # the loop's form: vmap_update(stateful=True) on the stacked trees, as experiments' member step calls it
+    mapped = ensemble.vmap_update(G.make_gan_update(gan, loss, opt, opt, backend="func"), stateful=True)
+    inputs = ensemble.stack([make_inputs(double(data(99)), k) for k in ensemble.step_keys(ens)])
+    params, opt_state, model_state, metrics = mapped(ens.params, ens.opt_state, ens.model_state, *inputs)
+    assert metrics["loss"].shape == (2,) and int(model_state["generator"]["2.num_batches_tracked"][1]) == 2 * 4
+
+
+def test_trainer_surface_for_the_loop():
+    gan, loss, opt = dcgan(), G.get_loss("hinge"), optim.adam(LR)
+    trainer = G.build(gan, loss, opt, opt)
+    state = trainer.init(random.key(0))
+    assert trainer.stateful and set(trainer.variables(state)) == {"generator", "discriminator"}
+    update = trainer.make_update()
+    params, opt_state, model_state, metrics = update(
+        state.params, state.opt_state, state.model_state, *trainer.inputs(data(0), random.key(1))
+    )
+    state = state._replace(params=params, opt_state=opt_state, model_state=model_state, step=1)
+    z = trainer.noise(random.key(2), 3)
+    assert trainer.generate(trainer.variables(state), z).shape == (3, 1, 28, 28)
+    assert trainer.evaluate(trainer.variables(state), data(1, 3), random.key(3))["d_loss"].shape == (3,)
