@@ -9,6 +9,9 @@
   ``.npz`` statistics.
 * ``fgm.metrics.kid``: Kernel Inception Distance (unbiased MMD², cubic kernel).
 * ``fgm.metrics.precision_recall``: improved precision and recall (k-NN manifolds).
+* ``fgm.metrics.evaluate``: FID, KID and precision/recall of one pair of feature sets.
+* ``fgm.metrics.classifier``: a digit classifier trained on the data set; class
+  coverage, confidence and its own feature space.
 
 Submodules are imported on first access (``fgm.metrics.fid``) or explicitly
 (``from fgm.metrics import fid``): the Inception network pulls in torchvision,
@@ -17,7 +20,7 @@ which takes seconds to import, and only FID needs it.
 
 import importlib
 
-_SUBMODULES = ("fid", "frechet", "inception", "kid", "nll", "precision_recall")
+_SUBMODULES = ("classifier", "evaluate", "fid", "frechet", "inception", "kid", "nll", "precision_recall")
 
 __all__ = list(_SUBMODULES)
 
