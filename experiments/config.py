@@ -4,8 +4,8 @@ Everything that reads a setting reads it here: the command-line parser
 (:func:`train_parser`), ``--set KEY=VALUE`` (:func:`parse_value`), the check
 of a ``config.json`` before a resume (:func:`check_config`), and the report's
 command to reproduce a run (:func:`reproduce_command`). A value is resolved
-in this order, later winning: the profile, the (model, dataset, profile)
-override, the model's defaults, ``--set``, then explicit flags.
+in this order, later winning: the profile, the model's defaults, the
+(model, dataset, profile) override, ``--set``, then explicit flags.
 """
 
 from __future__ import annotations
@@ -130,13 +130,14 @@ PROFILES: dict[str, dict] = {
 }
 # (model, dataset, profile) -> overrides. GANs: DCGAN's constant 2e-4 (a decaying rate freezes the game
 # wherever it is, not at an equilibrium) and batch 64 (twice the updates per epoch).
+# MNIST's conv GAN: width 80 keeps G + D within 25% of vae_std's parameters.
 _GAN = {"batch_size": 64, "lr": 2e-4, "lr_schedule": "constant"}
 OVERRIDES: dict[tuple[str, str, str], dict] = {
-    ("gan", "mnist", "default"): {**_GAN, "epochs": 25, "fid_every": 5, "fid_val_samples": 250},
-    ("gan", "mnist", "full"): {**_GAN, "epochs": 100, "fid_every": 10, "fid_val_samples": 1000},
+    ("gan", "mnist", "default"): {**_GAN, "width": 80, "epochs": 15, "fid_every": 5, "fid_val_samples": 250},
+    ("gan", "mnist", "full"): {**_GAN, "width": 80, "epochs": 100, "fid_every": 10, "fid_val_samples": 1000},
     ("gan", "svhn", "default"): {**_GAN, "epochs": 4, "sample_every": 1},
     ("gan", "svhn", "full"): {**_GAN, "epochs": 25, "sample_every": 5},
-    ("gan", "mnist", "smoke"): {"lr": 2e-4},
+    ("gan", "mnist", "smoke"): {"lr": 2e-4, "width": 80},
     ("gan", "svhn", "smoke"): {"lr": 2e-4},
 }
 # Identity and bookkeeping keys of a config.json, not settings.
@@ -246,10 +247,10 @@ def train_parser(models: list[str], datasets: list[str]) -> argparse.ArgumentPar
 
 
 def defaults(model: str, dataset: str, profile: str, model_defaults: dict) -> dict:
-    """The profile's settings, the override for ``(model, dataset, profile)`` and the model's defaults."""
+    """The profile's settings, the model's defaults, then the override for ``(model, dataset, profile)``."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from: {', '.join(PROFILES)}")
-    return {**PROFILES[profile], **OVERRIDES.get((model, dataset, profile), {}), **model_defaults}
+    return {**PROFILES[profile], **model_defaults, **OVERRIDES.get((model, dataset, profile), {})}
 
 
 def resolve(args: argparse.Namespace, model_defaults: dict) -> dict:

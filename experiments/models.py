@@ -170,7 +170,7 @@ def vae_experiment(spec: fdata.DatasetSpec, config: dict, vae: vae_lib.VAE, flow
 
 _LATENT = Setting("latent_dim", int, "latent dimensions", low=1)
 _HIDDEN = Setting("hidden", list, "MLP hidden widths, encoder order", low=1)
-_WIDTH = Setting("width", int, "ConvNet base channels (32×32 data)", low=1)
+_WIDTH = Setting("width", int, "ConvNet base channels", low=1)
 _VAE = {"latent_dim": (32, _LATENT), "hidden": ([512, 256], _HIDDEN), "width": (32, _WIDTH)}
 
 
@@ -196,11 +196,23 @@ def vae_flow(spec: fdata.DatasetSpec, config: dict) -> Experiment:
 
 
 def build_gan(spec: fdata.DatasetSpec, config: dict) -> gan_lib.GAN:
-    """MLPs (``g_hidden``, ``d_hidden``) for binarised data; DCGAN-style ConvNets of ``width`` for 32×32 images."""
+    """The networks of ``arch``: MLPs (``g_hidden``, ``d_hidden``) or DCGAN-style ConvNets of ``width``.
+
+    ConvNets: MNIST's 7 → 14 → 28 pair (``g_batchnorm``, ``d_spectral_norm``)
+    for 1×28×28 images, the 4 → 8 → 16 → 32 pair for 32×32 images. ``auto``
+    takes the ConvNet where one fits the shape, else the dataset's MLP.
+    """
     d, c = config["latent_dim"], spec.shape[0]
-    if _architecture(spec, "gan") == "mlp":
+    mnist_shaped, conv_fits = tuple(spec.shape) == (1, 28, 28), tuple(spec.shape[1:]) == (32, 32)
+    if config["arch"] == "conv" and not (mnist_shaped or conv_fits):
+        raise ValueError(f"gan: no built-in ConvNet for shape {tuple(spec.shape)} (1×28×28 or 32×32); try arch=mlp")
+    if config["arch"] == "mlp" or (config["arch"] == "auto" and not (mnist_shaped or conv_fits)):
+        _architecture(spec, "gan")  # binarised data, or a clear error
         build_g = functools.partial(gan_lib.mlp_generator, d, spec.shape, tuple(config["g_hidden"]))
         build_d = functools.partial(gan_lib.mlp_discriminator, spec.shape, tuple(config["d_hidden"]))
+    elif mnist_shaped:
+        build_g = functools.partial(gan_lib.mnist_dcgan_generator, d, config["width"], config["g_batchnorm"])
+        build_d = functools.partial(gan_lib.mnist_dcgan_discriminator, config["width"], config["d_spectral_norm"])
     else:
         build_g = functools.partial(gan_lib.dcgan_generator, d, c, config["width"])
         build_d = functools.partial(gan_lib.dcgan_discriminator, c, config["width"])
@@ -215,9 +227,12 @@ def build_gan(spec: fdata.DatasetSpec, config: dict) -> gan_lib.GAN:
             "non_saturating",
             Setting("loss", str, "adversarial loss", choices=tuple(gan_lib.LOSSES) + ("wgan_gp",)),
         ),
+        "arch": ("auto", Setting("arch", str, "networks (auto: conv where built in)", choices=("auto", "conv", "mlp"))),
         "g_hidden": ([256, 512], Setting("g_hidden", list, "generator MLP widths", low=1)),
         "d_hidden": ([512, 256], Setting("d_hidden", list, "discriminator MLP widths", low=1)),
         "width": (32, _WIDTH),
+        "g_batchnorm": (True, Setting("g_batchnorm", bool, "BatchNorm in MNIST's conv generator")),
+        "d_spectral_norm": (False, Setting("d_spectral_norm", bool, "spectral norm in MNIST's conv discriminator")),
         # GANs use a small b1 (DCGAN): with the opponent moving, old gradients are stale.
         "b1": (0.5, Setting("b1", float, "Adam's first-moment decay", low=0.0, high=0.999)),
         "b2": (0.999, Setting("b2", float, "Adam's second-moment decay", low=0.0, high=0.99999)),

@@ -116,8 +116,13 @@ def member_params(state, num_members: int) -> list:
     return [state.params] if num_members == 1 else ensemble.unstack(state.params)
 
 
+def member_variables(experiment: models.Experiment, state, num_members: int) -> list:
+    """What each member's evaluation reads: its parameters, merged with its layer state for a stateful model."""
+    return member_params(state._replace(params=experiment.trainer.variables(state)), num_members)
+
+
 class Run(NamedTuple):
-    """A run directory read back: its config, model, state and per-member parameters."""
+    """A run directory read back: its config, model, state and per-member variables (what evaluation reads)."""
 
     path: Path
     config: dict
@@ -138,4 +143,4 @@ def load_run(path: str | Path) -> Run:
     config = read_config(path)
     experiment = models.build(config)
     state, meta = checkpoint.load(path / CHECKPOINT, state_template(experiment, config))
-    return Run(path, config, experiment, state, member_params(state, len(config["seeds"])), meta)
+    return Run(path, config, experiment, state, member_variables(experiment, state, len(config["seeds"])), meta)

@@ -80,14 +80,18 @@ def make_member_step(experiment: models.Experiment, num_members: int, compile: b
     The loop drops each state once stepped, so the update may reuse its
     buffers (donation: the same numbers bit for bit, no fresh buffers).
     """
-    backend = "autograd" if num_members == 1 else "func"
+    backend, stateful = "autograd" if num_members == 1 else "func", experiment.trainer.stateful
     update = experiment.trainer.make_update(backend=backend, donate=True, **({"compile": True} if compile else {}))
     if num_members > 1:
-        update = ensemble.vmap_update(update)
+        update = ensemble.vmap_update(update, stateful=stateful)
 
     def step(state, inputs: list[tuple]):
         args = inputs[0] if num_members == 1 else ensemble.stack(inputs)
-        params, opt_state, metrics = update(state.params, state.opt_state, *args)
+        if stateful:  # layer state (BatchNorm statistics, power iterations) goes in and out beside the parameters
+            params, opt_state, model_state, metrics = update(state.params, state.opt_state, state.model_state, *args)
+            state = state._replace(model_state=model_state)
+        else:
+            params, opt_state, metrics = update(state.params, state.opt_state, *args)
         if num_members == 1:
             metrics = {k: v.reshape(1) for k, v in metrics.items()}
         return state._replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
@@ -157,7 +161,7 @@ def train_loop(
                 bar.set_postfix(epoch=f"{epoch}/{epochs}", loss=f"{float(metrics['loss'].mean()):.2f}", refresh=False)
             train_seconds = time.perf_counter() - started
             members = []
-            for i, (k, params) in enumerate(zip(keys, rundir.member_params(state, len(seeds)))):
+            for i, (k, params) in enumerate(zip(keys, rundir.member_variables(experiment, state, len(seeds)))):
                 record = {"seed": seeds[i]}
                 record.update({f"train_{n}": float(v[i]) / steps_per_epoch for n, v in sums.items() if n != "loss"})
                 val = evaluate_split(trainer.evaluate, params, val_inputs, k.evaluation)
@@ -177,7 +181,7 @@ def train_loop(
                 with torch.no_grad():
                     grids = [
                         trainer.generate(p, z[: 64 if len(seeds) == 1 else per_member])
-                        for p, z in zip(rundir.member_params(state, len(seeds)), grid_noise)
+                        for p, z in zip(rundir.member_variables(experiment, state, len(seeds)), grid_noise)
                     ]
                 figures.save_grid(torch.cat(grids), out / "samples" / f"epoch_{epoch:04d}.png")
             # The checkpoint carries the whole log, so the log can be rebuilt after a crash between the writes.
@@ -318,11 +322,12 @@ def write_results(
     seeds = config["seeds"]
     history = rundir.read_metrics(out)
     members = []
-    for i, (seed, params) in enumerate(zip(seeds, rundir.member_params(state, len(seeds)))):
+    variables = rundir.member_variables(experiment, state, len(seeds))
+    for i, (seed, params) in enumerate(zip(seeds, variables)):
         test = test_member(experiment, config, params, rundir.run_keys(seed), test_inputs, fid_reference, progress)
         final_val = {k: v for k, v in history[-1]["members"][i].items() if k.startswith("val_")} if history else {}
         members.append({"seed": seed, **test, "final_val": final_val})
-    write_figures(experiment, config, out, rundir.member_params(state, len(seeds)), test_inputs)
+    write_figures(experiment, config, out, variables, test_inputs)
     mean, std = rundir.mean_std(members)
     val_mean, val_std = rundir.mean_std([m["final_val"] for m in members])
     results = {

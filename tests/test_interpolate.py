@@ -23,7 +23,8 @@ def build(model, dataset="mnist"):
 
 
 def params_of(experiment, seed=0):
-    return experiment.trainer.init(random.key(seed)).params
+    """What evaluation reads at initialisation: parameters, with layer state for a stateful model."""
+    return experiment.trainer.variables(experiment.trainer.init(random.key(seed)))
 
 
 def perturbed(params, scale=0.2):

@@ -293,7 +293,7 @@ def test_vae_flow_set_overrides_and_the_reproduce_command(tmp_path, mnist_root, 
 @pytest.mark.parametrize(
     "shape, likelihood, kind",
     [
-        ((1, 28, 28), "bernoulli", "mlp"),
+        ((1, 28, 28), "bernoulli", "conv"),
         ((1, 16, 16), "bernoulli", "mlp"),
         ((3, 20, 12), "bernoulli", "mlp"),
         ((3, 32, 32), "discretized_logistic", "conv"),
@@ -319,10 +319,26 @@ def test_built_in_models_fit_any_registered_shape(shape, likelihood, kind):
         }
     gan = models.build_gan(spec, models.MODELS["gan"].defaults)
     gan_params = gan_lib.init(gan, random.key(3))
-    fake, _ = gan.generate(gan_params["generator"], {}, random.normal(random.key(4), (2, gan.latent_dim)), train=False)
-    logits, _ = gan.discriminate(gan_params["discriminator"], {}, fake, train=False)
+    state = gan_lib.init_model_state(gan, gan_params, random.key(3))
+    z = random.normal(random.key(4), (2, gan.latent_dim))
+    fake, _ = gan.generate(gan_params["generator"], state["generator"], z, train=False)
+    logits, _ = gan.discriminate(gan_params["discriminator"], state["discriminator"], fake, train=False)
     assert fake.shape == (2, *shape) and logits.shape == (2,)
     assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in gan.generator.modules()) == (kind == "conv")
+
+
+def test_gan_arch_selects_the_networks_and_refuses_a_conv_that_does_not_fit():
+    mnist, toy = fdata.get_spec("mnist"), fdata.DatasetSpec("toy", (1, 16, 16), 10, "bernoulli", loader=None)
+    defaults = models.MODELS["gan"].defaults
+    conv = models.build_gan(mnist, defaults)
+    mlp = models.build_gan(mnist, {**defaults, "arch": "mlp"})
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in conv.generator.modules())
+    assert not any(isinstance(m, torch.nn.Conv2d) for m in mlp.discriminator.modules())
+    plain = models.build_gan(mnist, {**defaults, "g_batchnorm": False, "d_spectral_norm": True})
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.generator.modules())
+    assert any(hasattr(m, "parametrizations") for m in plain.discriminator.modules())
+    with pytest.raises(ValueError, match=r"no built-in ConvNet for shape \(1, 16, 16\).*arch=mlp"):
+        models.build_gan(toy, {**defaults, "arch": "conv"})
 
 
 def test_built_in_models_refuse_other_shapes_naming_them():
@@ -347,13 +363,21 @@ def test_every_model_has_the_same_surface():
         experiment = entry.build(spec, config)
         state = experiment.trainer.init(random.key(0))
         x = experiment.train_input(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8), random.key(1))
-        params, opt_state, metrics = experiment.trainer.make_update()(
-            state.params, state.opt_state, *experiment.trainer.inputs(x, random.key(2))
-        )
+        trainer, inputs = experiment.trainer, experiment.trainer.inputs(x, random.key(2))
+        if trainer.stateful:
+            params, opt_state, model_state, metrics = trainer.make_update()(
+                state.params, state.opt_state, state.model_state, *inputs
+            )
+            assert not tree_equal(model_state, state.model_state)  # BatchNorm's statistics moved
+            stepped = state._replace(params=params, opt_state=opt_state, model_state=model_state)
+        else:
+            params, opt_state, metrics = trainer.make_update()(state.params, state.opt_state, *inputs)
+            stepped = state._replace(params=params, opt_state=opt_state)
         assert torch.isfinite(metrics["loss"]) and not tree_equal(params, state.params)
-        values = experiment.trainer.evaluate(params, x, random.key(3))
+        variables = trainer.variables(stepped)
+        values = trainer.evaluate(variables, x, random.key(3))
         assert experiment.objective in values and all(v.shape == (4,) for v in values.values())
-        images = experiment.trainer.generate(params, experiment.trainer.noise(random.key(4), 3))
+        images = trainer.generate(variables, trainer.noise(random.key(4), 3))
         assert images.shape == (3, 1, 28, 28) and 0 <= float(images.min()) <= float(images.max()) <= 1
 
 
