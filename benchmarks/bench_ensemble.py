@@ -2,16 +2,22 @@
 
 Run from the repository root::
 
-    python -m benchmarks.bench_ensemble [--models vae_std,vae_flow,gan] [--members 4] [--rounds 30] [--threads N]
+    python -m benchmarks.bench_ensemble [--models vae_std,vae_flow,gan,gan_mlp] [--members 4] [--rounds 30]
+        [--threads N] [--batch-size B]
 
-For each model (the MNIST default architectures; batch 128 for the VAEs, 64
-for the GAN), with ``M`` members, each on its own batch and noise:
+For each model (the registered MNIST models with their default-profile
+settings, as in ``benchmarks/bench_steps.py``: batch 128 for the VAEs, 64 for
+the GAN, whose default networks are the DCGAN ConvNets with BatchNorm in G;
+``gan_mlp`` is the MLP GAN), with ``M`` members, each on its own batch and
+noise:
 
-* **sequential**: ``M`` calls of the registry's single-model step (what
-  ``M`` separate runs do, one after the other);
+* **sequential**: ``M`` calls of the single-model step (the trainer's pure
+  update through ``fgm.train.step_from_update``: what ``M`` separate runs
+  do, one after the other);
 * **sequential donate**: the same with the donating step;
 * **vmap**: one call of ``fgm.ensemble.make_ensemble_step`` over the stacked
-  members (``torch.func.vmap`` of the ``"func"``-backend update);
+  members (``torch.func.vmap`` of the ``"func"``-backend update; for the GAN
+  the members' layer state is stacked and threaded too);
 * **vmap donate**: the same, updating the stacked state in place (what
   ``python -m experiments.run ... --seeds M`` runs).
 
@@ -37,31 +43,22 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks.bench_steps import print_table, profile, time_interleaved
-from experiments import registry
-from fgm import data as fdata
+from benchmarks.bench_steps import fake_batch, mnist_config, print_table, profile, time_interleaved
+from experiments import models
 from fgm import ensemble, random, train
 
 
-def build(model: str, members: int) -> dict[str, Callable[[], None]]:
-    """The four variants for ``model``, each with its own states."""
-    config = {**registry.get_model(model).defaults, "total_steps": 10_000}
-    config.update({"lr": 2e-4} if model == "gan" else {"lr": 1e-3, "lr_schedule": "cosine"})
-    recipe = registry.get_model(model).build(fdata.get_spec("mnist"), config)
-    batch_size = 64 if model == "gan" else 128
-    if model == "gan":
-        batches = [random.uniform(random.key(10 + i), (batch_size, 1, 28, 28)) * 2 - 1 for i in range(members)]
-    else:
-        batches = [
-            random.bernoulli(random.key(10 + i), torch.full((batch_size, 1, 28, 28), 0.13)) for i in range(members)
-        ]
+def build(case: str, members: int, batch_size: int | None = None) -> tuple[dict[str, Callable[[], None]], dict]:
+    """``({variant: run one ensemble step}, config)`` of ``case`` (``bench_steps.CASES``), each with its own states."""
+    config = mnist_config(case, batch_size)
+    trainer = models.build(config).trainer
+    stateful = trainer.stateful
+    batches = [fake_batch(config, random.key(10 + i)) for i in range(members)]
     seeds = range(members)
     fns = {}
-    for name, step in (
-        ("sequential", recipe.step),
-        ("sequential donate", train.step_from_update(recipe.make_update(donate=True), recipe.make_inputs)),
-    ):
-        states = [recipe.init(random.key(s)) for s in seeds]
+    for name, donate in (("sequential", False), ("sequential donate", True)):
+        step = train.step_from_update(trainer.make_update(donate=donate), trainer.inputs, stateful=stateful)
+        states = [trainer.init(random.key(s)) for s in seeds]
 
         def run(step=step, states=states):
             for i, x in enumerate(batches):
@@ -69,33 +66,38 @@ def build(model: str, members: int) -> dict[str, Callable[[], None]]:
 
         fns[name] = run
     for name, donate in (("vmap", False), ("vmap donate", True)):
-        step = ensemble.make_ensemble_step(recipe.make_update(backend="func", donate=donate), recipe.make_inputs)
-        box = [ensemble.stack_states([recipe.init(random.key(s)) for s in seeds])]
+        update = trainer.make_update(backend="func", donate=donate)
+        step = ensemble.make_ensemble_step(update, trainer.inputs, stateful=stateful)
+        box = [ensemble.stack_states([trainer.init(random.key(s)) for s in seeds])]
 
         def run(step=step, box=box):
             box[0], _ = step(box[0], batches, ensemble.step_keys(box[0]))
 
         fns[name] = run
-    return fns
+    return fns, config
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="vae_std,vae_flow,gan")
+    parser.add_argument("--models", default="vae_std,vae_flow,gan", help="comma-separated; see bench_steps.CASES")
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--batch-size", type=int, help="per member, instead of the profile's; quick checks")
     parser.add_argument("--profile", type=int, metavar="N", help="also profile N ensemble steps of each implementation")
     args = parser.parse_args(argv)
+    cases = args.models.split(",")
+    for case in cases:
+        mnist_config(case, args.batch_size)  # an unknown name fails before anything runs
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{args.members} members, {torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds")
-    for model in args.models.split(","):
+    for case in cases:
         started = time.perf_counter()
-        fns = build(model, args.members)
+        fns, config = build(case, args.members, args.batch_size)
         medians = time_interleaved(fns, args.rounds, args.warmup)
-        print(f"\n{model} (batch {64 if model == 'gan' else 128} per member), {time.perf_counter() - started:.0f} s")
+        print(f"\n{case} (batch {config['batch_size']} per member), {time.perf_counter() - started:.0f} s")
         print_table(medians, "sequential", "ratio to sequential")
         if args.profile:
             profile(fns, args.profile)

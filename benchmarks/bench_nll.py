@@ -26,7 +26,8 @@ import time
 
 import torch
 
-from experiments import registry
+from experiments import config as cfg
+from experiments import models
 from fgm import data as fdata
 from fgm import distributions as D
 from fgm import random
@@ -65,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     spec = fdata.get_spec("mnist")
-    config = {"latent_dim": 32, "hidden": [512, 256], "width": 32}
-    vae = registry.build_vae(spec, config)
+    config = cfg.defaults("vae_std", "mnist", "default", models.get_model("vae_std").defaults)
+    vae = models.build_vae(spec, config)
     params = vae_lib.init(vae, random.key(0))
     test = fdata.to_eval_input("mnist", fdata.load_images("mnist", "test", args.data_dir))
     k, chunk = args.num_samples, args.chunk_size
@@ -82,7 +83,10 @@ def main(argv: list[str] | None = None) -> None:
         ]
     )
     theirs = loop_log_likelihood(vae, params, x, eps, chunk)
-    print(f"agreement on identical noise (K=250, 4 images): max |diff| = {(ours - theirs).abs().max():.2e} nats")
+    diff = float((ours - theirs).abs().max())
+    print(f"agreement on identical noise (K=250, 4 images): max |diff| = {diff:.2e} nats")
+    if not diff < 1e-3:
+        raise RuntimeError(f"the two estimators disagree on identical noise by {diff:.2e} nats")
 
     x = test[: args.points]
     started = time.perf_counter()
