@@ -68,6 +68,7 @@ def _run_settings() -> list[Setting]:
         Setting("nll_samples", int, "importance samples K for the test NLL (0 skips it)", low=0, eval_only=True),
         Setting("fid_samples", int, "generated images for the test FID (0 skips it)", low=0, eval_only=True),
         Setting("fid_reference_count", int, "test images of the FID (null: all)", 2, optional=True, eval_only=True),
+        Setting("classifier_metrics", bool, "the dataset classifier's view of the samples", flag=False, eval_only=True),
         Setting("fid_every", int, "validation FID every N epochs (0: never)", low=0, eval_only=True),
         Setting("fid_val_samples", int, "generated (and real val) images per validation FID", low=2, eval_only=True),
         Setting("interpolation_points", int, "interior points per strip (plus both ends)", low=1, eval_only=True),
@@ -87,6 +88,7 @@ _BASE = {
     "test_limit": None,
     "fid_reference_count": None,
     "fid_every": 0,
+    "classifier_metrics": False,
     "fid_val_samples": 250,
     "interpolation_points": 10,
 }
@@ -114,6 +116,7 @@ PROFILES: dict[str, dict] = {
         "sample_every": 5,
         "nll_samples": 100,
         "fid_samples": 1000,
+        "classifier_metrics": True,
         "fid_reference_count": 1000,
     },
     "full": {
@@ -126,6 +129,7 @@ PROFILES: dict[str, dict] = {
         "sample_every": 10,
         "nll_samples": 5000,
         "fid_samples": 10_000,
+        "classifier_metrics": True,
     },
 }
 # (model, dataset, profile) -> overrides. GANs: DCGAN's constant 2e-4 (a decaying rate freezes the game

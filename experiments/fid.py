@@ -25,7 +25,6 @@ import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,8 +33,9 @@ from experiments import config as cfg
 from experiments import rundir
 from fgm import data as fdata
 from fgm import random
+from fgm.metrics import classifier as classifier_lib
+from fgm.metrics import evaluate, frechet, inception
 from fgm.metrics import fid as fid_lib
-from fgm.metrics import frechet, inception
 from fgm.types import Trainer
 
 
@@ -43,26 +43,6 @@ def cache_dir() -> Path:
     """``$FGM_CACHE_DIR/fid``, else ``~/.cache/fgm/fid``."""
     root = os.environ.get("FGM_CACHE_DIR") or Path.home() / ".cache" / "fgm"
     return Path(root) / "fid"
-
-
-class FIDReport(NamedTuple):
-    """A FID value with what it was computed from (always report N)."""
-
-    value: float
-    num_generated: int
-    reference: str
-    num_reference: int
-    weights: str
-
-    def as_results(self) -> dict:
-        """The test FID and what it was computed from, as ``results.json`` keys."""
-        return {
-            "test_fid": self.value,
-            "fid_samples": self.num_generated,
-            "fid_reference": self.reference,
-            "fid_reference_count": self.num_reference,
-            "fid_weights": self.weights,
-        }
 
 
 def generated_batches(trainer: Trainer, params, key: random.Key, num: int, batch_size=250) -> Iterator[torch.Tensor]:
@@ -98,16 +78,97 @@ def model_fid(
     split: str,
     reference: torch.Tensor,
     progress: bool = True,
-    extractor: inception.FeatureExtractor | None = None,
-) -> FIDReport:
-    """FID between ``num_samples`` generated images and the real ``reference`` images."""
-    extractor = extractor or inception.make_feature_extractor()
+) -> float:
+    """FID between ``num_samples`` generated images and the real ``reference`` images (the validation curve's)."""
+    extractor = inception.make_feature_extractor()
     real = reference_statistics(extractor, dataset, split, reference, progress)
     batches = generated_batches(trainer, params, key, num_samples)
     desc = f"FID samples ({num_samples})"
     fake = fid_lib.image_statistics(batches, extractor, progress=progress, total=num_samples, desc=desc)
-    name, n = f"{dataset}:{split}[:{reference.shape[0]}]", int(reference.shape[0])
-    return FIDReport(frechet.frechet_distance_from_stats(fake, real), num_samples, name, n, extractor.info.weights)
+    return frechet.frechet_distance_from_stats(fake, real)
+
+
+def real_features(extractor, dataset: str, split: str, images: torch.Tensor, progress: bool = True) -> torch.Tensor:
+    """Inception features ``[N, 2048]`` of real images (``uint8 [N, C, H, W]``), cached on disk like the statistics."""
+    key = fid_lib.statistics_key(dataset, split, images.shape[0], extractor.info, images=images)
+    desc = f"features {dataset}:{split}[:{images.shape[0]}]"
+    compute = functools.partial(fid_lib.image_features, extractor=extractor, progress=progress, desc=desc)
+    return fid_lib.cached_features(cache_dir(), key, lambda: compute(real_batches(images), total=images.shape[0]))
+
+
+def sample_metrics(
+    trainer: Trainer,
+    params,
+    key: random.Key,
+    num_samples: int,
+    dataset: str,
+    reference: torch.Tensor,
+    floor_images: torch.Tensor,
+    classifier: bool,
+    data_dir: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Every sample-quality metric of a model, from one set of samples whose features are extracted once.
+
+    Inception features (pool3) of ``num_samples`` samples against the real
+    ``reference`` images: FID, KID (mean ± std over subsets) and
+    precision/recall (k = 3). The same metrics of ``floor_images`` (real
+    training images, as many as samples) against the same reference are the
+    real-data floor: what a perfect model of that N would score. With
+    ``classifier``, the dataset's own classifier (trained once, cached) adds
+    the class histogram of the samples, its KL divergence from the test
+    labels' distribution, the rarest and commonest class shares, the mean
+    confidence, and FID/KID in the classifier's feature space.
+
+    Returns:
+      Flat ``results.json`` values: ``test_fid``, ``test_kid_mean``... and
+      ``floor_*`` (Inception), ``class_*`` and ``classifier_*`` (classifier),
+      with ``fid_samples``, ``fid_reference``, ``fid_reference_count``,
+      ``fid_weights`` and ``fid_warning`` (``None`` or the N ≤ 2048 warning).
+    """
+    extractor = inception.make_feature_extractor()
+    images = torch.cat(list(generated_batches(trainer, params, key, num_samples)))
+    real = real_features(extractor, dataset, "test", reference, progress)
+    floor = real_features(extractor, dataset, "train", floor_images, progress)
+    generated = fid_lib.image_features(images, extractor, progress=progress, desc=f"features of {num_samples} samples")
+    metric_key, floor_key = random.split(random.fold_in(key, 1))
+    model = evaluate.feature_metrics(generated, real, metric_key).as_dict("test_")
+    results = {k: v for k, v in model.items() if k not in ("test_num_generated", "test_num_real", "test_fid_warning")}
+    floor_metrics = evaluate.feature_metrics(floor, real, floor_key).as_dict("floor_")
+    floor_keys = ("floor_fid", "floor_kid_mean", "floor_precision", "floor_recall")
+    results |= {k: v for k, v in floor_metrics.items() if k in floor_keys}
+    results |= {
+        "fid_samples": num_samples,
+        "fid_reference": f"{dataset}:test[:{reference.shape[0]}]",
+        "fid_reference_count": int(reference.shape[0]),
+        "fid_floor_images": f"{dataset}:train[:{floor_images.shape[0]}]",
+        "fid_weights": extractor.info.weights,
+        "fid_warning": model["test_fid_warning"],
+    }
+    if classifier:
+        results |= classifier_metrics(dataset, images, random.fold_in(key, 2), data_dir, progress)
+    return results
+
+
+def classifier_metrics(dataset: str, images: torch.Tensor, key: random.Key, data_dir=None, progress=True) -> dict:
+    """The dataset classifier's view of samples ``[N, C, H, W]`` in ``[0, 1]`` (see :func:`sample_metrics`)."""
+    trained = classifier_lib.cached_classifier(dataset, data_dir=data_dir, progress=progress)
+    test = fdata.load(dataset, "test", data_dir)
+    samples = classifier_lib.classifier_outputs(trained.classifier, trained.params, images)
+    real = classifier_lib.classifier_outputs(trained.classifier, trained.params, test.images)
+    classes = classifier_lib.class_statistics(samples.logits, classifier_lib.class_distribution(test.labels))
+    features = evaluate.feature_metrics(samples.features, real.features, key, with_precision_recall=False)
+    return {
+        "class_histogram": classes.histogram,
+        "class_kl": classes.kl_to_samples,
+        "class_rarest_share": classes.rarest_share,
+        "class_most_common_share": classes.most_common_share,
+        "class_missing": classes.missing_classes,
+        "class_confidence": classes.confidence,
+        "classifier_fid": features.fid.value,
+        "classifier_kid_mean": features.kid.mean,
+        "classifier_test_accuracy": trained.test_accuracy,
+    }
 
 
 def images_from_file(path: Path) -> torch.Tensor:
@@ -137,8 +198,8 @@ def images_from_file(path: Path) -> torch.Tensor:
     return array
 
 
-def statistics(source: str, extractor, args) -> tuple[frechet.FeatureStats, str]:
-    """Feature statistics of one source and a description of it."""
+def features(source: str, extractor, args) -> tuple[torch.Tensor, str]:
+    """Inception features ``[N, 2048]`` of one source and a description of it."""
     progress = not args.no_progress
     path = Path(source)
     if path.is_dir():
@@ -147,15 +208,15 @@ def statistics(source: str, extractor, args) -> tuple[frechet.FeatureStats, str]
             raise ValueError(f"{path} has {len(run.params)} member(s); --member must be in 0..{len(run.params) - 1}")
         member = run.params[args.member]
         batches = generated_batches(run.experiment.trainer, member, random.key(args.seed), args.samples)
-        stats = fid_lib.image_statistics(batches, extractor, progress=progress, total=args.samples, desc=path.name)
+        found = fid_lib.image_features(batches, extractor, progress=progress, total=args.samples, desc=path.name)
         seed = run.config["seeds"][args.member]
-        return stats, f"{args.samples} samples of {path} (member {args.member}, seed {seed})"
+        return found, f"{args.samples} samples of {path} (member {args.member}, seed {seed})"
     if path.suffix in (".npy", ".npz", ".pt"):
         if not path.exists():
             raise ValueError(f"{path}: no such file")
         images = images_from_file(path)
-        stats = fid_lib.image_statistics(images, extractor, progress=progress, desc=path.name)
-        return stats, f"{images.shape[0]} images of {path}"
+        found = fid_lib.image_features(images, extractor, progress=progress, desc=path.name)
+        return found, f"{len(images)} images of {path}"
     parts = source.split(":")
     if len(parts) in (2, 3) and parts[0] in fdata.DATASETS:
         dataset, split = parts[0], parts[1]
@@ -164,8 +225,7 @@ def statistics(source: str, extractor, args) -> tuple[frechet.FeatureStats, str]
         images = fdata.load_images(dataset, split, args.data_dir)
         if len(parts) == 3:
             images = images[: int(parts[2])]
-        stats = reference_statistics(extractor, dataset, split, images, progress)
-        return stats, f"{images.shape[0]} images of {dataset}:{split}"
+        return real_features(extractor, dataset, split, images, progress), f"{len(images)} images of {dataset}:{split}"
     raise ValueError(
         f"{source!r}: expected a run directory, an image file (.npy/.npz/.pt) or <dataset>:<split>[:<count>] "
         f"with dataset one of: {', '.join(fdata.DATASETS)}"
@@ -173,8 +233,8 @@ def statistics(source: str, extractor, args) -> tuple[frechet.FeatureStats, str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m experiments.run fid A B``: prints the FID of two sources (bad input: the dispatcher exits 2)."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.run fid", description="FID between two image sets.")
+    """``python -m experiments.run fid A B``: FID, KID, precision/recall of two sources (bad input: exit 2)."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.run fid", description="FID, KID and P/R of two sets.")
     parser.add_argument("first", help="run directory, image file, or dataset:split[:count]")
     parser.add_argument("second", help="run directory, image file, or dataset:split[:count]")
     parser.add_argument("--samples", type=int, default=1000, help="images generated from a run (default 1000)")
@@ -187,8 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg.add_import_flag(parser)
     args = parser.parse_args(argv)
     extractor = inception.make_feature_extractor(args.weights, path=args.weights_path)
-    first, first_desc = statistics(args.first, extractor, args)
-    second, second_desc = statistics(args.second, extractor, args)
-    value = frechet.frechet_distance_from_stats(first, second)
-    print(f"FID {value:.3f}  ({first_desc} vs {second_desc}; {args.weights} Inception weights)")
+    first, first_desc = features(args.first, extractor, args)
+    second, second_desc = features(args.second, extractor, args)
+    metrics = evaluate.feature_metrics(first, second, random.fold_in(random.key(args.seed), 1))
+    print(f"FID {metrics.fid.value:.3f}  ({first_desc} vs {second_desc}; {args.weights} Inception weights)")
+    kid, pr = metrics.kid, metrics.precision_recall
+    print(f"KID {kid.mean:.5f} ± {kid.std:.5f}  ({kid.num_subsets} subsets of {kid.subset_size})")
+    print(f"precision {pr.precision:.3f}  recall {pr.recall:.3f}  (k = {pr.k}, first set vs second's manifold)")
+    if metrics.fid.warning:
+        print(f"warning: {metrics.fid.warning}")
     return 0

@@ -34,6 +34,15 @@ MODEL_ORDER = ("vae_std", "vae_flow", "gan")
 # (results key, column title, digits): the test metrics compared across models
 METRICS = (
     ("test_fid", "test FID ↓", 2),
+    ("floor_fid", "real-data floor FID", 2),
+    ("test_kid_mean", "KID ↓", 4),
+    ("test_precision", "precision ↑", 3),
+    ("test_recall", "recall ↑", 3),
+    ("class_kl", "class KL ↓ (nats)", 3),
+    ("class_rarest_share", "rarest class", 3),
+    ("class_most_common_share", "commonest class", 3),
+    ("class_confidence", "classifier confidence", 3),
+    ("classifier_fid", "classifier FID ↓", 2),
     ("test_nll", "test NLL ↓ (nats)", 2),
     ("test_nll_bits_per_dim", "test NLL ↓ (bits/dim)", 3),
     ("test_neg_elbo", "test −ELBO ↓ (nats)", 2),
@@ -113,6 +122,7 @@ def summarize(group: Group) -> dict:
         "metrics": {key: stat(group.values(key)) for key, _, _ in METRICS if group.values(key)},
         "fid_samples": group.common("fid_samples"),
         "fid_reference": group.common("fid_reference"),
+        "fid_floor_images": group.common("fid_floor_images"),
         "fid_weights": group.common("fid_weights"),
         "nll_samples": group.common("nll_samples"),
         "num_test": group.common("num_test"),
@@ -124,7 +134,8 @@ def differences(models_: dict[str, dict]) -> list[dict]:
     rows = []
     for (a, sa), (b, sb) in itertools.combinations(models_.items(), 2):
         for key, _, digits in METRICS:
-            if key in sa["metrics"] and key in sb["metrics"] and key not in ("test_d_loss", "test_g_loss"):
+            # the floor is the data's, the same for every model; D and G losses are no quality measure
+            if key in sa["metrics"] and key in sb["metrics"] and key not in ("floor_fid", "test_d_loss", "test_g_loss"):
                 ma, mb = sa["metrics"][key], sb["metrics"][key]
                 stds = [s for s in (ma["std"], mb["std"]) if s is not None]
                 larger = max(stds) if len(stds) == 2 else None
@@ -166,9 +177,10 @@ def results_lines(dataset: str, summary: dict) -> list[str]:
     for model, s in summary.items():
         parts = []
         if s["fid_samples"]:
+            floor = f"; floor: {', '.join(s['fid_floor_images'])} vs the same" if s["fid_floor_images"] else ""
             parts.append(
-                f"FID from {', '.join(s['fid_samples'])} samples vs {', '.join(s['fid_reference'])} "
-                f"({', '.join(s['fid_weights'])} Inception weights)"
+                f"FID, KID and precision/recall (k = 3) from {', '.join(s['fid_samples'])} samples vs "
+                f"{', '.join(s['fid_reference'])} ({', '.join(s['fid_weights'])} Inception weights){floor}"
             )
         if s["nll_samples"]:
             parts.append(f"NLL: IWAE with K = {', '.join(s['nll_samples'])} on {', '.join(s['num_test'])} test images")

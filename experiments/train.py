@@ -168,9 +168,9 @@ def train_loop(
                 record.update({f"val_{n}": v for n, v in val.items()})
                 fid_every = config["fid_every"]
                 if fid_reference is not None and fid_every and (epoch % fid_every == 0 or epoch == epochs):
-                    key, n = random.fold_in(k.evaluation, 1), config["fid_val_samples"]
-                    report = fid.model_fid(trainer, params, key, n, config["dataset"], "val", fid_reference, False)
-                    record["val_fid"], record["val_fid_samples"] = report.value, report.num_generated
+                    key, n, dataset = random.fold_in(k.evaluation, 1), config["fid_val_samples"], config["dataset"]
+                    record["val_fid"] = fid.model_fid(trainer, params, key, n, dataset, "val", fid_reference, False)
+                    record["val_fid_samples"] = n
                 if warnings[i]:
                     record["warnings"] = warnings[i]
                 members.append(record)
@@ -205,10 +205,15 @@ def test_member(
     params: Any,
     keys: rundir.RunKeys,
     test_inputs: torch.Tensor,
-    fid_reference: torch.Tensor,
+    real: dict[str, torch.Tensor],
     progress: bool = True,
+    data_dir: str | None = None,
 ) -> dict:
-    """One member's test metrics: the model's own evaluation, the IWAE NLL and FID (each with its N and K)."""
+    """One member's test metrics: its own evaluation, the IWAE NLL and the sample metrics (each with its N and K).
+
+    ``real``: ``uint8`` images, ``"test"`` the sample metrics' reference and
+    ``"train"`` the real-data floor's images (:func:`experiments.fid.sample_metrics`).
+    """
     spec = fdata.get_spec(config["dataset"])
     test = evaluate_split(experiment.trainer.evaluate, params, test_inputs, keys.test)
     if experiment.log_likelihood is not None and config["nll_samples"]:
@@ -220,9 +225,11 @@ def test_member(
             test["nll_bits_per_dim"] = -log_px / (math.prod(spec.shape) * math.log(2.0))
     results = {f"test_{k}": v for k, v in test.items()}
     if config["fid_samples"]:
-        key, n = random.fold_in(keys.test, 2), config["fid_samples"]
-        report = fid.model_fid(experiment.trainer, params, key, n, config["dataset"], "test", fid_reference, progress)
-        results.update(report.as_results())
+        key, n, dataset = random.fold_in(keys.test, 2), config["fid_samples"], config["dataset"]
+        classifier = config["classifier_metrics"]
+        results |= fid.sample_metrics(
+            experiment.trainer, params, key, n, dataset, real["test"], real["train"], classifier, data_dir, progress
+        )
     return results
 
 
@@ -303,8 +310,9 @@ def train(config: dict, out: Path, resume: bool = False, data_dir: str | None = 
         print(f"error: {exc}. Stopped; kept {kept}.", file=sys.stderr)
         return 3
     elapsed = time.perf_counter() - started
-    test_reference = limit(images["test"], config["fid_reference_count"])
-    write_results(experiment, config, out, state, test_inputs, test_reference, elapsed, progress)
+    reference = limit(images["test"], config["fid_reference_count"])
+    real = {"test": reference, "train": train_images[: config["fid_samples"]]}
+    write_results(experiment, config, out, state, test_inputs, real, elapsed, progress, data_dir)
     return 0
 
 
@@ -314,17 +322,18 @@ def write_results(
     out: Path,
     state: Any,
     test_inputs: torch.Tensor,
-    fid_reference: torch.Tensor,
+    real: dict[str, torch.Tensor],
     elapsed: float,
     progress: bool = True,
+    data_dir: str | None = None,
 ) -> dict:
-    """Tests every member, writes ``results.json`` and the figures; returns the results."""
+    """Tests every member (:func:`test_member`), writes ``results.json`` and the figures; returns the results."""
     seeds = config["seeds"]
     history = rundir.read_metrics(out)
     members = []
     variables = rundir.member_variables(experiment, state, len(seeds))
     for i, (seed, params) in enumerate(zip(seeds, variables)):
-        test = test_member(experiment, config, params, rundir.run_keys(seed), test_inputs, fid_reference, progress)
+        test = test_member(experiment, config, params, rundir.run_keys(seed), test_inputs, real, progress, data_dir)
         final_val = {k: v for k, v in history[-1]["members"][i].items() if k.startswith("val_")} if history else {}
         members.append({"seed": seed, **test, "final_val": final_val})
     write_figures(experiment, config, out, variables, test_inputs)

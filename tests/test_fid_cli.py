@@ -62,8 +62,11 @@ def test_run_reports_test_fid_with_counts_and_caches_reference(tmp_path, mnist_r
     assert member["fid_reference"] == "mnist:test[:50]" and member["fid_weights"] == "fake"
     assert np.isfinite(member["test_fid"]) and member["test_fid"] > 0
     assert results["mean"]["test_fid"] == member["test_fid"] and results["std"]["test_fid"] is None  # one seed
+    assert member["fid_floor_images"] == "mnist:train[:40]" and np.isfinite(member["floor_fid"])
+    assert 0 <= member["test_precision"] <= 1 and 0 <= member["test_recall"] <= 1
+    assert np.isfinite(member["test_kid_mean"]) and member["test_kid_subset_size"] == 40
     cached = sorted(fake_inception.rglob("*.pt"))
-    assert len(cached) == 1  # the real statistics
+    assert len(cached) == 2  # the real features: the test reference and the floor's training images
     stamp = cached[0].stat().st_mtime_ns
     assert run.main([*args, "--out", str(tmp_path / "b")]) == 0
     assert sorted(fake_inception.rglob("*.pt")) == cached and cached[0].stat().st_mtime_ns == stamp  # reused
@@ -191,3 +194,25 @@ def test_fid_command_on_a_run_of_several_seeds(tmp_path, mnist_root, fake_incept
 def test_fid_command_bad_sources(tmp_path, mnist_root, fake_inception, capsys, source, message):
     assert run.main(["fid", source, "mnist:test:10", "--data-dir", str(mnist_root), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_run_reports_the_classifier_view_of_its_samples(tmp_path, mnist_root, fake_inception, monkeypatch):
+    """``classifier_metrics``: histogram over all samples, KL, shares and confidence (a random-weight stand-in)."""
+    from fgm import nn as fnn
+    from fgm import random
+    from fgm.metrics import classifier as C
+
+    def untrained(dataset, **kwargs):
+        classifier = C.make_classifier((1, 28, 28))
+        return C.TrainedClassifier(classifier, fnn.init_params(classifier.template, random.key(0)), 0.1, None)
+
+    monkeypatch.setattr(C, "cached_classifier", untrained)
+    args = ["gan", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--fid-samples", "40", "--fid-reference-count", "50"]
+    assert run.main([*args, "--out", str(tmp_path / "c"), "--set", "classifier_metrics=true"]) == 0
+    (member,) = json.loads((tmp_path / "c" / "results.json").read_text())["members"]
+    assert sum(member["class_histogram"]) == 40 and len(member["class_histogram"]) == 10
+    shares = [c / 40 for c in member["class_histogram"]]
+    assert member["class_rarest_share"] == min(shares) and member["class_most_common_share"] == max(shares)
+    assert member["class_missing"] == [i for i, c in enumerate(member["class_histogram"]) if c == 0]
+    assert 0.1 <= member["class_confidence"] <= 1 and member["class_kl"] > 0
+    assert np.isfinite(member["classifier_fid"]) and member["classifier_test_accuracy"] == 0.1
