@@ -112,6 +112,7 @@ def summarize(group: Group) -> dict:
                 "epochs": c["epochs"],
                 "command": cfg.reproduce_command(c, models.get_model(c["model"]).defaults),
                 "train_seconds": r["train_seconds_total"],
+                "code": r.get("code"),
                 "members_trained_together": r["members_trained_together"],
                 "seconds_per_epoch": r["train_seconds_total"] / max(len(h), 1),
                 "parameters": r["parameters"],
@@ -198,7 +199,9 @@ def results_lines(dataset: str, summary: dict) -> list[str]:
         larger = "—" if d["larger_std"] is None else f"{d['larger_std']:.{d['digits']}f}"
         diff = f"{d['difference']:+.{d['digits']}f}"
         lines.append(f"| {d['metric']} | {d['a']} | {d['b']} | {diff} | {larger} | {verdict} |")
-    lines += ["", "Commands:", ""] + [f"- `{r['dir']}`: `{r['command']}`" for s in summary.values() for r in s["runs"]]
+    lines += ["", "Commands (and the commit that wrote the results):", ""]
+    runs = [r for s in summary.values() for r in s["runs"]]
+    lines += [f"- `{r['dir']}`: `{r['command']}` ({r['code'] or 'commit not recorded'})" for r in runs]
     return lines + [""]
 
 

@@ -16,9 +16,11 @@ grid or the test set.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import statistics
+import subprocess
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -103,6 +105,18 @@ def mean_std(members: list[dict]) -> tuple[dict, dict]:
             mean[key] = math.fsum(values) / len(values)
             std[key] = statistics.stdev(values) if len(values) > 1 else None
     return mean, std
+
+
+def code_version() -> str | None:
+    """The checkout's commit (``+dirty`` with uncommitted changes), or ``None`` outside a git checkout."""
+    run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent)
+    try:
+        head, status = run(["git", "rev-parse", "--short", "HEAD"]), run(["git", "status", "--porcelain"])
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
 
 
 def state_template(experiment: models.Experiment, config: dict):

@@ -356,6 +356,7 @@ def write_results(
         "train_seconds_total": round(sum(r.get("epoch_seconds", 0.0) for r in history), 1),
         "members_trained_together": len(seeds),
         "this_invocation_seconds": round(elapsed, 1),
+        "code": rundir.code_version(),  # the commit that tested (and, unless resumed across commits, trained) it
         "parameters": {
             name: fnn.count_params(tree) for name, tree in rundir.member_params(state, len(seeds))[0].items()
         },

@@ -415,3 +415,14 @@ def test_import_graph_has_no_cycle():
         if m not in state:
             visit(m, [])
     assert not any("experiments.run" in edges for edges in graph.values())  # nothing imports the dispatcher
+
+
+def test_code_version_names_the_checkouts_commit(tmp_path, monkeypatch):
+    import re
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    version = rundir.code_version()
+    assert re.fullmatch(r"[0-9a-f]{7,}(\+dirty)?", version) and version.split("+")[0] == head
+    monkeypatch.setattr(rundir, "__file__", str(tmp_path / "rundir.py"))  # outside any checkout
+    assert rundir.code_version() is None
