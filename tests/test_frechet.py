@@ -151,7 +151,7 @@ def test_sample_size_warning_is_data_too(key):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         F.frechet_distance_from_stats(small, small)
-    assert len(caught) == 2 and " ".join(str(w.message) for w in caught) == both  # the same text, one per set
+    assert len(caught) == 2 and " | ".join(str(w.message) for w in caught) == both  # the same text, one per set
 
 
 def test_stats_from_mean_and_covariance_inverts_mean_and_covariance(key):

@@ -170,9 +170,9 @@ def sample_size_warning(stats1: FeatureStats, stats2: FeatureStats) -> str | Non
       stats1, stats2: statistics of the two feature sets (same ``D``).
 
     Returns:
-      One sentence per small set, joined by a space, or ``None``.
+      One clause per small set, joined by ``" | "``, or ``None``.
     """
-    return " ".join(_small_set_messages(stats1, stats2)) or None
+    return " | ".join(_small_set_messages(stats1, stats2)) or None
 
 
 def _small_set_messages(stats1: FeatureStats, stats2: FeatureStats) -> list[str]:
