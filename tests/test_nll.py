@@ -79,8 +79,9 @@ def test_converges_to_the_closed_form_and_is_a_lower_bound():
     x = data()
     exact = exact_log_px(params, x)
     elbo = N.iwae_log_likelihood(vae, params, x, random.key(2), num_samples=1, chunk_size=1)
-    est = N.iwae_log_likelihood(vae, params, x, random.key(2), num_samples=20000, chunk_size=2000)
-    assert torch.all(est <= exact + 0.02)
+    # K = 200,000: the estimate's std is at most 0.008 here (measured over keys), so 0.035 is about 4 std
+    est = N.iwae_log_likelihood(vae, params, x, random.key(2), num_samples=200_000, chunk_size=20_000)
+    assert torch.all(est <= exact + 0.035)
     assert torch.allclose(est, exact, atol=0.05)
     assert est.mean() > elbo.mean()
 
@@ -111,10 +112,10 @@ def test_each_point_is_independent_of_the_rest_of_the_batch():
     x = data(5)
     full = N.iwae_log_likelihood(vae, params, x, random.key(5), num_samples=50, chunk_size=50)
     exact = exact_log_px(params, x)
-    big = N.iwae_log_likelihood(vae, params, x, random.key(5), num_samples=20000, chunk_size=5000)
+    big = N.iwae_log_likelihood(vae, params, x, random.key(5), num_samples=200_000, chunk_size=20_000)
     single = torch.stack(
         [
-            N.iwae_log_likelihood(vae, params, x[i : i + 1], random.key(6), num_samples=20000, chunk_size=5000)[0]
+            N.iwae_log_likelihood(vae, params, x[i : i + 1], random.key(6), num_samples=200_000, chunk_size=20_000)[0]
             for i in range(5)
         ]
     )
@@ -135,7 +136,7 @@ def test_works_with_a_flow_prior():
     log_px = torch.stack(
         [torch.logsumexp(vae.likelihood.log_prob(out, xi.expand(zz.shape[0], -1, -1, -1)) + log_pz, 0) for xi in x]
     ) + 2 * torch.log(g[1] - g[0])
-    est = N.iwae_log_likelihood(vae, params, x, random.key(8), num_samples=20000, chunk_size=5000)
+    est = N.iwae_log_likelihood(vae, params, x, random.key(8), num_samples=200_000, chunk_size=20_000)
     assert torch.allclose(est, log_px, atol=0.05)
 
 
