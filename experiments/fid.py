@@ -4,8 +4,9 @@ Real and generated images take the identical path: ``[N, C, H, W]`` in
 ``[0, 1]`` (real ``uint8`` levels divided by 255; generated images are the
 model's ``generate`` output), then
 :func:`fgm.metrics.inception.make_feature_extractor`'s preprocessing, pool3
-features, float64 streaming statistics. Real-data statistics are cached on
-disk per (dataset, split, image count, weights, preprocessing).
+features, read once by every metric (FID, KID, precision/recall). Real-data
+features are cached on disk per (dataset, split, image count, the images'
+content, weights, preprocessing).
 
     python -m experiments.run fid runs/gan-mnist-s0 mnist:test           # a run's samples vs the test split
     python -m experiments.run fid runs/vae_std-mnist-s0x3 mnist:test:1000 --member 2 --samples 1000
@@ -34,7 +35,7 @@ from experiments import rundir
 from fgm import data as fdata
 from fgm import random
 from fgm.metrics import classifier as classifier_lib
-from fgm.metrics import evaluate, frechet, inception
+from fgm.metrics import evaluate, inception
 from fgm.metrics import fid as fid_lib
 from fgm.types import Trainer
 
@@ -59,16 +60,6 @@ def real_batches(images: torch.Tensor, batch_size: int = 250) -> Iterator[torch.
         yield images[start : start + batch_size].float() / 255.0
 
 
-def reference_statistics(
-    extractor, dataset: str, split: str, images: torch.Tensor, progress: bool = True
-) -> frechet.FeatureStats:
-    """Feature statistics of a real split (``uint8 [N, C, H, W]``), cached on disk."""
-    key = fid_lib.statistics_key(dataset, split, images.shape[0], extractor.info, images=images)
-    desc = f"FID reference {dataset}:{split}[:{images.shape[0]}]"
-    stats = functools.partial(fid_lib.image_statistics, extractor=extractor, progress=progress, desc=desc)
-    return fid_lib.cached_statistics(cache_dir(), key, lambda: stats(real_batches(images), total=images.shape[0]))
-
-
 def model_fid(
     trainer: Trainer,
     params,
@@ -81,11 +72,11 @@ def model_fid(
 ) -> float:
     """FID between ``num_samples`` generated images and the real ``reference`` images (the validation curve's)."""
     extractor = inception.make_feature_extractor()
-    real = reference_statistics(extractor, dataset, split, reference, progress)
+    real = real_features(extractor, dataset, split, reference, progress)
     batches = generated_batches(trainer, params, key, num_samples)
     desc = f"FID samples ({num_samples})"
-    fake = fid_lib.image_statistics(batches, extractor, progress=progress, total=num_samples, desc=desc)
-    return frechet.frechet_distance_from_stats(fake, real)
+    fake = fid_lib.image_features(batches, extractor, progress=progress, total=num_samples, desc=desc)
+    return fid_lib.fid_from_features(fake, real).value
 
 
 def real_features(extractor, dataset: str, split: str, images: torch.Tensor, progress: bool = True) -> torch.Tensor:

@@ -238,20 +238,27 @@ def cache_path(cache_dir: str | os.PathLike, key: dict) -> Path:
     return Path(cache_dir).expanduser() / f"fid-stats-{digest}.pt"
 
 
-def _read_cache(path: Path, key: dict) -> FeatureStats:
-    """Loads and verifies one cache file; any problem is a :class:`StatisticsCacheError`."""
+def _open_cache(path: Path, key: dict, fmt: str, what: str) -> tuple[dict, Callable[[str], StatisticsCacheError]]:
+    """A cache file's dict, checked for its format and key, and the error maker for the caller's own checks."""
 
     def refuse(reason: str) -> StatisticsCacheError:
-        return StatisticsCacheError(f"statistics cache {path} {reason}; delete it to recompute")
+        return StatisticsCacheError(f"{what} {path} {reason}; delete it to recompute")
 
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise refuse(f"is unreadable ({type(e).__name__}: {e})") from e
-    if not isinstance(blob, dict) or blob.get("format") != _CACHE_FORMAT:
-        raise refuse(f"is not a {_CACHE_FORMAT} file")
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        raise refuse(f"is not a {fmt} file")
     if blob.get("key") != _key_json(key):
         raise refuse(f"was written for another key: {blob.get('key')} (wanted {_key_json(key)})")
+    return blob, refuse
+
+
+def _read_cache(path: Path, key: dict) -> FeatureStats:
+    """Loads and verifies one cache file; any problem is a :class:`StatisticsCacheError`."""
+
+    blob, refuse = _open_cache(path, key, _CACHE_FORMAT, "statistics cache")
     count, total, outer = blob.get("count"), blob.get("total"), blob.get("outer")
     if not all(isinstance(t, torch.Tensor) for t in (count, total, outer)):
         raise refuse("lacks count/total/outer tensors")
@@ -335,17 +342,7 @@ def features_cache_path(cache_dir: str | os.PathLike, key: dict) -> Path:
 def _read_features(path: Path, key: dict) -> torch.Tensor:
     """Loads and verifies one feature cache file; any problem is a :class:`StatisticsCacheError`."""
 
-    def refuse(reason: str) -> StatisticsCacheError:
-        return StatisticsCacheError(f"feature cache {path} {reason}; delete it to recompute")
-
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise refuse(f"is unreadable ({type(e).__name__}: {e})") from e
-    if not isinstance(blob, dict) or blob.get("format") != _FEATURES_FORMAT:
-        raise refuse(f"is not a {_FEATURES_FORMAT} file")
-    if blob.get("key") != _key_json(key):
-        raise refuse(f"was written for another key: {blob.get('key')} (wanted {_key_json(key)})")
+    blob, refuse = _open_cache(path, key, _FEATURES_FORMAT, "feature cache")
     features = blob.get("features")
     if not isinstance(features, torch.Tensor) or features.dim() != 2 or not features.is_floating_point():
         raise refuse("lacks a floating-point [N, D] features tensor")
