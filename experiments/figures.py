@@ -33,7 +33,7 @@ _REAL_FRAME = (1.0, 0.0, 0.0)  # red
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> None:
     """Saves ``[N, C, H, W]`` images in ``[0, 1]`` as one PNG grid."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torchvision.utils.save_image(images.clamp(0, 1), str(path), nrow=nrow, padding=2, pad_value=1.0)
+    torchvision.utils.save_image(images.detach().cpu().clamp(0, 1), str(path), nrow=nrow, padding=2, pad_value=1.0)
 
 
 def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
@@ -74,7 +74,7 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
 def _frame(images: torch.Tensor, colour=_REAL_FRAME) -> torch.Tensor:
     """RGB copies of ``[N, C, H, W]`` images with a 1-pixel coloured frame."""
     x = images.expand(-1, 3, -1, -1).clone() if images.shape[1] == 1 else images.clone()
-    c = torch.tensor(colour, dtype=x.dtype)[None, :, None]
+    c = torch.tensor(colour, dtype=x.dtype, device=x.device)[None, :, None]
     x[:, :, 0, :] = c
     x[:, :, -1, :] = c
     x[:, :, :, 0] = c
@@ -120,7 +120,9 @@ def write_interpolations(
         return {}
     key = random.key(interpolate.INTERPOLATION_SEED)
     weights = interpolate.interpolation_weights(interior)
-    noise_a, noise_b = (experiment.trainer.noise(random.fold_in(key, i), pairs) for i in (0, 1))
+    device = test_inputs.device if test_inputs is not None else torch.device("cpu")
+    weights = weights.to(device)
+    noise_a, noise_b = (experiment.trainer.noise(random.fold_in(key, i), pairs, device) for i in (0, 1))
     images_a = images_b = index_a = index_b = None
     if test_inputs is not None and test_inputs.shape[0] >= 2:
         index_a, index_b = interpolate.test_pairs(test_inputs.shape[0], pairs, key)

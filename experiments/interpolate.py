@@ -86,7 +86,7 @@ def lerp(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
     Returns:
       ``[P, W, d]``.
     """
-    w = weights.to(a.dtype)[None, :, None]
+    w = weights.to(device=a.device, dtype=a.dtype)[None, :, None]
     return (1.0 - w) * a[:, None, :] + w * b[:, None, :]
 
 
@@ -106,7 +106,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tens
     Returns:
       ``[P, W, d]``.
     """
-    w = weights.to(a.dtype)[None, :, None]
+    w = weights.to(device=a.device, dtype=a.dtype)[None, :, None]
     cos = torch.nn.functional.cosine_similarity(a, b, dim=-1).clamp(-1.0, 1.0)
     omega = torch.arccos(cos)[:, None, None]
     sin = torch.sin(omega)

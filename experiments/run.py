@@ -55,17 +55,20 @@ def train_command(argv: list[str]) -> int:
     fdata.get_spec(args.dataset)  # fail on a bad name before anything else
     config = cfg.resolve(args, entry.defaults)
     out = Path(args.out) if args.out else rundir.default_dir(args.model, args.dataset, config["seeds"])
-    return train.train(config, out, resume=args.resume, data_dir=args.data_dir, progress=not args.no_progress)
+    device = cfg.resolve_device(args.device)
+    return train.train(config, out, args.resume, args.data_dir, not args.no_progress, device)
 
 
 def figures_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.run figures", description="Rewrite runs' figures.")
     parser.add_argument("runs", nargs="+", help="run directories")
     parser.add_argument("--data-dir", help="dataset root (default: $FGM_DATA_DIR, else ./data)")
+    cfg.add_device_flag(parser)
     cfg.add_import_flag(parser)
     args = parser.parse_args(argv)
+    device = cfg.resolve_device(args.device)
     for path in args.runs:
-        train.rewrite_figures(Path(path), args.data_dir)
+        train.rewrite_figures(Path(path), args.data_dir, device)
         print(f"{path}: figures written")
     return 0
 

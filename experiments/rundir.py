@@ -24,9 +24,11 @@ import subprocess
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import torch
+
 from experiments import config as cfg
 from experiments import models
-from fgm import checkpoint, ensemble, random
+from fgm import checkpoint, ensemble, random, train
 
 CONFIG, METRICS, CHECKPOINT, RESULTS = "config.json", "metrics.jsonl", "checkpoint.pt", "results.json"
 INTERPOLATIONS = "interpolations"
@@ -119,10 +121,14 @@ def code_version() -> str | None:
     return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
 
 
-def state_template(experiment: models.Experiment, config: dict):
-    """A fresh state of the run's shape: the model's state (M = 1) or the stacked ensemble (M > 1)."""
+def state_template(experiment: models.Experiment, config: dict, device: torch.device | str = "cpu"):
+    """A fresh state of the run's shape on ``device``: the model's state (M = 1) or the stacked ensemble (M > 1).
+
+    The initial values are drawn on the CPU and moved, so they are the same on
+    every device; step counters stay on the CPU (:func:`fgm.train.to_device`).
+    """
     states = [experiment.trainer.init(run_keys(s).init) for s in config["seeds"]]
-    return states[0] if len(states) == 1 else ensemble.stack_states(states)
+    return train.to_device(states[0] if len(states) == 1 else ensemble.stack_states(states), device)
 
 
 def member_params(state, num_members: int) -> list:
@@ -146,8 +152,8 @@ class Run(NamedTuple):
     metadata: dict
 
 
-def load_run(path: str | Path) -> Run:
-    """Loads a finished or interrupted run with any number of members.
+def load_run(path: str | Path, device: torch.device | str = "cpu") -> Run:
+    """Loads a finished or interrupted run with any number of members onto ``device`` (whatever device saved it).
 
     Raises:
       ValueError: not a run directory, or a corrupt ``config.json``.
@@ -156,5 +162,5 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     config = read_config(path)
     experiment = models.build(config)
-    state, meta = checkpoint.load(path / CHECKPOINT, state_template(experiment, config))
+    state, meta = checkpoint.load(path / CHECKPOINT, state_template(experiment, config, device))
     return Run(path, config, experiment, state, member_variables(experiment, state, len(config["seeds"])), meta)

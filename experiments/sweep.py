@@ -71,6 +71,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--reevaluate", action="store_true", help="re-run the test evaluation of finished runs")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
+    cfg.add_device_flag(parser)
     args = parser.parse_args(argv)
     clash = sorted({a.split("=")[0] for a in extra} & _RESERVED)
     if clash:
@@ -134,7 +135,7 @@ def run_job(job: Job, args: argparse.Namespace, extra: list[str]) -> Outcome:
     print(f"\n=== {job.model} on {job.dataset}, seeds {job.seeds}: {action} -> {job.out}\n    ({command})", flush=True)
     started = time.perf_counter()
     try:
-        rc = train.train(config, job.out, action == "resume", args.data_dir, progress=not args.no_progress)
+        rc = train.train(config, job.out, action == "resume", args.data_dir, not args.no_progress, args.device)
     except KeyboardInterrupt:
         raise
     except Exception:
@@ -179,6 +180,7 @@ def summary(outcomes: list[Outcome], no_data: dict) -> str:
 
 def main(argv: list[str]) -> int:
     args, extra = parse_args(list(argv))
+    args.device = cfg.resolve_device(args.device)  # a bad or absent device fails before any run
     model_names = _names(args.models, list(models.MODELS), "model")
     datasets = _names(args.datasets, list(fdata.DATASETS), "dataset")
     outcomes: list[Outcome] = []

@@ -110,8 +110,12 @@ def train_loop(
     history: list[dict],
     progress: bool = True,
     fid_reference: torch.Tensor | None = None,
+    device: torch.device = torch.device("cpu"),
 ) -> Any:
     """Trains every member from ``start_epoch`` to ``config["epochs"]``, checkpointing every epoch.
+
+    ``state`` and ``val_inputs`` live on ``device``; ``train_images`` stay on
+    the CPU and move there one batch at a time.
 
     Raises:
       NonFiniteLossError: a member's loss was NaN or infinite; nothing of the
@@ -120,7 +124,7 @@ def train_loop(
     seeds = config["seeds"]
     keys = [rundir.run_keys(s) for s in seeds]
     trainer = experiment.trainer
-    grid_noise = [trainer.noise(k.samples, 64) for k in keys]  # the same 64 latents every epoch
+    grid_noise = [trainer.noise(k.samples, 64, device) for k in keys]  # the same 64 latents every epoch
     per_member = 8 * max(1, 8 // len(seeds))  # whole rows of 8 per member
     step_fn = make_member_step(experiment, len(seeds), config.get("compile", False))
     watches = [experiment.monitor() for _ in seeds] if experiment.monitor else None
@@ -139,10 +143,14 @@ def train_loop(
             sums: dict[str, torch.Tensor] = {}
             warnings: list[list[str]] = [[] for _ in seeds]
             per_update = images_per_update(config)
-            orders = [fdata.batches(train_images, per_update, random.fold_in(k.data, epoch)) for k in keys]
+            pin = device.type == "cuda"  # page-locked batches copy to the GPU asynchronously
+            orders = [
+                fdata.batches(train_images, per_update, random.fold_in(k.data, epoch), pin_memory=pin) for k in keys
+            ]
             for batches in zip(*orders):
                 inputs = []
                 for k, batch in zip(keys, batches):
+                    batch = batch.to(device, non_blocking=True)
                     input_key, noise_key = rundir.step_keys(k, state.step)
                     inputs.append(tuple(trainer.inputs(experiment.train_input(batch, input_key), noise_key)))
                 state, metrics = step_fn(state, inputs)
@@ -169,7 +177,9 @@ def train_loop(
                 fid_every = config["fid_every"]
                 if fid_reference is not None and fid_every and (epoch % fid_every == 0 or epoch == epochs):
                     key, n, dataset = random.fold_in(k.evaluation, 1), config["fid_val_samples"], config["dataset"]
-                    record["val_fid"] = fid.model_fid(trainer, params, key, n, dataset, "val", fid_reference, False)
+                    record["val_fid"] = fid.model_fid(
+                        trainer, params, key, n, dataset, "val", fid_reference, False, device
+                    )
                     record["val_fid_samples"] = n
                 if warnings[i]:
                     record["warnings"] = warnings[i]
@@ -211,6 +221,8 @@ def test_member(
 ) -> dict:
     """One member's test metrics: its own evaluation, the IWAE NLL and the sample metrics (each with its N and K).
 
+    Everything runs on ``test_inputs``' device (``params`` are there too).
+
     ``real``: ``uint8`` images, ``"test"`` the sample metrics' reference and
     ``"train"`` the real-data floor's images (:func:`experiments.fid.sample_metrics`).
     """
@@ -228,7 +240,17 @@ def test_member(
         key, n, dataset = random.fold_in(keys.test, 2), config["fid_samples"], config["dataset"]
         classifier = config["classifier_metrics"]
         results |= fid.sample_metrics(
-            experiment.trainer, params, key, n, dataset, real["test"], real["train"], classifier, data_dir, progress
+            experiment.trainer,
+            params,
+            key,
+            n,
+            dataset,
+            real["test"],
+            real["train"],
+            classifier,
+            data_dir,
+            progress,
+            test_inputs.device,
         )
     return results
 
@@ -255,8 +277,19 @@ def limit(images: torch.Tensor, n: int | None) -> torch.Tensor:
     return images if n is None else images[:n]
 
 
-def train(config: dict, out: Path, resume: bool = False, data_dir: str | None = None, progress: bool = True) -> int:
-    """Trains, tests and pictures a run; returns the exit code (0 done, 3 non-finite loss).
+def train(
+    config: dict,
+    out: Path,
+    resume: bool = False,
+    data_dir: str | None = None,
+    progress: bool = True,
+    device: torch.device | str = "cpu",
+) -> int:
+    """Trains, tests and pictures a run on ``device``; returns the exit code (0 done, 3 non-finite loss).
+
+    A run may be resumed on another device than the one that started it
+    (the checkpoint loads anywhere); its numbers then differ by the
+    devices' float rounding, not by their random draws.
 
     Raises:
       ValueError, fgm.data.DataError, fgm.checkpoint.CheckpointError,
@@ -275,9 +308,10 @@ def train(config: dict, out: Path, resume: bool = False, data_dir: str | None = 
     experiment = models.build(config)
     if config.get("compile"):  # refused for models without it before any work
         experiment.trainer.make_update(compile=True)
-    val_inputs = experiment.eval_input(limit(images["val"], config["val_limit"]))
-    test_inputs = experiment.eval_input(limit(images["test"], config["test_limit"]))
-    state = rundir.state_template(experiment, config)
+    device = torch.device(device)
+    val_inputs = experiment.eval_input(limit(images["val"], config["val_limit"])).to(device)
+    test_inputs = experiment.eval_input(limit(images["test"], config["test_limit"])).to(device)
+    state = rundir.state_template(experiment, config, device)
     start_epoch, history = 0, []
     if resume:
         saved = rundir.read_config(out)  # a corrupt config.json is refused
@@ -296,14 +330,24 @@ def train(config: dict, out: Path, resume: bool = False, data_dir: str | None = 
     print(
         f"{config['model']} on {config['dataset']}, seed{'s' if len(seeds) > 1 else ''} "
         f"{', '.join(map(str, seeds))}: {train_images.shape[0]} train / {val_inputs.shape[0]} val / "
-        f"{test_inputs.shape[0]} test images, profile {config['profile']}, {config['epochs']} epochs"
+        f"{test_inputs.shape[0]} test images, profile {config['profile']}, {config['epochs']} epochs, on {device}"
     )
     print(parameter_table(experiment, rundir.member_params(state, len(seeds))[0]))
     started = time.perf_counter()
     try:
         val_reference = limit(images["val"], config["fid_val_samples"]) if config["fid_every"] else None
         state = train_loop(
-            experiment, config, train_images, val_inputs, out, state, start_epoch, history, progress, val_reference
+            experiment,
+            config,
+            train_images,
+            val_inputs,
+            out,
+            state,
+            start_epoch,
+            history,
+            progress,
+            val_reference,
+            device,
         )
     except NonFiniteLossError as exc:
         kept = f"the checkpoint of epoch {exc.epoch - 1} in {ckpt_path}" if exc.epoch > 1 else "no checkpoint"
@@ -357,6 +401,7 @@ def write_results(
         "members_trained_together": len(seeds),
         "this_invocation_seconds": round(elapsed, 1),
         "code": rundir.code_version(),  # the commit that tested (and, unless resumed across commits, trained) it
+        "device": str(test_inputs.device),  # where it was tested (a resumed run may have trained elsewhere)
         "parameters": {
             name: fnn.count_params(tree) for name, tree in rundir.member_params(state, len(seeds))[0].items()
         },
@@ -383,8 +428,8 @@ def write_figures(
     figures.write_progression(out)
 
 
-def rewrite_figures(path: Path, data_dir: str | None = None) -> None:
+def rewrite_figures(path: Path, data_dir: str | None = None, device: torch.device | str = "cpu") -> None:
     """``python -m experiments.run figures RUN``: the figures of a run, from its checkpoint."""
-    run = rundir.load_run(path)
+    run = rundir.load_run(path, device)
     test = limit(fdata.load_images(run.config["dataset"], "test", data_dir), run.config["test_limit"])
-    write_figures(run.experiment, run.config, run.path, run.params, run.experiment.eval_input(test))
+    write_figures(run.experiment, run.config, run.path, run.params, run.experiment.eval_input(test).to(device))

@@ -109,7 +109,9 @@ def load(path: str | os.PathLike, template: TensorTree) -> tuple[TensorTree, dic
 
     Args:
       path: the file written by :func:`save`.
-      template: a tree with the expected structure, shapes and dtypes.
+      template: a tree with the expected structure, shapes and dtypes; each
+        loaded tensor is placed on the device of its template leaf, whatever
+        device saved it.
 
     Returns:
       ``(state, metadata)``.
@@ -140,6 +142,8 @@ def load(path: str | os.PathLike, template: TensorTree) -> tuple[TensorTree, dic
             raise CheckpointError(
                 f"{path}: leaf '{name}' is {type(saved).__name__}, expected {type(expected).__name__}"
             )
+    # Each tensor goes where the template's leaf is: a GPU checkpoint resumes on the CPU and the other way.
+    leaves = [s.to(e.device) if isinstance(e, torch.Tensor) else s for s, e in zip(leaves, t_leaves)]
     return optree.tree_unflatten(t_spec, leaves), content["metadata"]
 
 

@@ -568,6 +568,7 @@ def batches(
     key: fr.Key | None,
     shuffle: bool = True,
     drop_last: bool = True,
+    pin_memory: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Iterates over one epoch of mini-batches.
 
@@ -579,6 +580,8 @@ def batches(
         shuffle: If False, the data order is kept.
         drop_last: If True, a final incomplete batch is skipped (constant batch
             shape); if False it is yielded, so every item is visited exactly once.
+        pin_memory: Gather each batch of CPU ``images`` into page-locked memory, so
+            that ``batch.to("cuda", non_blocking=True)`` copies asynchronously.
 
     Returns:
         An iterator of ``[B, ...]`` tensors of ``images.dtype``, ``B <= batch_size``;
@@ -597,7 +600,12 @@ def batches(
     def _iter() -> Iterator[torch.Tensor]:
         for b in range(count):
             lo, hi = b * batch_size, min((b + 1) * batch_size, n)
-            yield images[lo:hi] if order is None else images[order[lo:hi]]
+            if pin_memory:
+                index = torch.arange(lo, hi) if order is None else order[lo:hi]
+                out = torch.empty((hi - lo, *images.shape[1:]), dtype=images.dtype, pin_memory=True)
+                yield torch.index_select(images, 0, index, out=out)
+            else:
+                yield images[lo:hi] if order is None else images[order[lo:hi]]
 
     return _iter()
 

@@ -40,6 +40,7 @@ __all__ = [
     "make_update",
     "step_from_update",
     "step_key",
+    "to_device",
     "value_and_grad",
 ]
 
@@ -63,6 +64,25 @@ class TrainState(NamedTuple):
 def init_state(params: TensorTree, optimizer: optim.GradientTransformation, key: random.Key) -> TrainState:
     """A step-0 state for ``params`` trained by ``optimizer``."""
     return TrainState(params=params, opt_state=optimizer.init(params), step=0, key=key)
+
+
+def to_device(state: TensorTree, device: torch.device | str) -> TensorTree:
+    """A training state (any model's, stacked ensembles included) with its floating-point tensors on ``device``.
+
+    Integer tensors are step counters (the optimizer's ``count``,
+    BatchNorm's ``num_batches_tracked``) and stay on the CPU: the update
+    reads them as Python ints for its bias corrections and schedules, which
+    on a GPU would wait for the device at every step (``torch.optim.Adam``
+    keeps its ``step`` on the CPU for the same reason).
+
+    Args:
+      state: a state pytree (``TrainState``, ``GANState``, ...).
+      device: where the parameters, moments and layer statistics go.
+
+    Returns:
+      The same structure; floating-point leaves on ``device``.
+    """
+    return optree.tree_map(lambda t: t.to(device) if torch.is_tensor(t) and t.is_floating_point() else t, state)
 
 
 def step_key(state: TrainState) -> random.Key:

@@ -24,6 +24,7 @@ __all__ = [
     "tree_leaves",
     "tree_map",
     "tree_size",
+    "tree_to",
 ]
 
 TensorTree = Any  # a pytree whose leaves are torch.Tensors
@@ -68,6 +69,20 @@ def tree_detach(tree: TensorTree) -> TensorTree:
       A tree of the same structure; tensors alias the originals, other leaves are kept.
     """
     return tree_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, tree)
+
+
+def tree_to(tree: TensorTree, device: torch.device | str, non_blocking: bool = False) -> TensorTree:
+    """Every tensor leaf on ``device`` (leaves already there are kept, not copied); other leaves as they are.
+
+    Args:
+      tree: any tree (a state with keys and step counters included).
+      device: the target device, e.g. ``"cuda:0"``.
+      non_blocking: asynchronous host-to-device copies (from pinned memory).
+
+    Returns:
+      A tree of the same structure whose tensors live on ``device``.
+    """
+    return tree_map(lambda t: t.to(device, non_blocking=non_blocking) if isinstance(t, torch.Tensor) else t, tree)
 
 
 def tree_size(tree: TensorTree) -> int:

@@ -116,7 +116,8 @@ class Trainer(NamedTuple):
       evaluate: ``(variables, x [B, ...], key) -> {name: [B]}`` per-example
         values on held-out data (averaged by the caller).
       generate: ``(variables, noise [N, ...]) -> images [N, C, H, W]`` in ``[0, 1]``.
-      noise: ``(key, n) -> noise [n, ...]`` for :attr:`generate`.
+      noise: ``(key, n, device="cpu") -> noise [n, ...]`` for :attr:`generate`,
+        drawn on ``device`` (the same numbers on every device).
       variables: ``state -> variables``, the tree :attr:`evaluate` and
         :attr:`generate` read: ``state.params`` for a stateless model
         (:func:`params_of`, the default), the parameters merged with the

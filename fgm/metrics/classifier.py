@@ -251,8 +251,10 @@ def classifier_outputs(
       batch_size: images per forward pass.
 
     Returns:
-      :class:`ClassifierOutputs`, float32 on the CPU.
+      :class:`ClassifierOutputs`, float32 on the CPU; the network runs on the
+      parameters' device, where each batch is moved.
     """
+    device = next(iter(params.values())).device
     batches = images.split(batch_size) if isinstance(images, torch.Tensor) else images
     logits, features = [], []
     with torch.no_grad():
@@ -260,7 +262,7 @@ def classifier_outputs(
             if isinstance(batch, (tuple, list)):
                 batch = batch[0]
             for part in batch.split(batch_size):
-                out, feat = classifier.apply(params, part)
+                out, feat = classifier.apply(params, part.to(device))
                 logits.append(out.float().cpu())
                 features.append(feat.float().cpu())
     if not logits:

@@ -327,14 +327,14 @@ def _split_variables(gan: GAN, tree: dict[str, TensorTree]) -> tuple[dict, dict]
     return {"generator": g_params, "discriminator": d_params}, {"generator": g_state, "discriminator": d_state}
 
 
-def latent_noise(gan: GAN, key: random.Key, n: int) -> torch.Tensor:
-    """``z ~ N(0, I)`` of shape ``[n, d]``."""
-    return random.normal(key, (n, gan.latent_dim))
+def latent_noise(gan: GAN, key: random.Key, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``z ~ N(0, I)`` of shape ``[n, d]``, drawn on ``device`` (the same numbers on every device)."""
+    return random.normal(key, (n, gan.latent_dim), device=device)
 
 
-def interpolation_weights(key: random.Key, n: int) -> torch.Tensor:
+def interpolation_weights(key: random.Key, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """``α ~ U[0, 1)`` of shape ``[n, 1, 1, 1]`` for the WGAN-GP interpolates."""
-    return random.uniform(key, (n, 1, 1, 1))
+    return random.uniform(key, (n, 1, 1, 1), device=device)
 
 
 def scale_pixels(images: torch.Tensor) -> torch.Tensor:
@@ -808,9 +808,9 @@ def gan_inputs(gan: GAN, loss: AdversarialLoss, d_steps_per_g_step: int = 1) -> 
         d_noise = []
         for d_key in d_keys:
             k_z, k_alpha = random.split(d_key)
-            alpha = (interpolation_weights(k_alpha, n),) if loss.gradient_penalty > 0 else ()
-            d_noise.append((latent_noise(gan, k_z, n), *alpha))
-        return reals, tuple(d_noise), latent_noise(gan, g_key, n)
+            alpha = (interpolation_weights(k_alpha, n, batch.device),) if loss.gradient_penalty > 0 else ()
+            d_noise.append((latent_noise(gan, k_z, n, batch.device), *alpha))
+        return reals, tuple(d_noise), latent_noise(gan, g_key, n, batch.device)
 
     return inputs
 
@@ -935,7 +935,7 @@ def build(
       is refused: the alternating steps are not compiled); ``inputs`` as
       :func:`gan_inputs`; ``evaluate(variables, x, key)`` as :func:`evaluate`
       with latents from ``key``; ``generate(variables, z)`` in ``[0, 1]``;
-      ``noise(key, n) -> z [n, d]``; ``variables`` as :func:`variables`.
+      ``noise(key, n, device="cpu") -> z [n, d]``; ``variables`` as :func:`variables`.
     """
 
     def make_update(*, backend: str = "autograd", donate: bool = False, compile: bool = False):
@@ -947,9 +947,11 @@ def build(
         init=lambda key: init_state(gan, g_opt, d_opt, key),
         make_update=make_update,
         inputs=gan_inputs(gan, loss, d_steps_per_g_step),
-        evaluate=lambda variables, x, key: evaluate(gan, loss, variables, x, latent_noise(gan, key, x.shape[0])),
+        evaluate=lambda variables, x, key: evaluate(
+            gan, loss, variables, x, latent_noise(gan, key, x.shape[0], x.device)
+        ),
         generate=lambda variables, z: generate(gan, variables, z),
-        noise=lambda key, n: latent_noise(gan, key, n),
+        noise=lambda key, n, device="cpu": latent_noise(gan, key, n, device),
         variables=variables,
         stateful=True,
     )

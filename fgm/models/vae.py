@@ -352,18 +352,19 @@ def loss(
     return neg_elbo, metrics
 
 
-def latent_noise(vae: VAE, key: random.Key, batch_size: int) -> torch.Tensor:
+def latent_noise(vae: VAE, key: random.Key, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """``ε ~ N(0, I)`` for one step's reparameterisation.
 
     Args:
       vae: the model (gives ``d``).
       key: the noise key.
       batch_size: ``B``.
+      device: where to draw it (the same numbers on every device).
 
     Returns:
       ``[B, d]`` float32.
     """
-    return random.normal(key, (batch_size, vae.latent_dim))
+    return random.normal(key, (batch_size, vae.latent_dim), device=device)
 
 
 def generate(vae: VAE, params: TensorTree, eps: torch.Tensor) -> torch.Tensor:
@@ -429,7 +430,7 @@ def build(vae: VAE, optimizer: optim.GradientTransformation) -> Trainer:
       ``init(key) -> TrainState``; ``make_update`` over :func:`loss`;
       ``inputs(x, key) -> (x, ε)``; ``evaluate(params, x, key)`` as
       :func:`evaluate` with ``ε`` from ``key``; ``generate(params, ε)`` as
-      :func:`generate`; ``noise(key, n) -> ε [n, d]``.
+      :func:`generate`; ``noise(key, n, device="cpu") -> ε [n, d]``.
     """
     loss_fn = functools.partial(loss, vae)
 
@@ -439,8 +440,8 @@ def build(vae: VAE, optimizer: optim.GradientTransformation) -> Trainer:
     return Trainer(
         init=lambda key: train.init_state(init(vae, key), optimizer, key),
         make_update=make_update,
-        inputs=lambda x, key: (x, latent_noise(vae, key, x.shape[0])),
-        evaluate=lambda params, x, key: evaluate(vae, params, x, latent_noise(vae, key, x.shape[0])),
+        inputs=lambda x, key: (x, latent_noise(vae, key, x.shape[0], x.device)),
+        evaluate=lambda params, x, key: evaluate(vae, params, x, latent_noise(vae, key, x.shape[0], x.device)),
         generate=functools.partial(generate, vae),
-        noise=lambda key, n: latent_noise(vae, key, n),
+        noise=lambda key, n, device="cpu": latent_noise(vae, key, n, device),
     )
