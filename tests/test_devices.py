@@ -167,7 +167,10 @@ def test_philox_draws_the_same_numbers_on_the_gpu():
 
 @needs_cuda
 @pytest.mark.parametrize("name", MODELS)
-def test_a_gpu_step_matches_the_cpu_step(name):
+def test_a_gpu_step_matches_the_cpu_step(name, monkeypatch):
+    # cuDNN convolutions default to TF32 (10-bit mantissa: ~1e-3 relative error); this test is about the code
+    # path, so it asks for full float32 as the CPU computes (docs/devices.md)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     experiment = build(name)
     state = experiment.trainer.init(random.key(0))
     images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
@@ -176,8 +179,17 @@ def test_a_gpu_step_matches_the_cpu_step(name):
         x = experiment.train_input(images.to(device), random.key(1))
         inputs = experiment.trainer.inputs(x, random.key(2))
         outputs.append(tree.tree_to(step(experiment, train.to_device(state, device), inputs, "autograd"), "cpu"))
-    # TF32 is off by default for float32 matmuls in PyTorch, so only summation order differs
-    assert tree.tree_allclose(outputs[0], outputs[1], rtol=1e-3, atol=1e-4)
+    # TF32 is off by default for float32 matmuls, so only summation order differs: the
+    # gradients (in Adam's moments), layer state and metrics agree to float tolerance. The first Adam
+    # step moves each parameter by about ±lr (m̂ / √v̂ = sign g), so a gradient within rounding of 0
+    # may step the other way on the other device: parameters agree to 2·lr.
+    (cpu_params, cpu_opt, *cpu_rest), (gpu_params, gpu_opt, *gpu_rest) = outputs
+    if name.startswith("gan"):  # G's gradient goes through the D that has just stepped by ±lr: compare D's
+        cpu_opt, gpu_opt = cpu_opt["discriminator"], gpu_opt["discriminator"]
+    assert tree.tree_allclose([cpu_opt, *cpu_rest], [gpu_opt, *gpu_rest], rtol=1e-3, atol=1e-5)
+    lr = cfg.PROFILES["smoke"]["lr"]  # the largest of the smoke profile's rates (the GAN's is 2e-4)
+    diffs = [float((a - b).abs().max()) for a, b in zip(tree.tree_leaves(cpu_params), tree.tree_leaves(gpu_params))]
+    assert max(diffs) <= 2 * lr + 1e-6
 
 
 @needs_cuda
