@@ -26,7 +26,7 @@ from torch import nn
 
 from experiments import interpolate
 from experiments.config import MODEL_SETTINGS, Setting
-from fgm import bijectors, optim, random
+from fgm import bijectors, distributed, optim, random
 from fgm import data as fdata
 from fgm.metrics import nll as nll_lib
 from fgm.models import gan as gan_lib
@@ -107,11 +107,16 @@ def build(config: dict) -> Experiment:
 
 
 def adam(config: dict, total_steps: int, **betas) -> optim.GradientTransformation:
-    """Adam with the configured learning rate and schedule over ``total_steps`` updates."""
+    """Adam with the configured learning rate and schedule over ``total_steps`` updates.
+
+    In a process group of several ranks (``torchrun``), it first averages the
+    gradients over the ranks (:func:`fgm.distributed.averaged_gradients`).
+    """
     lr = config["lr"]
     if config["lr_schedule"] == "cosine":
         lr = optim.cosine_decay_schedule(lr, max(total_steps, 1), alpha=config["lr_final_fraction"])
-    return optim.adam(lr, **betas)
+    opt = optim.adam(lr, **betas)
+    return distributed.averaged_gradients(opt) if distributed.world_size() > 1 else opt
 
 
 def _architecture(spec: fdata.DatasetSpec, model: str) -> str:

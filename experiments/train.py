@@ -13,6 +13,7 @@ epoch ``e`` continues exactly as if never stopped.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from experiments import config as cfg
 from experiments import fid, figures, models, rundir
-from fgm import checkpoint, ensemble, random
+from fgm import checkpoint, distributed, ensemble, random
 from fgm import data as fdata
 from fgm import nn as fnn
 from fgm.metrics import inception
@@ -152,8 +153,15 @@ def train_loop(
                 for k, batch in zip(keys, batches):
                     batch = batch.to(device, non_blocking=True)
                     input_key, noise_key = rundir.step_keys(k, state.step)
-                    inputs.append(tuple(trainer.inputs(experiment.train_input(batch, input_key), noise_key)))
+                    # every rank draws the global batch's inputs and takes its rows: the draws do not depend
+                    # on the number of processes
+                    step_inputs = trainer.inputs(experiment.train_input(batch, input_key), noise_key)
+                    inputs.append(tuple(distributed.shard(tuple(step_inputs))))
                 state, metrics = step_fn(state, inputs)
+                if distributed.world_size() > 1:
+                    metrics = distributed.all_mean(metrics)  # every rank logs, and stops on, the global values
+                    if trainer.stateful:  # per-rank BatchNorm statistics, averaged so the replicas stay equal
+                        state = state._replace(model_state=distributed.all_mean(state.model_state))
                 finite = torch.isfinite(metrics["loss"])
                 if not bool(finite.all()):
                     i = int((~finite).nonzero()[0, 0])
@@ -168,6 +176,9 @@ def train_loop(
                 bar.update(1)
                 bar.set_postfix(epoch=f"{epoch}/{epochs}", loss=f"{float(metrics['loss'].mean()):.2f}", refresh=False)
             train_seconds = time.perf_counter() - started
+            if not distributed.is_main():  # rank 0 evaluates and writes; the others wait for its checkpoint
+                distributed.barrier()
+                continue
             members = []
             for i, (k, params) in enumerate(zip(keys, rundir.member_variables(experiment, state, len(seeds)))):
                 record = {"seed": seeds[i]}
@@ -204,6 +215,7 @@ def train_loop(
             if f"val_{objective}" in mean:
                 line += f"  val {mean['val_' + objective]:.3f}"
             bar.write(line + f"  ({train_seconds:.1f}s{f', {len(seeds)} seeds' if len(seeds) > 1 else ''})")
+            distributed.barrier()  # every rank starts the next epoch once this one is on disk
     finally:
         bar.close()
     return state
@@ -291,10 +303,27 @@ def train(
     (the checkpoint loads anywhere); its numbers then differ by the
     devices' float rounding, not by their random draws.
 
+    Started by ``torchrun --nproc-per-node N`` it trains data-parallel
+    (:mod:`fgm.distributed`): each rank takes its rows of every global
+    batch, the gradients are averaged inside the update, and rank 0 alone
+    evaluates and writes. On CUDA rank ``r`` uses ``cuda:LOCAL_RANK``.
+
     Raises:
       ValueError, fgm.data.DataError, fgm.checkpoint.CheckpointError,
       fgm.metrics.inception.InceptionWeightsError: bad input, before any training.
     """
+    device = torch.device(device)
+    if distributed.initialize(device) > 1:
+        if len(config["seeds"]) > 1:
+            raise ValueError("--seeds N trains a vmapped ensemble in one process; under torchrun train one seed a run")
+        if config["batch_size"] % distributed.world_size():
+            raise ValueError(
+                f"batch size {config['batch_size']} is not a multiple of the {distributed.world_size()} processes"
+            )
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    main = distributed.is_main()
+    progress = progress and main
     ckpt_path = out / rundir.CHECKPOINT
     if ckpt_path.exists() and not resume:
         raise ValueError(
@@ -308,7 +337,6 @@ def train(
     experiment = models.build(config)
     if config.get("compile"):  # refused for models without it before any work
         experiment.trainer.make_update(compile=True)
-    device = torch.device(device)
     if device.type == "cuda":
         # cuDNN's default TF32 convolutions round to a 10-bit mantissa (~1e-3 relative): full float32 keeps a GPU
         # run within float rounding of a CPU run, at no measured cost for these networks (docs/devices.md)
@@ -325,18 +353,22 @@ def train(
             diffs = ", ".join(f"{k}: {meta['config'].get(k)!r} -> {config.get(k)!r}" for k in changed)
             raise checkpoint.CheckpointError(f"{ckpt_path} was written with a different config ({diffs})")
         start_epoch, history = meta["epoch"], meta.get("history", [])
-        rundir.write_metrics(out, history)
-        print(f"resuming {out} from epoch {start_epoch} (step {state.step})")
+        if main:
+            rundir.write_metrics(out, history)
+            print(f"resuming {out} from epoch {start_epoch} (step {state.step})")
     if config["fid_samples"] or config["fid_every"]:
         inception.make_feature_extractor()  # fail before training, not after, if the weights are missing
-    rundir.write_json(out / rundir.CONFIG, config)
     seeds = config["seeds"]
-    print(
-        f"{config['model']} on {config['dataset']}, seed{'s' if len(seeds) > 1 else ''} "
-        f"{', '.join(map(str, seeds))}: {train_images.shape[0]} train / {val_inputs.shape[0]} val / "
-        f"{test_inputs.shape[0]} test images, profile {config['profile']}, {config['epochs']} epochs, on {device}"
-    )
-    print(parameter_table(experiment, rundir.member_params(state, len(seeds))[0]))
+    if main:
+        rundir.write_json(out / rundir.CONFIG, config)
+        ranks = f" × {distributed.world_size()} processes" if distributed.world_size() > 1 else ""
+        print(
+            f"{config['model']} on {config['dataset']}, seed{'s' if len(seeds) > 1 else ''} "
+            f"{', '.join(map(str, seeds))}: {train_images.shape[0]} train / {val_inputs.shape[0]} val / "
+            f"{test_inputs.shape[0]} test images, profile {config['profile']}, {config['epochs']} epochs, "
+            f"on {device}{ranks}"
+        )
+        print(parameter_table(experiment, rundir.member_params(state, len(seeds))[0]))
     started = time.perf_counter()
     try:
         val_reference = limit(images["val"], config["fid_val_samples"]) if config["fid_every"] else None
@@ -358,6 +390,8 @@ def train(
         print(f"error: {exc}. Stopped; kept {kept}.", file=sys.stderr)
         return 3
     elapsed = time.perf_counter() - started
+    if not main:
+        return 0
     reference = limit(images["test"], config["fid_reference_count"])
     real = {"test": reference, "train": train_images[: config["fid_samples"]]}
     write_results(experiment, config, out, state, test_inputs, real, elapsed, progress, data_dir)

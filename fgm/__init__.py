@@ -11,6 +11,8 @@ Modules (each usable on its own):
 * ``fgm.bijectors``: bijectors, RealNVP.
 * ``fgm.checkpoint``: atomic, verified checkpoints.
 * ``fgm.ensemble``: seed ensembles: stacked states and a ``vmap``-ped train step.
+* ``fgm.distributed``: data-parallel training over ``torch.distributed``
+  (gradients averaged inside the update, batches sharded by rank).
 * ``fgm.models``: the VAE (``fgm.models.vae``), its architectures
   (``fgm.models.networks``) and the GAN (``fgm.models.gan``).
 * ``fgm.metrics``: the IWAE negative log-likelihood (``fgm.metrics.nll``), the
@@ -25,7 +27,7 @@ with runnable examples is in ``docs/api.md``.
 
 import importlib
 
-from fgm import bijectors, checkpoint, distributions, ensemble, nn, optim, random, train, tree
+from fgm import bijectors, checkpoint, distributed, distributions, ensemble, nn, optim, random, train, tree
 
 __version__ = "0.1.0"
 
@@ -35,6 +37,7 @@ __all__ = [
     "bijectors",
     "checkpoint",
     "data",
+    "distributed",
     "distributions",
     "ensemble",
     "metrics",
