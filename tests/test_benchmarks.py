@@ -20,6 +20,8 @@ MODULES = sorted(f"benchmarks.{m.name}" for m in pkgutil.iter_modules(benchmarks
 # module -> the arguments of its quickest run (seconds at most, one thread)
 QUICK = {
     "benchmarks.bench_adam": "--reps 2 --warmup 1",
+    "benchmarks.bench_devices": "--device cpu --models vae_std,gan --datasets mnist --steps 1 --cpu-steps 1"
+    " --iwae-images 1 --inception-images 0",
     "benchmarks.bench_ensemble": "--models vae_std,vae_flow,gan,gan_mlp --members 2 --rounds 1 --warmup 0"
     " --batch-size 4",
     "benchmarks.bench_nll": "--num-samples 10 --points 2 --loop-points 1",  # and --data-dir: real MNIST
