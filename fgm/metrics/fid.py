@@ -387,6 +387,17 @@ def cached_features(
     return features
 
 
+def _dataset_images(dataset: str, split: str, extractor, num_images: int | None, data_dir) -> tuple[torch.Tensor, dict]:
+    """The first ``num_images`` images of a split (checked: 2 <= N <= the split) and their cache key."""
+    from fgm import data  # local: fgm.data pulls in torchvision datasets, unneeded for the maths
+
+    images = data.load_images(dataset, split, data_dir)
+    n = images.shape[0] if num_images is None else int(num_images)
+    if not 2 <= n <= images.shape[0]:
+        raise ValueError(f"num_images must be in [2, {images.shape[0]}] for {dataset}/{split}, got {n}")
+    return images[:n], statistics_key(dataset, split, n, extractor.info, images=images[:n])
+
+
 def dataset_statistics(
     dataset: str,
     split: str,
@@ -409,18 +420,10 @@ def dataset_statistics(
       data_dir: data folder (default ``$FGM_DATA_DIR``, see :mod:`fgm.data`).
       batch_size, progress: see :func:`image_statistics`.
     """
-    from fgm import data  # local: fgm.data pulls in torchvision datasets, unneeded for the maths
-
-    images = data.load_images(dataset, split, data_dir)
-    n = images.shape[0] if num_images is None else int(num_images)
-    if not 2 <= n <= images.shape[0]:
-        raise ValueError(f"num_images must be in [2, {images.shape[0]}] for {dataset}/{split}, got {n}")
-    key = statistics_key(dataset, split, n, extractor.info, images=images[:n])
-    return cached_statistics(
-        cache_dir,
-        key,
-        lambda: image_statistics(images[:n], extractor, batch_size, progress, desc=f"{dataset}/{split} features"),
-    )
+    images, key = _dataset_images(dataset, split, extractor, num_images, data_dir)
+    desc = f"{dataset}/{split} features"
+    compute = lambda: image_statistics(images, extractor, batch_size, progress, desc=desc)  # noqa: E731
+    return cached_statistics(cache_dir, key, compute)
 
 
 def dataset_features(
@@ -441,18 +444,9 @@ def dataset_features(
     features go to their own file (:func:`features_cache_path`). Arguments as
     in :func:`dataset_statistics`.
     """
-    from fgm import data  # local: fgm.data pulls in torchvision datasets, unneeded for the maths
-
-    images = data.load_images(dataset, split, data_dir)
-    n = images.shape[0] if num_images is None else int(num_images)
-    if not 2 <= n <= images.shape[0]:
-        raise ValueError(f"num_images must be in [2, {images.shape[0]}] for {dataset}/{split}, got {n}")
-    key = statistics_key(dataset, split, n, extractor.info, images=images[:n])
-    return cached_features(
-        cache_dir,
-        key,
-        lambda: image_features(images[:n], extractor, batch_size, progress, desc=f"{dataset}/{split} features"),
-    )
+    images, key = _dataset_images(dataset, split, extractor, num_images, data_dir)
+    desc = f"{dataset}/{split} features"
+    return cached_features(cache_dir, key, lambda: image_features(images, extractor, batch_size, progress, desc=desc))
 
 
 def fid_from_features(features_a: torch.Tensor, features_b: torch.Tensor) -> FIDResult:
