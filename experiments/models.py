@@ -243,6 +243,17 @@ def build_gan(spec: fdata.DatasetSpec, config: dict) -> gan_lib.GAN:
         "b2": (0.999, Setting("b2", float, "Adam's second-moment decay", low=0.0, high=0.99999)),
         "d_steps": (1, Setting("d_steps", int, "discriminator steps per generator step", low=1)),
         "gp_weight": (10.0, Setting("gp_weight", float, "WGAN-GP penalty weight", low=0.0)),
+        "ema_decay": (
+            0.999,
+            Setting(
+                "ema_decay",
+                float,
+                "decay of G's moving average, which draws the samples (null: off)",
+                low=0.0,
+                high=0.9999,
+                optional=True,
+            ),
+        ),
     },
 )
 def gan(spec: fdata.DatasetSpec, config: dict) -> Experiment:
@@ -260,7 +271,7 @@ def gan(spec: fdata.DatasetSpec, config: dict) -> Experiment:
     d_opt = adam(config, config["total_steps"] * config["d_steps"], **betas)
     c, h, w = model.image_shape
     return Experiment(
-        trainer=gan_lib.build(model, loss, g_opt, d_opt, config["d_steps"]),
+        trainer=gan_lib.build(model, loss, g_opt, d_opt, config["d_steps"], config["ema_decay"]),
         networks={
             "generator": (model.generator, (1, model.latent_dim)),
             "discriminator": (model.discriminator, (1, c, h, w)),

@@ -292,6 +292,7 @@ def figure_lines(dataset: str, groups: list[Group], out: Path) -> list[str]:
     firsts = [(g.model, g.runs[0][0], g.runs[0][1]) for g in groups]  # the figures of each model's first run
     if curves_figure(groups, folder / "curves.png"):
         lines += ["### Learning curves", "", f"![learning curves]({dataset}/curves.png)", ""]
+
     def grid_title(model: str, seeds: list[int], epoch: int) -> str:  # a run's grid holds every member's rows
         rows = 8 // len(seeds) if len(seeds) <= 8 else 0
         split = f", {rows} rows each" if 1 < len(seeds) <= 8 else ""

@@ -184,8 +184,14 @@ def test_conditioner_with_two_hidden_layers():
     bijector = B.affine_coupling(torch.tensor([1.0, 0.0, 1.0, 0.0]), hidden=(8, 6), identity_init=False)
     params = bijector.init(random.key(0))
     shapes = {k: tuple(v.shape) for k, v in params.items()}
-    assert shapes == {"0.weight": (8, 4), "0.bias": (8,), "2.weight": (6, 8), "2.bias": (6,),
-                      "4.weight": (8, 6), "4.bias": (8,)}
+    assert shapes == {
+        "0.weight": (8, 4),
+        "0.bias": (8,),
+        "2.weight": (6, 8),
+        "2.bias": (6,),
+        "4.weight": (8, 6),
+        "4.bias": (8,),
+    }
     x = random.normal(random.key(1), (3, 4), dtype=torch.float64)
     params = tree_map(lambda t: t.double(), params)
     y, log_det = bijector.forward_and_log_det(params, x)

@@ -337,8 +337,10 @@ def test_cli_smoke_run(tmp_path, mnist_root, capsys):
     assert run.main(["gan", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "generator:" in printed and "discriminator:" in printed and "total:" in printed
-    records = [json.loads(line)["mean"] | {"epoch": json.loads(line)["epoch"]}
-               for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line)["mean"] | {"epoch": json.loads(line)["epoch"]}
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["epoch"] for r in records] == [1, 2]
     for r in records:
         assert all(math.isfinite(r[k]) for k in KEYS)

@@ -85,8 +85,9 @@ def toy_inputs():
     return g_params, d_params, real, z, alpha
 
 
-@pytest.mark.parametrize("name, weight", [("non_saturating", 4.0), ("minimax", 4.0), ("hinge", 4.0),
-                                          ("wgan_gp", 4.0), ("wgan_gp", 0.5)])
+@pytest.mark.parametrize(
+    "name, weight", [("non_saturating", 4.0), ("minimax", 4.0), ("hinge", 4.0), ("wgan_gp", 4.0), ("wgan_gp", 0.5)]
+)
 def test_discriminator_objective(name, weight):
     gan, loss = toy_gan(), G.get_loss(name, gp_weight=weight)
     g_params, d_params, real, z, alpha = toy_inputs()

@@ -184,8 +184,10 @@ def test_nll_is_minus_the_bound_with_the_same_defaults():
     default = N.iwae_log_likelihood(vae, params, x, key)
     assert torch.equal(default, N.iwae_log_likelihood(vae, params, x, key, num_samples=1000, chunk_size=100))
     assert torch.equal(N.nll(vae, params, x, key), -default)
-    assert torch.equal(N.nll(vae, params, x, key, num_samples=7, chunk_size=3),
-                       -N.iwae_log_likelihood(vae, params, x, key, num_samples=7, chunk_size=3))
+    assert torch.equal(
+        N.nll(vae, params, x, key, num_samples=7, chunk_size=3),
+        -N.iwae_log_likelihood(vae, params, x, key, num_samples=7, chunk_size=3),
+    )
 
 
 def test_sizes_below_one_are_refused():

@@ -497,10 +497,15 @@ def test_donated_gradients_that_share_memory_are_not_written(name):
     """Autograd may hand one tensor to two leaves, or an expanded one: those are read, never written."""
     tx = _transforms()[name]
     shared, wide = torch.linspace(-1, 1, 3, dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64)
-    params = {"a": torch.ones(3, dtype=torch.float64), "b": torch.zeros(3, dtype=torch.float64),
-              "c": torch.ones(4, dtype=torch.float64)}
-    for grads in ({"a": shared, "b": shared, "c": torch.ones(4, dtype=torch.float64)},
-                  {"a": shared.clone(), "b": shared.clone(), "c": wide.expand(4)}):
+    params = {
+        "a": torch.ones(3, dtype=torch.float64),
+        "b": torch.zeros(3, dtype=torch.float64),
+        "c": torch.ones(4, dtype=torch.float64),
+    }
+    for grads in (
+        {"a": shared, "b": shared, "c": torch.ones(4, dtype=torch.float64)},
+        {"a": shared.clone(), "b": shared.clone(), "c": wide.expand(4)},
+    ):
         before = _clone(grads)
         pure, _ = tx.update(_clone(grads), tx.init(params), params)
         donated, _ = tx.update(grads, tx.init(params), params, donate=True)
@@ -578,8 +583,10 @@ def test_transforms_run_on_meta_tensors():
 
 def test_defaults_and_counters():
     params, grads = _tree(SHAPES, 0), _tree(SHAPES, 1)
-    for default, explicit in [(optim.scale_by_adam(), optim.scale_by_adam(0.9, 0.999, 1e-8)),
-                              (optim.adam(0.1), optim.adam(0.1, 0.9, 0.999, 1e-8))]:
+    for default, explicit in [
+        (optim.scale_by_adam(), optim.scale_by_adam(0.9, 0.999, 1e-8)),
+        (optim.adam(0.1), optim.adam(0.1, 0.9, 0.999, 1e-8)),
+    ]:
         s_default, s_explicit = default.init(params), explicit.init(params)
         for _ in range(2):  # the second step has non-zero moments, where b1 matters
             a, s_default = default.update(grads, s_default)

@@ -40,6 +40,13 @@ running statistics and power-iteration vectors it touches, in call order
 statistics and the stored vectors. They read *variables*, each network's
 parameters merged with its state (:func:`variables`), like a ``state_dict``.
 
+**An average of the generator.** With ``init_state(..., ema=True)`` and
+``make_gan_update(..., ema_decay=β)`` the model state also holds an
+exponential moving average of G's parameters, ``model_state["generator_ema"]``,
+updated after every G step (:func:`ema_update`). :func:`generate` then samples
+from the average (the generator of Yazıcı et al. 2019, StyleGAN, BigGAN);
+:func:`evaluate` still plays the game with the trained G.
+
 Typical use without the CLI::
 
     gan = make_gan(lambda: mlp_generator(64), lambda: mlp_discriminator(), 64, (1, 28, 28))
@@ -301,11 +308,19 @@ def init_state(
     g_opt: optim.GradientTransformation,
     d_opt: optim.GradientTransformation,
     key: random.Key,
+    ema: bool = False,
 ) -> GANState:
-    """A step-0 :class:`GANState`; ``key`` is both the initialisation key and the step-key root."""
+    """A step-0 :class:`GANState`; ``key`` is both the initialisation key and the step-key root.
+
+    With ``ema`` the model state also holds :func:`ema_init` of the
+    generator's parameters under ``"generator_ema"`` (train it with
+    ``make_gan_update(..., ema_decay=...)``).
+    """
     params = init(gan, key)
     opt_state = {"generator": g_opt.init(params["generator"]), "discriminator": d_opt.init(params["discriminator"])}
     model_state = init_model_state(gan, params, key)
+    if ema:
+        model_state[EMA] = ema_init(params["generator"])
     return GANState(params=params, opt_state=opt_state, model_state=model_state, step=0, key=key)
 
 
@@ -315,9 +330,64 @@ def variables(state: GANState) -> dict[str, TensorTree]:
     Returns:
       ``{"generator": {**params, **state}, "discriminator": {...}}``, flat
       dicts like ``state_dict()`` s; for stateless networks, ``state.params``'s
-      contents.
+      contents. With an EMA generator, also ``"generator_ema"``: the averaged
+      parameters merged with G's layer state (its BatchNorm statistics are
+      G's own, as in StyleGAN's copy of the buffers).
     """
-    return {name: fnn.merge(state.params[name], state.model_state[name]) for name in ("generator", "discriminator")}
+    found = {name: fnn.merge(state.params[name], state.model_state[name]) for name in ("generator", "discriminator")}
+    if EMA in state.model_state:
+        found[EMA] = fnn.merge(state.model_state[EMA]["params"], state.model_state["generator"])
+    return found
+
+
+# --------------------------------------------------------------------------- the generator's moving average
+
+EMA = "generator_ema"
+
+
+def ema_init(g_params: TensorTree) -> dict[str, TensorTree]:
+    """The moving average's state at step 0: a copy of G's parameters and an update count of 0.
+
+    Returns:
+      ``{"params": tree like g_params, "updates": float32 []}``; the count is
+      a float tensor so that the state stacks and moves like parameters.
+    """
+    first = next(iter(g_params.values()), None) if isinstance(g_params, dict) else None
+    device = first.device if first is not None else "cpu"
+    return {
+        "params": {k: v.detach().clone() for k, v in g_params.items()},
+        "updates": torch.zeros((), dtype=torch.float32, device=device),
+    }
+
+
+def ema_decay_at(decay: float, updates: torch.Tensor) -> torch.Tensor:
+    r"""The decay of update number ``n`` (0-based): :math:`\beta_n = \min(\beta, \frac{1 + n}{10 + n})`.
+
+    The warm-up is TensorFlow's ``ExponentialMovingAverage(num_updates=n)``:
+    early averages forget the random initialisation quickly (β₀ = 0.1), later
+    ones average over about ``1 / (1 - β)`` updates.
+    """
+    return torch.clamp((1.0 + updates) / (10.0 + updates), max=decay)
+
+
+def ema_update(ema: dict[str, TensorTree], g_params: TensorTree, decay: float) -> dict[str, TensorTree]:
+    r"""One step of the average: :math:`\bar\theta \leftarrow \beta_n \bar\theta + (1 - \beta_n)\,\theta`.
+
+    Pure (new tensors; works under ``vmap``), no gradient flows into it.
+
+    Args:
+      ema: from :func:`ema_init` or a previous call.
+      g_params: the generator's parameters after its step.
+      decay: β in ``[0, 1)``; :func:`ema_decay_at` gives the step's β_n.
+
+    Returns:
+      The new average and ``updates + 1``.
+    """
+    n = ema["updates"]
+    params = {
+        k: torch.lerp(g_params[k].detach(), v, ema_decay_at(decay, n.to(v.dtype))) for k, v in ema["params"].items()
+    }
+    return {"params": params, "updates": ema["updates"] + 1.0}
 
 
 def _split_variables(gan: GAN, tree: dict[str, TensorTree]) -> tuple[dict, dict]:
@@ -352,10 +422,11 @@ def generate(gan: GAN, variables: TensorTree, z: torch.Tensor) -> torch.Tensor:
 
     Args:
       gan: the model definition.
-      variables: from :func:`variables` (for stateless networks, the parameters will do).
+      variables: from :func:`variables` (for stateless networks, the parameters
+        will do); its ``"generator_ema"`` when there is one, else ``"generator"``.
       z: ``[N, d]`` latents.
     """
-    g_params, g_state = fnn.split(gan.generator, variables["generator"])
+    g_params, g_state = fnn.split(gan.generator, variables.get(EMA, variables["generator"]))
     return to_unit_interval(gan.generate(g_params, g_state, z, train=False)[0])
 
 
@@ -822,8 +893,9 @@ def make_gan_update(
     d_opt: optim.GradientTransformation,
     backend: str = "autograd",
     donate: bool = False,
+    ema_decay: float | None = None,
 ) -> StatefulUpdateFn:
-    """One game iteration as a pure update of tensors: D step(s), then a G step.
+    """One game iteration as a pure update of tensors: D step(s), then a G step (then the average of G).
 
     Args:
       gan: the model definition.
@@ -834,6 +906,9 @@ def make_gan_update(
         with ``vmap`` (seed ensembles), except for WGAN-GP.
       donate: update parameters and optimizer states in place (see
         :func:`fgm.train.make_update`).
+      ema_decay: β of the generator's moving average (:func:`ema_update`),
+        applied after the G step; the state must then hold one
+        (``init_state(..., ema=True)``). ``None``: no average.
 
     Returns:
       ``update(params, opt_state, model_state, reals, d_noise, z_g) ->
@@ -843,8 +918,12 @@ def make_gan_update(
       :func:`make_gan_step`; ``model_state`` is ``GANState.model_state``.
 
     Raises:
-      ValueError: WGAN-GP with the ``"func"`` backend.
+      ValueError: WGAN-GP with the ``"func"`` backend; ``ema_decay`` outside
+        ``[0, 1)``; (when called) a state with an average and no
+        ``ema_decay``, or the other way round.
     """
+    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
     if backend == "func" and loss.gradient_penalty > 0:
         raise ValueError(
             f"the {loss.name} loss needs the autograd backend: its gradient penalty calls torch.autograd.grad"
@@ -860,6 +939,14 @@ def make_gan_update(
     ):
         if len(reals) != len(d_noise):
             raise ValueError(f"{len(reals)} real batches for {len(d_noise)} D steps")
+        if (EMA in model_state) != (ema_decay is not None):
+            raise ValueError(
+                "the state holds an average of G but the update has no ema_decay"
+                if EMA in model_state
+                else f"ema_decay={ema_decay} but the state holds no average of G (init_state(..., ema=True))"
+            )
+        average = model_state.get(EMA)
+        model_state = {"generator": model_state["generator"], "discriminator": model_state["discriminator"]}
         for real, noise in zip(reals, d_noise):
             params, opt_state, model_state, d_metrics = _discriminator_update(
                 gan, loss, d_opt, params, opt_state, model_state, real, *noise, backend=backend, donate=donate
@@ -867,6 +954,8 @@ def make_gan_update(
         params, opt_state, model_state, g_metrics = _generator_update(
             gan, loss, g_opt, params, opt_state, model_state, z_g, backend, donate
         )
+        if average is not None:
+            model_state[EMA] = ema_update(average, params["generator"], ema_decay)
         metrics = {"loss": d_metrics["d_loss"] + g_metrics["g_loss"], **d_metrics, **g_metrics}
         return params, opt_state, model_state, metrics
 
@@ -880,6 +969,7 @@ def make_gan_step(
     d_opt: optim.GradientTransformation,
     d_steps_per_g_step: int = 1,
     donate: bool = False,
+    ema_decay: float | None = None,
 ) -> train.StepFn:
     """Builds ``step(state, batch, key) -> (state, metrics)``: D step(s), then a G step.
 
@@ -896,6 +986,7 @@ def make_gan_step(
       d_opt: the discriminator's optimizer.
       d_steps_per_g_step: D steps before each G step (e.g. 5 for WGAN-GP).
       donate: the step consumes its input state (see :func:`fgm.train.make_step`).
+      ema_decay: see :func:`make_gan_update`.
 
     Returns:
       The step function. Its metrics (detached scalars) are ``d_loss``,
@@ -905,7 +996,8 @@ def make_gan_step(
       for WGAN-GP).
     """
     inputs = gan_inputs(gan, loss, d_steps_per_g_step)
-    return train.step_from_update(make_gan_update(gan, loss, g_opt, d_opt, donate=donate), inputs, stateful=True)
+    update = make_gan_update(gan, loss, g_opt, d_opt, donate=donate, ema_decay=ema_decay)
+    return train.step_from_update(update, inputs, stateful=True)
 
 
 def build(
@@ -914,6 +1006,7 @@ def build(
     g_opt: optim.GradientTransformation,
     d_opt: optim.GradientTransformation,
     d_steps_per_g_step: int = 1,
+    ema_decay: float | None = None,
 ) -> Trainer:
     """The GAN's training pieces (:class:`fgm.types.Trainer`): one game iteration per update.
 
@@ -928,6 +1021,8 @@ def build(
       d_steps_per_g_step: D steps before each G step; each takes its own
         real batch, so an update's batch holds ``d_steps_per_g_step * B``
         images (see :func:`gan_inputs`).
+      ema_decay: with a value, the state carries a moving average of G
+        (:func:`ema_update`) and ``generate`` samples from it.
 
     Returns:
       ``init(key) -> GANState``; ``make_update`` as :func:`make_gan_update`
@@ -941,10 +1036,10 @@ def build(
     def make_update(*, backend: str = "autograd", donate: bool = False, compile: bool = False):
         if compile:
             raise ValueError("compile is not offered for the GAN (its alternating steps run eagerly)")
-        return make_gan_update(gan, loss, g_opt, d_opt, backend=backend, donate=donate)
+        return make_gan_update(gan, loss, g_opt, d_opt, backend=backend, donate=donate, ema_decay=ema_decay)
 
     return Trainer(
-        init=lambda key: init_state(gan, g_opt, d_opt, key),
+        init=lambda key: init_state(gan, g_opt, d_opt, key, ema=ema_decay is not None),
         make_update=make_update,
         inputs=gan_inputs(gan, loss, d_steps_per_g_step),
         evaluate=lambda variables, x, key: evaluate(
