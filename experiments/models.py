@@ -144,15 +144,24 @@ def dataset_inputs(spec: fdata.DatasetSpec) -> dict:
 def build_vae(spec: fdata.DatasetSpec, config: dict, prior: vae_lib.Prior | None = None) -> vae_lib.VAE:
     """The dataset's encoder/decoder pair with the dataset's likelihood.
 
-    MLPs of widths ``hidden`` for binarised data (MNIST); ConvNets of
-    ``width`` for 32×32 images of 256 levels (SVHN).
+    For binarised data (MNIST) MLPs of widths ``hidden`` (``arch=auto`` or
+    ``mlp``) or, with ``arch=conv``, the conv GAN's shapes at ``width``;
+    ConvNets of ``width`` for 32×32 images of 256 levels (SVHN).
     """
     d, c = config["latent_dim"], spec.shape[0]
+    arch = config.get("arch", "auto")
     if _architecture(spec, "vae") == "mlp":
         likelihood = vae_lib.bernoulli_likelihood()
-        enc = functools.partial(networks.mnist_mlp_encoder, d, tuple(config["hidden"]), image_shape=spec.shape)
-        widths, out = tuple(reversed(config["hidden"])), likelihood.out_channels * c
-        dec = functools.partial(networks.mnist_mlp_decoder, d, widths, out, image_shape=spec.shape)
+        out = likelihood.out_channels * c
+        if arch == "conv":
+            enc = functools.partial(networks.mnist_conv_encoder, d, config["width"], spec.shape)
+            dec = functools.partial(networks.mnist_conv_decoder, d, config["width"], out, spec.shape)
+        else:
+            enc = functools.partial(networks.mnist_mlp_encoder, d, tuple(config["hidden"]), image_shape=spec.shape)
+            widths = tuple(reversed(config["hidden"]))
+            dec = functools.partial(networks.mnist_mlp_decoder, d, widths, out, image_shape=spec.shape)
+    elif arch == "mlp":
+        raise ValueError(f"vae: arch=mlp is for binarised data; {spec.name} is modelled by the ConvNets (arch=conv)")
     else:
         likelihood = vae_lib.discretized_logistic_likelihood()
         enc = functools.partial(networks.svhn_conv_encoder, d, config["width"], in_channels=c)
@@ -176,7 +185,17 @@ def vae_experiment(spec: fdata.DatasetSpec, config: dict, vae: vae_lib.VAE, flow
 _LATENT = Setting("latent_dim", int, "latent dimensions", low=1)
 _HIDDEN = Setting("hidden", list, "MLP hidden widths, encoder order", low=1)
 _WIDTH = Setting("width", int, "ConvNet base channels", low=1)
-_VAE = {"latent_dim": (32, _LATENT), "hidden": ([512, 256], _HIDDEN), "width": (32, _WIDTH)}
+_VAE = {
+    "latent_dim": (32, _LATENT),
+    "arch": (
+        "auto",
+        Setting(
+            "arch", str, "networks (auto: MLP for binarised data, conv for 32×32)", choices=("auto", "conv", "mlp")
+        ),
+    ),
+    "hidden": ([512, 256], _HIDDEN),
+    "width": (32, _WIDTH),
+}
 
 
 @register_model("vae_std", settings=_VAE)
@@ -243,8 +262,9 @@ def build_gan(spec: fdata.DatasetSpec, config: dict) -> gan_lib.GAN:
         "b2": (0.999, Setting("b2", float, "Adam's second-moment decay", low=0.0, high=0.99999)),
         "d_steps": (1, Setting("d_steps", int, "discriminator steps per generator step", low=1)),
         "gp_weight": (10.0, Setting("gp_weight", float, "WGAN-GP penalty weight", low=0.0)),
+        # off by default: at the default profile's length the average scored worse than G (docs/gan.md)
         "ema_decay": (
-            0.999,
+            None,
             Setting(
                 "ema_decay",
                 float,

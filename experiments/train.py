@@ -239,11 +239,16 @@ def test_member(
     ``"train"`` the real-data floor's images (:func:`experiments.fid.sample_metrics`).
     """
     spec = fdata.get_spec(config["dataset"])
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
     test = evaluate_split(experiment.trainer.evaluate, params, test_inputs, keys.test)
+    seconds["test_objective"] = time.perf_counter() - started
     if experiment.log_likelihood is not None and config["nll_samples"]:
+        started = time.perf_counter()
         log_px = mean_log_likelihood(
             experiment, params, test_inputs, random.fold_in(keys.test, 1), config["nll_samples"], progress=progress
         )
+        seconds["nll"] = time.perf_counter() - started
         test["nll"] = -log_px
         if spec.likelihood == "discretized_logistic":
             test["nll_bits_per_dim"] = -log_px / (math.prod(spec.shape) * math.log(2.0))
@@ -263,7 +268,9 @@ def test_member(
             data_dir,
             progress,
             test_inputs.device,
+            seconds,
         )
+    results["eval_seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     return results
 
 

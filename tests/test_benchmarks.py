@@ -22,6 +22,7 @@ QUICK = {
     "benchmarks.bench_adam": "--reps 2 --warmup 1",
     "benchmarks.bench_devices": "--device cpu --models vae_std,gan --datasets mnist --steps 1 --cpu-steps 1"
     " --iwae-images 1 --inception-images 0",
+    "benchmarks.bench_eval": "--samples 6 --reference 6 --cold --no-classifier --random-weights",
     "benchmarks.bench_ensemble": "--models vae_std,vae_flow,gan,gan_mlp --members 2 --rounds 1 --warmup 0"
     " --batch-size 4",
     "benchmarks.bench_nll": "--num-samples 10 --points 2 --loop-points 1",  # and --data-dir: real MNIST
@@ -52,7 +53,7 @@ def test_benchmark_imports(name):
 @pytest.mark.parametrize("name", sorted(QUICK))
 def test_benchmark_main_runs_quickly(name, request, capsys):
     argv = QUICK[name].split()
-    if name == "benchmarks.bench_nll":  # times the test NLL on real MNIST test images
+    if name in ("benchmarks.bench_nll", "benchmarks.bench_eval"):  # they read real MNIST images
         argv += ["--data-dir", str(request.getfixturevalue("mnist_root"))]
     importlib.import_module(name).main(argv)
     assert capsys.readouterr().out.strip(), f"{name} printed nothing"

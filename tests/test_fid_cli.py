@@ -72,6 +72,23 @@ def test_run_reports_test_fid_with_counts_and_caches_reference(tmp_path, mnist_r
     assert sorted(fake_inception.rglob("*.pt")) == cached and cached[0].stat().st_mtime_ns == stamp  # reused
     again = json.loads((tmp_path / "b" / "results.json").read_text())
     assert again["members"][0]["test_fid"] == pytest.approx(member["test_fid"], rel=1e-9)  # same seed, same FID
+    parts = {"test_objective", "sampling", "inception_samples", "inception_reference", "inception_floor", "metrics"}
+    assert set(member["eval_seconds"]) == parts and all(v >= 0 for v in member["eval_seconds"].values())
+
+
+def test_fid_command_samples_the_average_of_g_or_g_itself(tmp_path, mnist_root, fake_inception, capsys):
+    out = tmp_path / "gan"
+    argv = ["gan", "mnist", *SMOKE, "--set", "ema_decay=0.99", "--data-dir", str(mnist_root), "--out", str(out)]
+    assert run.main(argv) == 0
+    capsys.readouterr()
+    fids = {}
+    for flag in ([], ["--raw-generator"], ["--raw-generator"]):
+        argv = ["fid", str(out), "mnist:test:40", "--samples", "30", "--no-progress", "--data-dir", str(mnist_root)]
+        assert run.main([*argv, *flag]) == 0
+        text = capsys.readouterr().out
+        assert ("raw G" in text) == bool(flag)
+        fids.setdefault(bool(flag), set()).add(float(text.split()[1]))
+    assert len(fids[True]) == 1 and fids[True] != fids[False]  # G's samples differ from its average's
 
 
 def test_validation_fid_curve(tmp_path, mnist_root, fake_inception):

@@ -256,3 +256,21 @@ def test_trainer_surface_for_the_loop():
     z = trainer.noise(random.key(2), 3)
     assert trainer.generate(trainer.variables(state), z).shape == (3, 1, 28, 28)
     assert trainer.evaluate(trainer.variables(state), data(1, 3), random.key(3))["d_loss"].shape == (3,)
+
+
+@pytest.mark.slow
+def test_compiled_update_equals_eager():
+    """torch.compile of each player's objective and gradient (BatchNorm in G, spectral norm in D, the average of G)."""
+    gan, loss, opt, state, make_inputs = setup()
+    state = double(G.init_state(gan, opt, opt, random.key(0), ema=True))
+    eager = train.step_from_update(G.make_gan_update(gan, loss, opt, opt, ema_decay=0.9), make_inputs, stateful=True)
+    update = G.make_gan_update(gan, loss, opt, opt, donate=True, ema_decay=0.9, compile=True)
+    compiled = train.step_from_update(update, make_inputs, stateful=True)
+    a, b = state, double(G.init_state(gan, opt, opt, random.key(0), ema=True))  # donation consumes b
+    for t in range(3):
+        a, ma = eager(a, double(data(t)), train.step_key(a))
+        b, mb = compiled(b, double(data(t)), train.step_key(b))
+        assert tree_allclose(ma, mb, rtol=1e-10, atol=1e-12)
+    assert tree_allclose(a, b, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="autograd backend"):
+        G.make_gan_update(gan, G.get_loss("wgan_gp"), opt, opt, compile=True)

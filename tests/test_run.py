@@ -344,6 +344,38 @@ def test_gan_arch_selects_the_networks_and_refuses_a_conv_that_does_not_fit():
         models.build_gan(toy, {**defaults, "arch": "conv"})
 
 
+@pytest.mark.parametrize("model", ["vae_std", "vae_flow"])
+def test_vae_arch_conv_is_the_conv_gans_shapes_at_a_matched_size(model):
+    """arch=conv on MNIST: the conv GAN's convolutions, within 25% of the MLP VAE's weights; the MLP stays default."""
+    from fgm import nn as fnn
+    from fgm.models import vae as vae_lib
+
+    mnist = fdata.get_spec("mnist")
+    config = cfg.defaults(model, "mnist", "default", models.MODELS[model].defaults)
+    mlp = models.build_vae(mnist, config)
+    conv = models.build_vae(mnist, {**config, "arch": "conv"})
+    assert not any(isinstance(m, torch.nn.Conv2d) for m in mlp.encoder.modules())
+    assert [type(m) for m in conv.encoder.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)] == [
+        torch.nn.Conv2d,
+        torch.nn.Conv2d,
+        torch.nn.Linear,
+    ]
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in conv.decoder.modules()) == 2
+    counts = {name: fnn.count_params(vae_lib.init(v, random.key(0))) for name, v in (("mlp", mlp), ("conv", conv))}
+    assert abs(counts["conv"] - counts["mlp"]) <= 0.25 * counts["mlp"], counts
+    params = vae_lib.init(conv, random.key(0))
+    x = (random.uniform(random.key(1), (3, 1, 28, 28)) > 0.5).float()
+    loss, _ = vae_lib.loss(conv, params, x, vae_lib.latent_noise(conv, random.key(2), 3))
+    assert torch.isfinite(loss)
+    assert vae_lib.generate(conv, params, random.normal(random.key(3), (2, conv.latent_dim))).shape == (2, 1, 28, 28)
+    toy = fdata.DatasetSpec("toy", (1, 18, 18), 10, "bernoulli", loader=None)
+    with pytest.raises(ValueError, match=r"divisible by 4, got \(1, 18, 18\)"):
+        models.build_vae(toy, {**config, "arch": "conv"})
+    svhn = fdata.get_spec("svhn")
+    with pytest.raises(ValueError, match="arch=mlp is for binarised data"):
+        models.build_vae(svhn, {**config, "arch": "mlp"})
+
+
 def test_built_in_models_refuse_other_shapes_naming_them():
     spec = fdata.DatasetSpec("big", (3, 64, 64), 10, "discretized_logistic", loader=lambda root, split, download: None)
     with pytest.raises(ValueError, match=r"vae: no built-in architecture for dataset 'big' of shape \(3, 64, 64\)"):
@@ -352,10 +384,11 @@ def test_built_in_models_refuse_other_shapes_naming_them():
         models.build_gan(spec, models.MODELS["gan"].defaults)
 
 
-def test_compile_flag_is_refused_for_models_without_it(tmp_path, mnist_root, capsys):
+def test_compile_flag_is_refused_for_a_loss_without_it(tmp_path, mnist_root, capsys):
     out = tmp_path / "run"
-    assert cli("gan", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--compile") == 2
-    assert "compile is not offered for the GAN" in capsys.readouterr().err
+    argv = ["gan", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--compile"]
+    assert cli(*argv, "--set", "loss=wgan_gp") == 2
+    assert "wgan_gp loss needs the autograd backend" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -748,25 +748,38 @@ def _update_player(
     return new_params, {**opt_state, player: player_opt}
 
 
-def _discriminator_update(
-    gan, loss, d_opt, params, opt_state, model_state, real, z, alpha=None, backend="autograd", donate=False
-):
+def _discriminator_objective(gan: GAN, loss: AdversarialLoss):
     def objective(d_params, g_params, model_state, real, z, alpha):
         return discriminator_objective_and_state(gan, loss, d_params, g_params, model_state, real, z, alpha)
 
-    (_, (metrics, model_state)), grads = train.value_and_grad(objective, backend)(
-        params["discriminator"], params["generator"], model_state, real, z, alpha
-    )
-    return (*_update_player(params, opt_state, "discriminator", grads, d_opt, donate), model_state, metrics)
+    return objective
 
 
-def _generator_update(gan, loss, g_opt, params, opt_state, model_state, z, backend="autograd", donate=False):
+def _generator_objective(gan: GAN, loss: AdversarialLoss):
     def objective(g_params, d_params, model_state, z):
         return generator_objective_and_state(gan, loss, g_params, d_params, model_state, z)
 
-    (_, (metrics, model_state)), grads = train.value_and_grad(objective, backend)(
-        params["generator"], params["discriminator"], model_state, z
+    return objective
+
+
+def _grad_fn(objective, backend: str, compile: bool = False):
+    """``value_and_grad`` of a player's objective; compiled, it is traced through ``torch.func`` (one graph)."""
+    return (
+        torch.compile(train.value_and_grad(objective, "func")) if compile else train.value_and_grad(objective, backend)
     )
+
+
+def _discriminator_update(
+    gan, loss, d_opt, params, opt_state, model_state, real, z, alpha=None, backend="autograd", donate=False, grad=None
+):
+    grad = grad or _grad_fn(_discriminator_objective(gan, loss), backend)
+    (_, (metrics, model_state)), grads = grad(params["discriminator"], params["generator"], model_state, real, z, alpha)
+    return (*_update_player(params, opt_state, "discriminator", grads, d_opt, donate), model_state, metrics)
+
+
+def _generator_update(gan, loss, g_opt, params, opt_state, model_state, z, backend="autograd", donate=False, grad=None):
+    grad = grad or _grad_fn(_generator_objective(gan, loss), backend)
+    (_, (metrics, model_state)), grads = grad(params["generator"], params["discriminator"], model_state, z)
     return (*_update_player(params, opt_state, "generator", grads, g_opt, donate), model_state, metrics)
 
 
@@ -894,6 +907,7 @@ def make_gan_update(
     backend: str = "autograd",
     donate: bool = False,
     ema_decay: float | None = None,
+    compile: bool = False,
 ) -> StatefulUpdateFn:
     """One game iteration as a pure update of tensors: D step(s), then a G step (then the average of G).
 
@@ -909,6 +923,10 @@ def make_gan_update(
       ema_decay: β of the generator's moving average (:func:`ema_update`),
         applied after the G step; the state must then hold one
         (``init_state(..., ema=True)``). ``None``: no average.
+      compile: run each player's objective and gradient through
+        ``torch.compile`` (traced with the ``"func"`` backend; the first
+        update compiles both, for tens of seconds on a CPU). The optimizers
+        and the average stay eager, as in :func:`fgm.train.make_update`.
 
     Returns:
       ``update(params, opt_state, model_state, reals, d_noise, z_g) ->
@@ -918,16 +936,18 @@ def make_gan_update(
       :func:`make_gan_step`; ``model_state`` is ``GANState.model_state``.
 
     Raises:
-      ValueError: WGAN-GP with the ``"func"`` backend; ``ema_decay`` outside
+      ValueError: WGAN-GP with the ``"func"`` backend or ``compile``; ``ema_decay`` outside
         ``[0, 1)``; (when called) a state with an average and no
         ``ema_decay``, or the other way round.
     """
     if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
-    if backend == "func" and loss.gradient_penalty > 0:
+    if (backend == "func" or compile) and loss.gradient_penalty > 0:
         raise ValueError(
             f"the {loss.name} loss needs the autograd backend: its gradient penalty calls torch.autograd.grad"
         )
+    d_grad = _grad_fn(_discriminator_objective(gan, loss), backend, compile)
+    g_grad = _grad_fn(_generator_objective(gan, loss), backend, compile)
 
     def update(
         params: TensorTree,
@@ -948,11 +968,12 @@ def make_gan_update(
         average = model_state.get(EMA)
         model_state = {"generator": model_state["generator"], "discriminator": model_state["discriminator"]}
         for real, noise in zip(reals, d_noise):
+            alpha = noise[1] if len(noise) > 1 else None
             params, opt_state, model_state, d_metrics = _discriminator_update(
-                gan, loss, d_opt, params, opt_state, model_state, real, *noise, backend=backend, donate=donate
+                gan, loss, d_opt, params, opt_state, model_state, real, noise[0], alpha, donate=donate, grad=d_grad
             )
         params, opt_state, model_state, g_metrics = _generator_update(
-            gan, loss, g_opt, params, opt_state, model_state, z_g, backend, donate
+            gan, loss, g_opt, params, opt_state, model_state, z_g, donate=donate, grad=g_grad
         )
         if average is not None:
             model_state[EMA] = ema_update(average, params["generator"], ema_decay)
@@ -1027,16 +1048,16 @@ def build(
     Returns:
       ``init(key) -> GANState``; ``make_update`` as :func:`make_gan_update`
       (a ``fgm.types.StatefulUpdateFn``: ``stateful`` is set; ``compile=True``
-      is refused: the alternating steps are not compiled); ``inputs`` as
+      compiles each player's objective and gradient); ``inputs`` as
       :func:`gan_inputs`; ``evaluate(variables, x, key)`` as :func:`evaluate`
       with latents from ``key``; ``generate(variables, z)`` in ``[0, 1]``;
       ``noise(key, n, device="cpu") -> z [n, d]``; ``variables`` as :func:`variables`.
     """
 
     def make_update(*, backend: str = "autograd", donate: bool = False, compile: bool = False):
-        if compile:
-            raise ValueError("compile is not offered for the GAN (its alternating steps run eagerly)")
-        return make_gan_update(gan, loss, g_opt, d_opt, backend=backend, donate=donate, ema_decay=ema_decay)
+        return make_gan_update(
+            gan, loss, g_opt, d_opt, backend=backend, donate=donate, ema_decay=ema_decay, compile=compile
+        )
 
     return Trainer(
         init=lambda key: init_state(gan, g_opt, d_opt, key, ema=ema_decay is not None),
