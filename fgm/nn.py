@@ -62,6 +62,7 @@ __all__ = [
     "merge",
     "power_iteration",
     "spectral_normalize",
+    "sequential_program",
     "split",
     "state_names",
     "stateful",
@@ -98,7 +99,79 @@ def functional(build: Callable[[], nn.Module]) -> tuple[nn.Module, Callable[...,
     def apply(params: dict[str, torch.Tensor], *args, **kwargs):
         return torch.func.functional_call(template, params, args, kwargs, strict=True)
 
-    return template, apply
+    direct = sequential_program(template)
+    if direct is None:
+        return template, apply
+    names = frozenset(name for name, _ in template.named_parameters())
+
+    def apply_sequential(params: dict[str, torch.Tensor], *args, **kwargs):
+        if kwargs or len(args) != 1 or params.keys() != names:  # functional_call's checks and errors
+            return apply(params, *args, **kwargs)
+        x = args[0]
+        for layer in direct:
+            x = layer(params, x)
+        return x
+
+    return template, apply_sequential
+
+
+# --------------------------------------------------------------------------- a direct path for nn.Sequential
+
+# Module type -> (module, prefix) -> layer(params, x): the same torch.nn.functional call the module's
+# forward makes, so the outputs are bitwise those of functional_call (tested), without its per-call
+# re-binding of every parameter into the template (BENCHMARKS.md, issue 17).
+_DIRECT_LAYERS: dict[type, Callable] = {
+    nn.Linear: lambda m, p: lambda ps, x: F.linear(x, ps[p + "weight"], ps.get(p + "bias")),
+    nn.Conv2d: lambda m, p: (
+        lambda ps, x: F.conv2d(x, ps[p + "weight"], ps.get(p + "bias"), m.stride, m.padding, m.dilation, m.groups)
+    ),
+    nn.ConvTranspose2d: lambda m, p: (
+        lambda ps, x: F.conv_transpose2d(
+            x, ps[p + "weight"], ps.get(p + "bias"), m.stride, m.padding, m.output_padding, m.groups, m.dilation
+        )
+    ),
+    nn.ELU: lambda m, p: lambda ps, x: F.elu(x, m.alpha),
+    nn.ReLU: lambda m, p: lambda ps, x: F.relu(x),
+    nn.LeakyReLU: lambda m, p: lambda ps, x: F.leaky_relu(x, m.negative_slope),
+    nn.Tanh: lambda m, p: lambda ps, x: torch.tanh(x),
+    nn.Sigmoid: lambda m, p: lambda ps, x: torch.sigmoid(x),
+    nn.Identity: lambda m, p: lambda ps, x: x,
+    nn.Flatten: lambda m, p: lambda ps, x: x.flatten(m.start_dim, m.end_dim),
+    nn.Unflatten: lambda m, p: lambda ps, x: x.unflatten(m.dim, m.unflattened_size),
+}
+
+
+def _plain(module: nn.Module) -> bool:
+    """The module's forward is its class's (no hooks, parametrizations, in-place or non-default padding)."""
+    if type(module) not in _DIRECT_LAYERS or getattr(module, "parametrizations", None):
+        return False
+    hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    if any(getattr(module, h, None) for h in hooks) or getattr(module, "inplace", False):
+        return False
+    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d) and (
+        module.padding_mode != "zeros" or isinstance(module.padding, str)
+    ):
+        return False
+    return True
+
+
+def sequential_program(template: nn.Module) -> list[Callable] | None:
+    """The layers of a plain ``nn.Sequential`` as ``layer(params, x) -> x`` calls, or ``None``.
+
+    ``None`` (use ``functional_call``) for anything else: another container, a
+    layer type without a direct form, hooks, parametrizations, global forward
+    hooks, or buffers.
+    """
+    if type(template) is not nn.Sequential or nn.modules.module._global_forward_hooks:
+        return None
+    if any(True for _ in template.named_buffers()) or template._forward_hooks or template._forward_pre_hooks:
+        return None
+    program = []
+    for name, module in template.named_children():
+        if not _plain(module) or any(True for _ in module.children()):
+            return None
+        program.append(_DIRECT_LAYERS[type(module)](module, f"{name}."))
+    return program
 
 
 # --------------------------------------------------------------------------- layer state
