@@ -75,7 +75,12 @@ def _run_settings() -> list[Setting]:
         Setting("fid_every", int, "validation FID every N epochs (0: never)", low=0, eval_only=True),
         Setting("fid_val_samples", int, "generated (and real val) images per validation FID", low=2, eval_only=True),
         Setting("interpolation_points", int, "interior points per strip (plus both ends)", low=1, eval_only=True),
-        Setting("compile", bool, "torch.compile the loss and its gradient (GAN: each player's)", flag=False),
+        Setting(
+            "compile",
+            bool,
+            "torch.compile the loss and its gradient (GAN: each player's) and the IWAE chunks",
+            flag=False,
+        ),
     ]
 
 

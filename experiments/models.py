@@ -169,6 +169,11 @@ def build_vae(spec: fdata.DatasetSpec, config: dict, prior: vae_lib.Prior | None
     return vae_lib.make_vae(enc, dec, likelihood, d, spec.shape, prior=prior)
 
 
+# Importance samples per chunk of the test NLL, eager and compiled: the fastest of 25, 50, 100 and 250 in one
+# run each of benchmarks/bench_nll.py (BENCHMARKS.md); smaller chunks keep the [chunk · 100, 784] tensors in cache.
+IWAE_CHUNK = {False: 25, True: 50}
+
+
 def vae_experiment(spec: fdata.DatasetSpec, config: dict, vae: vae_lib.VAE, flow=None) -> Experiment:
     """Any :class:`fgm.models.vae.VAE`, trained on the negative ELBO with the IWAE bound as its test NLL."""
     c, h, w = vae.image_shape
@@ -176,7 +181,9 @@ def vae_experiment(spec: fdata.DatasetSpec, config: dict, vae: vae_lib.VAE, flow
         trainer=vae_lib.build(vae, adam(config, config["total_steps"])),
         networks={"encoder": (vae.encoder, (1, c, h, w)), "decoder": (vae.decoder, (1, vae.latent_dim))},
         objective="neg_elbo",
-        log_likelihood=lambda params, x, key, k: nll_lib.iwae_log_likelihood(vae, params, x, key, k, min(k, 100)),
+        log_likelihood=lambda params, x, key, k: nll_lib.iwae_log_likelihood(
+            vae, params, x, key, k, min(k, IWAE_CHUNK[bool(config.get("compile"))]), compile=bool(config.get("compile"))
+        ),
         interpolate=functools.partial(interpolate.vae_interpolations, vae, flow=flow),
         **dataset_inputs(spec),
     )
