@@ -341,6 +341,12 @@ def train(
     images = {split: fdata.load_images(config["dataset"], split, data_dir) for split in fdata.SPLITS}
     train_images = limit(images["train"], config["train_limit"])
     config["total_steps"] = config["epochs"] * fdata.num_batches(train_images.shape[0], images_per_update(config))
+    if config.get("compile") and len(config["seeds"]) > 1:
+        # torch.compile does not trace inside torch.func.vmap: the seeds' compiled step would silently run eagerly
+        raise ValueError(
+            "--compile with --seeds N is not offered: torch.compile cannot trace inside the ensemble's vmap "
+            "(it falls back to eager). Train the seeds one run each with --compile, or together without it"
+        )
     experiment = models.build(config)
     if config.get("compile"):  # refused for models without it before any work
         experiment.trainer.make_update(compile=True)

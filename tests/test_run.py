@@ -384,6 +384,14 @@ def test_built_in_models_refuse_other_shapes_naming_them():
         models.build_gan(spec, models.MODELS["gan"].defaults)
 
 
+def test_compile_with_several_seeds_is_refused_not_silently_eager(tmp_path, mnist_root, capsys):
+    out = tmp_path / "run"
+    argv = ["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--compile"]
+    assert cli(*argv, "--seeds", "2") == 2
+    assert "--compile with --seeds N is not offered" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_compile_flag_is_refused_for_a_loss_without_it(tmp_path, mnist_root, capsys):
     out = tmp_path / "run"
     argv = ["gan", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--compile"]
