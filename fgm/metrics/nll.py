@@ -22,8 +22,8 @@ Implementation notes, each guarding against a known mistake:
 
 from __future__ import annotations
 
-import functools
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -57,10 +57,14 @@ def log_importance_weights(vae: vae_lib.VAE, params: TensorTree, x: torch.Tensor
     return torch.func.vmap(one_sample)(eps)
 
 
-@functools.cache
-def compiled_log_importance_weights():
+_COMPILED: dict[str, Callable] = {}
+
+
+def compiled_log_importance_weights() -> Callable:
     """:func:`log_importance_weights` through ``torch.compile`` (one compiled function per process)."""
-    return torch.compile(log_importance_weights)
+    if "log_w" not in _COMPILED:
+        _COMPILED["log_w"] = torch.compile(log_importance_weights)
+    return _COMPILED["log_w"]
 
 
 def iwae_log_likelihood(
