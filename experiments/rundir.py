@@ -80,9 +80,21 @@ def read_config(run: Path) -> dict:
     if not path.exists():
         raise ValueError(f"{run} is not a run directory (no {CONFIG})")
     try:
-        return cfg.check_config(read_json(path))
+        return with_later_settings(cfg.check_config(read_json(path)))
     except ValueError as exc:
         raise ValueError(f"{path} is corrupt or from another version: {exc}") from exc
+
+
+def with_later_settings(config: dict) -> dict:
+    """A saved config completed with the model settings added after it was written, at their defaults.
+
+    A setting is added with a default that keeps the behaviour before it
+    (``ema_decay = None``: no average of G; ``arch = "auto"``), so an older
+    run directory loads, evaluates and resumes as it was trained.
+    """
+    if config.get("model") not in models.MODELS:
+        return config  # the caller names the unknown model
+    return {**models.MODELS[config["model"]].defaults, **config}
 
 
 def read_metrics(run: Path) -> list[dict]:

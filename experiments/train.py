@@ -361,7 +361,7 @@ def train(
     if resume:
         saved = rundir.read_config(out)  # a corrupt config.json is refused
         state, meta = checkpoint.load(ckpt_path, state)
-        changed = cfg.changed_settings(meta.get("config", saved), config)
+        changed = cfg.changed_settings(rundir.with_later_settings(meta.get("config", saved)), config)
         if changed:
             diffs = ", ".join(f"{k}: {meta['config'].get(k)!r} -> {config.get(k)!r}" for k in changed)
             raise checkpoint.CheckpointError(f"{ckpt_path} was written with a different config ({diffs})")

@@ -76,6 +76,20 @@ def test_run_reports_test_fid_with_counts_and_caches_reference(tmp_path, mnist_r
     assert set(member["eval_seconds"]) == parts and all(v >= 0 for v in member["eval_seconds"].values())
 
 
+def test_a_run_written_before_later_settings_loads_evaluates_and_resumes(tmp_path, mnist_root, fake_inception, capsys):
+    """A config.json without the settings added since (ema_decay, arch) gets their defaults, the old behaviour."""
+    out = tmp_path / "gan"
+    argv = ["gan", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out)]
+    assert run.main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    del config["ema_decay"]
+    (out / "config.json").write_text(json.dumps(config))
+    fid_argv = ["fid", str(out), "mnist:test:40", "--samples", "30", "--no-progress", "--data-dir", str(mnist_root)]
+    assert run.main(fid_argv) == 0
+    assert run.main([*argv, "--resume"]) == 0  # finished: evaluates again, refusing no setting
+    capsys.readouterr()
+
+
 def test_fid_command_samples_the_average_of_g_or_g_itself(tmp_path, mnist_root, fake_inception, capsys):
     out = tmp_path / "gan"
     argv = ["gan", "mnist", *SMOKE, "--set", "ema_decay=0.99", "--data-dir", str(mnist_root), "--out", str(out)]
