@@ -3,8 +3,6 @@ ensembles, through checkpoints, and what sampling reads."""
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 from torch import nn
@@ -12,26 +10,10 @@ from torch.optim.swa_utils import AveragedModel
 
 from fgm import checkpoint, ensemble, optim, random, train
 from fgm.models import gan as G
-from fgm.tree import tree_allclose, tree_equal, tree_map
+from fgm.tree import tree_allclose, tree_equal
+from tests.test_gan_state import data, dcgan, double  # the same small DCGAN (BatchNorm in G, spectral norm in D)
 
-LATENT, WIDTH, LR, DECAY = 8, 4, 2e-3, 0.9
-
-
-def dcgan():
-    return G.make_gan(
-        functools.partial(G.mnist_dcgan_generator, LATENT, WIDTH, True),
-        functools.partial(G.mnist_dcgan_discriminator, WIDTH, True),
-        LATENT,
-        (1, 28, 28),
-    )
-
-
-def double(tree):
-    return tree_map(lambda t: t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t, tree)
-
-
-def data(t, n=8):
-    return random.uniform(random.key(1000 + t), (n, 1, 28, 28)) * 2 - 1
+LR, DECAY = 2e-3, 0.9
 
 
 def test_decay_warms_up_like_tensorflow_then_stays_at_beta():
