@@ -177,12 +177,13 @@ IWAE_CHUNK = {False: 25, True: 50}
 def vae_experiment(spec: fdata.DatasetSpec, config: dict, vae: vae_lib.VAE, flow=None) -> Experiment:
     """Any :class:`fgm.models.vae.VAE`, trained on the negative ELBO with the IWAE bound as its test NLL."""
     c, h, w = vae.image_shape
+    compiled_nll = bool(config.get("compile") or config.get("compile_nll"))
     return Experiment(
         trainer=vae_lib.build(vae, adam(config, config["total_steps"])),
         networks={"encoder": (vae.encoder, (1, c, h, w)), "decoder": (vae.decoder, (1, vae.latent_dim))},
         objective="neg_elbo",
         log_likelihood=lambda params, x, key, k: nll_lib.iwae_log_likelihood(
-            vae, params, x, key, k, min(k, IWAE_CHUNK[bool(config.get("compile"))]), compile=bool(config.get("compile"))
+            vae, params, x, key, k, min(k, IWAE_CHUNK[compiled_nll]), compile=compiled_nll
         ),
         interpolate=functools.partial(interpolate.vae_interpolations, vae, flow=flow),
         **dataset_inputs(spec),

@@ -86,15 +86,16 @@ def read_config(run: Path) -> dict:
 
 
 def with_later_settings(config: dict) -> dict:
-    """A saved config completed with the model settings added after it was written, at their defaults.
+    """A saved config completed with the settings added after it was written, at their defaults.
 
     A setting is added with a default that keeps the behaviour before it
-    (``ema_decay = None``: no average of G; ``arch = "auto"``), so an older
-    run directory loads, evaluates and resumes as it was trained.
+    (``ema_decay = None``: no average of G; ``arch = "auto"``; ``compile_nll
+    = False``), so an older run directory loads, evaluates and resumes as it
+    was trained.
     """
     if config.get("model") not in models.MODELS:
         return config  # the caller names the unknown model
-    return {**models.MODELS[config["model"]].defaults, **config}
+    return {"compile_nll": False, **models.MODELS[config["model"]].defaults, **config}
 
 
 def read_metrics(run: Path) -> list[dict]:

@@ -144,7 +144,10 @@ def test_keys_of_a_run_are_unique_and_steps_have_their_own_namespace():
     [
         (["vae_nope", "mnist"], "unknown model 'vae_nope'; choose from: .*vae_std"),
         (["vae_std", "cifar"], "unknown dataset 'cifar'; choose from: mnist, svhn"),
-        (["vae_std", "mnist", "--profile", "huge"], "unknown profile 'huge'; choose from: smoke, default, full"),
+        (
+            ["vae_std", "mnist", "--profile", "huge"],
+            "unknown profile 'huge'; choose from: smoke, default, full, report",
+        ),
         (
             ["vae_std", "mnist", "--set", "latent_dim=abc"],
             r"--set latent_dim: 'abc' is not allowed; expected an integer >= 1",
