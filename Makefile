@@ -3,7 +3,7 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 export FGM_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test bench all report clean
+.PHONY: demo test bench all report submission clean
 
 $(STAMP): pyproject.toml
 	test -d .venv || python3 -m venv .venv
@@ -32,6 +32,10 @@ all: $(STAMP)
 
 report: $(STAMP)
 	$(PY) -m experiments.report
+
+# make submission VUNETID=abc123 ASSIGNMENT=3  ->  abc123_3.zip (the code and reports/, figures included)
+submission: $(STAMP)
+	$(PY) -m experiments.run submission --vunetid "$(VUNETID)" --assignment "$(ASSIGNMENT)"
 
 clean:
 	rm -rf .venv runs

@@ -9,6 +9,7 @@
     python -m experiments.run report                         # reports/RESULTS.md, summary.json, figures
     python -m experiments.run fid runs/gan-mnist-s0 mnist:test   # FID of any two image sets
     python -m experiments.run figures runs/vae_std-mnist-s0  # rewrite a run's figures
+    python -m experiments.run submission --vunetid abc123 --assignment 3   # abc123_3.zip: code and report
 
 Exit codes: 0 done, 1 a run of a sweep failed, 2 bad input (names, values,
 data, checkpoint, config), 3 non-finite loss (the last good checkpoint is kept).
@@ -22,7 +23,7 @@ import sys
 from pathlib import Path
 
 from experiments import config as cfg
-from experiments import fid, models, report, rundir, sweep, train
+from experiments import fid, models, report, rundir, submission, sweep, train
 from fgm import checkpoint
 from fgm import data as fdata
 from fgm.metrics import fid as fid_lib
@@ -73,7 +74,13 @@ def figures_command(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"all": sweep.main, "report": report.main, "fid": fid.main, "figures": figures_command}
+COMMANDS = {
+    "all": sweep.main,
+    "report": report.main,
+    "fid": fid.main,
+    "figures": figures_command,
+    "submission": submission.main,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -205,6 +205,8 @@ def train_loop(
                         for p, z in zip(rundir.member_variables(experiment, state, len(seeds)), grid_noise)
                     ]
                 figures.save_grid(torch.cat(grids), out / "samples" / f"epoch_{epoch:04d}.png")
+            # validation, its FID and the grid: part of the study's compute, not of the training steps
+            record["validation_seconds"] = round(time.perf_counter() - started - train_seconds, 3)
             # The checkpoint carries the whole log, so the log can be rebuilt after a crash between the writes.
             history.append(record)
             checkpoint.save(out / rundir.CHECKPOINT, state, {"epoch": epoch, "config": config, "history": history})
