@@ -121,6 +121,7 @@ def summarize(group: Group) -> dict:
             for path, c, r, h in group.runs
         ],
         "metrics": {key: stat(group.values(key)) for key, _, _ in METRICS if group.values(key)},
+        "compute": compute(group),
         "fid_samples": group.common("fid_samples"),
         "fid_reference": group.common("fid_reference"),
         "fid_floor_images": group.common("fid_floor_images"),
@@ -128,6 +129,53 @@ def summarize(group: Group) -> dict:
         "nll_samples": group.common("nll_samples"),
         "num_test": group.common("num_test"),
     }
+
+
+def compute(group: Group) -> dict:
+    """Seconds of wall time by part, summed over the group's runs and members.
+
+    ``training``: the epochs' update steps (members trained together share
+    them); ``validation``: the per-epoch evaluation, validation FID and sample
+    grid (``None`` for runs written before epochs recorded it); then each
+    part of every member's test evaluation (``eval_seconds``: the test
+    objective, the IWAE NLL, sampling, Inception features of the samples and
+    of real images not yet cached, the metrics, the classifier). ``total`` is
+    their sum. ``per_member`` keeps each member's evaluation parts.
+    """
+    histories = [h for _, _, _, h in group.runs]
+    validation = [r.get("validation_seconds") for h in histories for r in h]
+    parts: dict[str, float] = {
+        "training": sum(r["train_seconds_total"] for _, _, r, _ in group.runs),
+        "validation": sum(validation) if validation and None not in validation else None,
+    }
+    per_member = [{"seed": m["seed"], **m.get("eval_seconds", {})} for m in group.members]
+    for member in per_member:
+        for part, seconds in member.items():
+            if part != "seed":
+                parts[part] = parts.get(part, 0.0) + seconds
+    parts = {k: (round(v, 1) if v is not None else None) for k, v in parts.items()}
+    return {
+        "seconds": parts,
+        "total_seconds": round(sum(v for v in parts.values() if v is not None), 1),
+        "per_member": per_member,
+    }
+
+
+def compute_lines(summary: dict) -> list[str]:
+    """A table of minutes by part per model, and the dataset's total."""
+    parts = list(dict.fromkeys(p for s in summary.values() for p in s["compute"]["seconds"]))
+    lines = [
+        "Compute (wall minutes by part, all seeds; test parts summed over members):",
+        "",
+        "| model | " + " | ".join(p.replace("_", " ") for p in parts) + " | total |",
+        "| --- " + "| ---: " * (len(parts) + 1) + "|",
+    ]
+    for model, s in summary.items():
+        seconds = s["compute"]["seconds"]
+        cells = ["—" if seconds.get(p) is None else f"{seconds[p] / 60:.1f}" for p in parts]
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {s['compute']['total_seconds'] / 60:.1f} |")
+    total = sum(s["compute"]["total_seconds"] for s in summary.values())
+    return lines + ["", f"Total: {total / 60:.1f} min ({total / 3600:.2f} h).", ""]
 
 
 def differences(models_: dict[str, dict]) -> list[dict]:
@@ -187,6 +235,7 @@ def results_lines(dataset: str, summary: dict) -> list[str]:
             parts.append(f"NLL: IWAE with K = {', '.join(s['nll_samples'])} on {', '.join(s['num_test'])} test images")
         if parts:
             lines.append(f"- {model}: " + "; ".join(parts).replace('"', ""))
+    lines += ["", *compute_lines(summary)]
     lines += [
         "",
         "Differences between models (b − a; 'yes' when |b − a| > 2 × the larger std over seeds):",
@@ -362,6 +411,10 @@ def build_report(runs_root: str | Path = "runs", out: str | Path = "reports") ->
         ordered = sorted(by_model.values(), key=lambda g: (MODEL_ORDER + (g.model,)).index(g.model))
         summary["datasets"][dataset] = {g.model: summarize(g) for g in ordered}
         lines += results_lines(dataset, summary["datasets"][dataset]) + figure_lines(dataset, ordered, out)
+    summary["compute_seconds"] = {
+        dataset: round(sum(s["compute"]["total_seconds"] for s in by_model.values()), 1)
+        for dataset, by_model in summary["datasets"].items()
+    }
     summary["differences"] = {dataset: differences(by_model) for dataset, by_model in summary["datasets"].items()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "RESULTS.md").write_text("\n".join(lines))

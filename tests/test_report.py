@@ -152,9 +152,21 @@ def test_report_tables_summary_and_figures(runs, tmp_path):
     assert diff["difference"] == pytest.approx(flow["mean"] - std["metrics"]["test_nll"]["mean"])
     assert diff["exceeds_two_std"] == (abs(diff["difference"]) > 2 * diff["larger_std"])
     assert summary["datasets"]["mnist"]["gan"]["metrics"]["test_d_loss"]["std"] is None
+    seconds = std["compute"]["seconds"]  # every part of the study's time, from the runs' own records
+    assert seconds["training"] == pytest.approx(
+        json.loads((runs / "vae_std-mnist-s0x2" / "results.json").read_text())["train_seconds_total"], abs=0.05
+    )
+    history = [json.loads(line) for line in (runs / "vae_std-mnist-s0x2" / "metrics.jsonl").read_text().splitlines()]
+    assert seconds["validation"] == pytest.approx(sum(r["validation_seconds"] for r in history), abs=0.05)
+    assert seconds["nll"] == pytest.approx(sum(m["eval_seconds"]["nll"] for m in members), abs=0.05)
+    assert std["compute"]["total_seconds"] == pytest.approx(sum(seconds.values()), abs=0.2)
+    assert summary["compute_seconds"]["mnist"] == pytest.approx(
+        sum(s["compute"]["total_seconds"] for s in summary["datasets"]["mnist"].values()), abs=0.2
+    )
     text = (out / "RESULTS.md").read_text()
     mean, sd = std["metrics"]["test_neg_elbo"]["mean"], std["metrics"]["test_neg_elbo"]["std"]
     assert f"{mean:.2f} ± {sd:.2f}" in text and "(2 seeds together)" in text and "K = 10 on 64 test images" in text
+    assert f"Total: {summary['compute_seconds']['mnist'] / 60:.1f} min" in text
     for name in (
         "curves.png",
         "samples.png",
