@@ -129,7 +129,7 @@ def test_a_two_process_run_resumes_after_a_crash_and_matches_one_process(tmp_pat
     a, b = rundir.load_run(straight), rundir.load_run(split)
     assert a.state.step == b.state.step == 2 * steps_per_epoch
     assert tree.tree_equal(a.state.params, b.state.params) and tree.tree_equal(a.state.opt_state, b.state.opt_state)
-    strip = lambda r: {k: v for k, v in r.items() if k != "epoch_seconds"}  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if not k.endswith("_seconds")}  # noqa: E731 - wall times differ
     assert [strip(r) for r in rundir.read_metrics(straight)] == [strip(r) for r in rundir.read_metrics(split)]
     # One process on the same global batches: the same run up to float32 summation order.
     from experiments import run
