@@ -28,6 +28,7 @@ import numpy as np
 
 from experiments import config as cfg
 from experiments import figures, models, rundir
+from fgm import data as fdata
 
 plt = figures.plt
 MODEL_ORDER = ("vae_std", "vae_flow", "gan")
@@ -311,6 +312,54 @@ def curves_figure(groups: list[Group], path: Path) -> Path | None:
     return path
 
 
+def classes_figure(groups: list[Group], path: Path, reference: list[float] | None = None) -> Path | None:
+    """Each model's class shares of its samples (mean over seeds, ±1 std bars), by the dataset classifier.
+
+    ``reference``: the test labels' shares, drawn as a line. The band marks 7–13%, the issue's target
+    for every class. ``None`` when no run has a class histogram.
+    """
+    shares = {}
+    for g in groups:
+        rows = [np.asarray(m["class_histogram"], float) for m in g.members if m.get("class_histogram")]
+        if rows:
+            shares[g.model] = np.stack([r / r.sum() for r in rows])
+    if not shares:
+        return None
+    classes = np.arange(next(iter(shares.values())).shape[1])
+    width = 0.8 / len(shares)
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    ax.axhspan(0.07, 0.13, color="0.92", label="7–13%")
+    for i, (model, rows) in enumerate(shares.items()):
+        std = rows.std(axis=0, ddof=1) if len(rows) > 1 else None
+        ax.bar(
+            classes + (i - (len(shares) - 1) / 2) * width,
+            rows.mean(axis=0),
+            width,
+            yerr=std,
+            capsize=2,
+            color=_COLOURS.get(model),
+            label=f"{model} ({len(rows)} seed{'s' if len(rows) > 1 else ''})",
+        )
+    if reference is not None:
+        ax.step(
+            np.append(classes, classes[-1] + 1) - 0.5,
+            np.append(reference, reference[-1]),
+            where="post",
+            color="black",
+            linewidth=1,
+            label="test labels",
+        )
+    top = max(float((rows.mean(axis=0) + (rows.std(axis=0) if len(rows) > 1 else 0)).max()) for rows in shares.values())
+    ax.set_ylim(0, 1.3 * max(top, 0.13))  # room for the legend above the bars
+    ax.set(xticks=classes, xlabel="class (the dataset classifier's reading)", ylabel="share of samples")
+    ax.legend(fontsize=7, ncol=len(shares) + 2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def side_by_side(panels: list[tuple[str, Path]], path: Path, width: float = 4.0) -> Path | None:
     """Images next to each other, each titled; ``None`` when there is nothing to show."""
     from PIL import Image
@@ -335,7 +384,17 @@ def side_by_side(panels: list[tuple[str, Path]], path: Path, width: float = 4.0)
     return path
 
 
-def figure_lines(dataset: str, groups: list[Group], out: Path) -> list[str]:
+def test_label_shares(dataset: str, data_dir: str | None = None) -> list[float] | None:
+    """The test labels' class shares; ``None`` when the dataset is not on this machine (the line is left out)."""
+    try:
+        labels = fdata.load(dataset, "test", data_dir).labels
+    except fdata.DataError:
+        return None
+    counts = np.bincount(np.asarray(labels)).astype(float)
+    return list(counts / counts.sum())
+
+
+def figure_lines(dataset: str, groups: list[Group], out: Path, data_dir: str | None = None) -> list[str]:
     """The dataset's figures, written under ``out/<dataset>/``, as Markdown image links."""
     folder, lines = out / dataset, []
     firsts = [(g.model, g.runs[0][0], g.runs[0][1]) for g in groups]  # the figures of each model's first run
@@ -347,6 +406,16 @@ def figure_lines(dataset: str, groups: list[Group], out: Path) -> list[str]:
         split = f", {rows} rows each" if 1 < len(seeds) <= 8 else ""
         return f"{model} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}{split}, epoch {epoch})"
 
+    if classes_figure(groups, folder / "classes.png", test_label_shares(dataset, data_dir)):
+        lines += [
+            "### Class coverage of the samples",
+            "",
+            "The dataset classifier's class of each sample; bars are the mean share over seeds (±1 std), "
+            "the line the test labels' shares.",
+            "",
+            f"![classes]({dataset}/classes.png)",
+            "",
+        ]
     grids = [
         (grid_title(m, c["seeds"], figures.sample_epochs(p)[-1][0]), figures.sample_epochs(p)[-1][1])
         for m, p, c in firsts
@@ -385,7 +454,7 @@ def figure_lines(dataset: str, groups: list[Group], out: Path) -> list[str]:
     return lines
 
 
-def build_report(runs_root: str | Path = "runs", out: str | Path = "reports") -> dict:
+def build_report(runs_root: str | Path = "runs", out: str | Path = "reports", data_dir: str | None = None) -> dict:
     """Writes ``RESULTS.md``, ``summary.json`` and the figures; returns the summary."""
     runs_root, out = Path(runs_root), Path(out)
     groups = collect(runs_root)
@@ -410,7 +479,7 @@ def build_report(runs_root: str | Path = "runs", out: str | Path = "reports") ->
     for dataset, by_model in groups.items():
         ordered = sorted(by_model.values(), key=lambda g: (MODEL_ORDER + (g.model,)).index(g.model))
         summary["datasets"][dataset] = {g.model: summarize(g) for g in ordered}
-        lines += results_lines(dataset, summary["datasets"][dataset]) + figure_lines(dataset, ordered, out)
+        lines += results_lines(dataset, summary["datasets"][dataset]) + figure_lines(dataset, ordered, out, data_dir)
     summary["compute_seconds"] = {
         dataset: round(sum(s["compute"]["total_seconds"] for s in by_model.values()), 1)
         for dataset, by_model in summary["datasets"].items()
@@ -426,8 +495,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.run report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", default="runs", help="folder of run directories (default: runs)")
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
+    parser.add_argument("--data-dir", help="dataset root, for the test labels' shares (default: $FGM_DATA_DIR)")
     args = parser.parse_args(argv)
-    summary = build_report(args.runs, args.out)
+    summary = build_report(args.runs, args.out, args.data_dir)
     print(
         f"{Path(args.out) / 'RESULTS.md'} and summary.json: {sum(len(m) for m in summary['datasets'].values())} "
         f"model(s) on {', '.join(summary['datasets']) or 'no dataset'}"

@@ -224,3 +224,14 @@ def test_the_number_check_can_fail():
     assert "90.13" in known and "0.05" in known
     assert [n for n in stated_numbers("NLL 90.13 ± 0.05, FID 41.9") if n not in known] == ["41.9"]
     assert stated_numbers("see ![x](mnist/curves.png) and `a = 1.5`\n```\n2.5\n```") == []
+
+
+def test_class_coverage_figure(tmp_path):
+    from experiments import report
+
+    members = [{"class_histogram": [100 * (i == c) + 10 for i in range(10)]} for c in (3, 9)]
+    group = report.Group("mnist", "gan", [(tmp_path, {}, {"members": members}, [])])
+    path = report.classes_figure([group], tmp_path / "classes.png", [0.1] * 10)
+    assert path.stat().st_size > 0
+    blank = report.Group("mnist", "vae_std", [(tmp_path, {}, {"members": [{"seed": 0}]}, [])])
+    assert report.classes_figure([blank], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
