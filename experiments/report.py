@@ -137,17 +137,20 @@ def compute(group: Group) -> dict:
 
     ``training``: the epochs' update steps (members trained together share
     them); ``validation``: the per-epoch evaluation, validation FID and sample
-    grid (``None`` for runs written before epochs recorded it); then each
+    grid, summed over the epochs that recorded it (``validation_epochs``:
+    how many did, of how many; ``None`` when none did: epochs written before
+    the record existed, or by a process started before it); then each
     part of every member's test evaluation (``eval_seconds``: the test
     objective, the IWAE NLL, sampling, Inception features of the samples and
     of real images not yet cached, the metrics, the classifier). ``total`` is
     their sum. ``per_member`` keeps each member's evaluation parts.
     """
     histories = [h for _, _, _, h in group.runs]
-    validation = [r.get("validation_seconds") for h in histories for r in h]
+    epochs = [r for h in histories for r in h]
+    validation = [r["validation_seconds"] for r in epochs if r.get("validation_seconds") is not None]
     parts: dict[str, float] = {
         "training": sum(r["train_seconds_total"] for _, _, r, _ in group.runs),
-        "validation": sum(validation) if validation and None not in validation else None,
+        "validation": sum(validation) if validation else None,
     }
     per_member = [{"seed": m["seed"], **m.get("eval_seconds", {})} for m in group.members]
     for member in per_member:
@@ -158,6 +161,7 @@ def compute(group: Group) -> dict:
     return {
         "seconds": parts,
         "total_seconds": round(sum(v for v in parts.values() if v is not None), 1),
+        "validation_epochs": [len(validation), len(epochs)],
         "per_member": per_member,
     }
 
@@ -174,9 +178,17 @@ def compute_lines(summary: dict) -> list[str]:
     for model, s in summary.items():
         seconds = s["compute"]["seconds"]
         cells = ["—" if seconds.get(p) is None else f"{seconds[p] / 60:.1f}" for p in parts]
+        recorded, epochs = s["compute"]["validation_epochs"]
+        if "validation" in parts and 0 < recorded < epochs:  # a partial sum says so
+            cells[parts.index("validation")] += f" ({recorded} of {epochs} epochs)"
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {s['compute']['total_seconds'] / 60:.1f} |")
     total = sum(s["compute"]["total_seconds"] for s in summary.values())
-    return lines + ["", f"Total: {total / 60:.1f} min ({total / 3600:.2f} h).", ""]
+    return lines + [
+        "",
+        f"Total: {total / 60:.1f} min ({total / 3600:.2f} h). Validation: only the epochs that recorded its time "
+        "(— when none did).",
+        "",
+    ]
 
 
 def differences(models_: dict[str, dict]) -> list[dict]:

@@ -160,6 +160,7 @@ def test_report_tables_summary_and_figures(runs, tmp_path):
     assert seconds["validation"] == pytest.approx(sum(r["validation_seconds"] for r in history), abs=0.05)
     assert seconds["nll"] == pytest.approx(sum(m["eval_seconds"]["nll"] for m in members), abs=0.05)
     assert std["compute"]["total_seconds"] == pytest.approx(sum(seconds.values()), abs=0.2)
+    assert std["compute"]["validation_epochs"] == [len(history), len(history)]
     assert summary["compute_seconds"]["mnist"] == pytest.approx(
         sum(s["compute"]["total_seconds"] for s in summary["datasets"]["mnist"].values()), abs=0.2
     )
@@ -235,3 +236,11 @@ def test_class_coverage_figure(tmp_path):
     assert path.stat().st_size > 0
     blank = report.Group("mnist", "vae_std", [(tmp_path, {}, {"members": [{"seed": 0}]}, [])])
     assert report.classes_figure([blank], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+
+def test_compute_table_marks_a_partial_validation_sum():
+    from experiments import report
+
+    compute = {"seconds": {"training": 600.0, "validation": 60.0}, "total_seconds": 660.0, "validation_epochs": [8, 10]}
+    text = "\n".join(report.compute_lines({"vae_std": {"compute": compute}}))
+    assert "| vae_std | 10.0 | 1.0 (8 of 10 epochs) | 11.0 |" in text and "Total: 11.0 min (0.18 h)" in text
