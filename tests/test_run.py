@@ -473,3 +473,19 @@ def test_code_version_names_the_checkouts_commit(tmp_path, monkeypatch):
     assert re.fullmatch(r"[0-9a-f]{7,}(\+dirty)?", version) and version.split("+")[0] == head
     monkeypatch.setattr(rundir, "__file__", str(tmp_path / "rundir.py"))  # outside any checkout
     assert rundir.code_version() is None
+
+
+@pytest.mark.parametrize(
+    ("profile", "extra", "compiled"),
+    [("smoke", [], False), ("report", [], True), ("smoke", ["--set", "compile_nll=true"], True)],
+)
+def test_compile_nll_compiles_the_test_nll_only(monkeypatch, profile, extra, compiled):
+    """The report profile's test NLL is the compiled IWAE (chunks of 50) while training stays eager."""
+    args = cfg.train_parser(sorted(models.MODELS), ["mnist"]).parse_args(
+        ["vae_flow", "mnist", "--profile", profile, *extra]
+    )
+    config = cfg.resolve(args, models.get_model("vae_flow").defaults) | {"total_steps": 10}
+    calls = []
+    monkeypatch.setattr(models.nll_lib, "iwae_log_likelihood", lambda *a, **k: calls.append((a[5], k["compile"])))
+    models.build(config).log_likelihood(None, None, None, 5000)
+    assert calls == [(models.IWAE_CHUNK[compiled], compiled)] and not config.get("compile")
