@@ -108,6 +108,19 @@ _BASE = {
     "interpolation_points": 10,
     "compile_nll": False,
 }
+# the report-scale evaluation: NLL with K = 5000, FID of 10,000 samples against the whole test set
+_FULL = {
+    **_BASE,
+    "epochs": 200,
+    "batch_size": 128,
+    "lr": 1e-3,
+    "lr_schedule": "cosine",
+    "lr_final_fraction": 0.05,
+    "sample_every": 10,
+    "nll_samples": 5000,
+    "fid_samples": 10_000,
+    "classifier_metrics": True,
+}
 PROFILES: dict[str, dict] = {
     # seconds, data subsets, no FID: checks the pipeline end to end
     "smoke": {
@@ -135,34 +148,11 @@ PROFILES: dict[str, dict] = {
         "classifier_metrics": True,
         "fid_reference_count": 1000,
     },
-    "full": {
-        **_BASE,
-        "epochs": 200,
-        "batch_size": 128,
-        "lr": 1e-3,
-        "lr_schedule": "cosine",
-        "lr_final_fraction": 0.05,
-        "sample_every": 10,
-        "nll_samples": 5000,
-        "fid_samples": 10_000,
-        "classifier_metrics": True,
-    },
+    "full": _FULL,
     # the study of reports/ (issue 18): the full evaluation protocol (10k samples against the whole test
     # set, IWAE K = 5000, compiled) with training cut to fit about 4 hours for 3 seeds of 3 models on
     # 2 cores; reports/REPORT.md gives the time of each part
-    "report": {
-        **_BASE,
-        "epochs": 100,
-        "batch_size": 128,
-        "lr": 1e-3,
-        "lr_schedule": "cosine",
-        "lr_final_fraction": 0.05,
-        "sample_every": 10,
-        "nll_samples": 5000,
-        "fid_samples": 10_000,
-        "classifier_metrics": True,
-        "compile_nll": True,
-    },
+    "report": {**_FULL, "epochs": 100, "compile_nll": True},
 }
 # (model, dataset, profile) -> overrides. GANs: DCGAN's constant 2e-4 (a decaying rate freezes the game
 # wherever it is, not at an equilibrium) and batch 64 (twice the updates per epoch).
