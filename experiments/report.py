@@ -36,6 +36,8 @@ MODEL_ORDER = ("vae_std", "vae_flow", "gan")
 METRICS = (
     ("test_fid", "test FID ↓", 2),
     ("floor_fid", "real-data floor FID", 2),
+    ("floor_precision", "floor precision", 3),
+    ("floor_recall", "floor recall", 3),
     ("test_kid_mean", "KID ↓", 4),
     ("test_precision", "precision ↑", 3),
     ("test_recall", "recall ↑", 3),
@@ -123,6 +125,8 @@ def summarize(group: Group) -> dict:
         ],
         "metrics": {key: stat(group.values(key)) for key, _, _ in METRICS if group.values(key)},
         "compute": compute(group),
+        "curves": curve_points(group),
+        "class_shares": class_share_stats(group),
         "fid_samples": group.common("fid_samples"),
         "fid_reference": group.common("fid_reference"),
         "fid_floor_images": group.common("fid_floor_images"),
@@ -130,6 +134,43 @@ def summarize(group: Group) -> dict:
         "nll_samples": group.common("nll_samples"),
         "num_test": group.common("num_test"),
     }
+
+
+def class_share_stats(group: Group) -> dict | None:
+    """Per class: the mean and sample std over members of the share of samples, and every member's shares."""
+    shares = class_shares(group)
+    if shares is None:
+        return None
+    std = shares.std(axis=0, ddof=1).tolist() if len(shares) > 1 else None
+    return {"mean": shares.mean(axis=0).tolist(), "std": std, "values": shares.tolist()}
+
+
+def curve_points(group: Group, every: int = 10) -> dict:
+    """The learning curves at a few epochs, so that what the report says of them is checkable.
+
+    Returns ``{"epochs": [1, every, 2 * every, ..., last], key: [mean over members at each epoch]}``
+    for every logged ``train_*`` and ``val_*`` value, and ``val_minus_train``: the last epoch's
+    validation minus training value of each quantity logged for both (the generalisation gap).
+    """
+    histories = [h for _, _, _, h in group.runs]
+    logged_keys = {k for h in histories for r in h for m in r["members"] for k in m}
+    keys = sorted(k for k in logged_keys if k.startswith(("train_", "val_")))
+    series = {key: dict(zip(*_series(histories, key)[:2])) for key in keys}
+    logged = sorted({e for s in series.values() for e in s})
+    if not logged:
+        return {}
+    epochs = sorted({logged[0], logged[-1], *(e for e in logged if e % every == 0)})
+    points: dict = {"epochs": epochs}
+    for key, by_epoch in series.items():
+        points[key] = [float(by_epoch[e]) if e in by_epoch else None for e in epochs]
+    last = logged[-1]
+    both = [key[4:] for key in keys if key.startswith("val_") and "train_" + key[4:] in series]
+    points["val_minus_train"] = {
+        name: float(series["val_" + name][last] - series["train_" + name][last])
+        for name in both
+        if last in series["val_" + name] and last in series["train_" + name]
+    }
+    return points
 
 
 def compute(group: Group) -> dict:
@@ -324,17 +365,20 @@ def curves_figure(groups: list[Group], path: Path) -> Path | None:
     return path
 
 
+def class_shares(group: Group) -> np.ndarray | None:
+    """``[members, classes]``: each member's share of samples per class, ``None`` without histograms."""
+    rows = [np.asarray(m["class_histogram"], float) for m in group.members if m.get("class_histogram")]
+    return np.stack([r / r.sum() for r in rows]) if rows else None
+
+
 def classes_figure(groups: list[Group], path: Path, reference: list[float] | None = None) -> Path | None:
     """Each model's class shares of its samples (mean over seeds, ±1 std bars), by the dataset classifier.
 
     ``reference``: the test labels' shares, drawn as a line. The band marks 7–13%, the issue's target
     for every class. ``None`` when no run has a class histogram.
     """
-    shares = {}
-    for g in groups:
-        rows = [np.asarray(m["class_histogram"], float) for m in g.members if m.get("class_histogram")]
-        if rows:
-            shares[g.model] = np.stack([r / r.sum() for r in rows])
+    shares = {g.model: class_shares(g) for g in groups}
+    shares = {model: rows for model, rows in shares.items() if rows is not None}
     if not shares:
         return None
     classes = np.arange(next(iter(shares.values())).shape[1])

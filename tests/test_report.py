@@ -164,6 +164,12 @@ def test_report_tables_summary_and_figures(runs, tmp_path):
     assert summary["compute_seconds"]["mnist"] == pytest.approx(
         sum(s["compute"]["total_seconds"] for s in summary["datasets"]["mnist"].values()), abs=0.2
     )
+    curves = std["curves"]  # the learning curves' checkable points: mean over seeds at epochs 1, 10, ..., last
+    assert curves["epochs"] == sorted({history[0]["epoch"], history[-1]["epoch"]})
+    assert curves["val_neg_elbo"][-1] == pytest.approx(history[-1]["mean"]["val_neg_elbo"])
+    assert curves["train_kl"][0] == pytest.approx(history[0]["mean"]["train_kl"])
+    gap = history[-1]["mean"]["val_neg_elbo"] - history[-1]["mean"]["train_neg_elbo"]
+    assert curves["val_minus_train"]["neg_elbo"] == pytest.approx(gap)
     text = (out / "RESULTS.md").read_text()
     mean, sd = std["metrics"]["test_neg_elbo"]["mean"], std["metrics"]["test_neg_elbo"]["std"]
     assert f"{mean:.2f} ± {sd:.2f}" in text and "(2 seeds together)" in text and "K = 10 on 64 test images" in text
@@ -234,6 +240,9 @@ def test_class_coverage_figure(tmp_path):
     group = report.Group("mnist", "gan", [(tmp_path, {}, {"members": members}, [])])
     path = report.classes_figure([group], tmp_path / "classes.png", [0.1] * 10)
     assert path.stat().st_size > 0
+    shares = report.class_share_stats(group)  # the figure's bars, in summary.json
+    assert shares["mean"][3] == pytest.approx((110 / 200 + 10 / 200) / 2) and shares["mean"][0] == pytest.approx(0.05)
+    assert shares["std"][3] == pytest.approx(statistics.stdev([110 / 200, 10 / 200]))
     blank = report.Group("mnist", "vae_std", [(tmp_path, {}, {"members": [{"seed": 0}]}, [])])
     assert report.classes_figure([blank], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
 
