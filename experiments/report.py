@@ -56,6 +56,7 @@ METRICS = (
     ("test_d_loss", "test D loss", 3),
     ("test_g_loss", "test G loss", 3),
 )
+GAP_FROM_EPOCH = 5
 _COLOURS = {"vae_std": "tab:blue", "vae_flow": "tab:orange", "gan": "tab:green"}
 
 
@@ -308,17 +309,37 @@ def results_lines(dataset: str, summary: dict) -> list[str]:
     return lines + [""]
 
 
-def _series(histories: list[list[dict]], key: str):
+def _per_epoch(histories: list[list[dict]], value_of):
+    """Per logged epoch, the mean and std over members of ``value_of(member record)`` (``None``: skipped)."""
     per_epoch: dict[int, list[float]] = {}
     for history in histories:
         for record in history:
             for m in record["members"]:
-                if isinstance(m.get(key), (int, float)):
-                    per_epoch.setdefault(record["epoch"], []).append(m[key])
+                value = value_of(m)
+                if value is not None:
+                    per_epoch.setdefault(record["epoch"], []).append(value)
     epochs = sorted(per_epoch)
     mean = np.array([statistics.fmean(per_epoch[e]) for e in epochs])
     std = np.array([statistics.stdev(per_epoch[e]) if len(per_epoch[e]) > 1 else 0.0 for e in epochs])
     return epochs, mean, std
+
+
+def _number(value) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _series(histories: list[list[dict]], key: str):
+    return _per_epoch(histories, lambda m: _number(m.get(key)))
+
+
+def _gap_series(histories: list[list[dict]], name: str):
+    """Per epoch, mean and std over members of ``val_<name> − train_<name>``."""
+
+    def gap(m):
+        val, train = _number(m.get(f"val_{name}")), _number(m.get(f"train_{name}"))
+        return None if val is None or train is None else val - train
+
+    return _per_epoch(histories, gap)
 
 
 def curves_figure(groups: list[Group], path: Path) -> Path | None:
@@ -343,6 +364,18 @@ def curves_figure(groups: list[Group], path: Path) -> Path | None:
                     lines.append((f"{g.model} {split}", style, _COLOURS.get(g.model), epochs, mean, std))
         if lines:
             drawn_panels.append((title, lines))
+    # over- or under-fitting is read from this difference, too small to see on the curves' scale; the
+    # first epochs are left out: there the training average (over an epoch of a fast-improving model)
+    # lags the end-of-epoch validation value by tens of nats
+    gaps = []
+    for g in groups:
+        epochs, gap, gap_std = _gap_series([h for *_, h in g.runs], "neg_elbo")
+        keep = [i for i, e in enumerate(epochs) if e >= GAP_FROM_EPOCH]
+        if keep:
+            line = ([epochs[i] for i in keep], gap[keep], gap_std[keep])
+            gaps.append((f"{g.model} val − train", "-", _COLOURS.get(g.model), *line))
+    if gaps:
+        drawn_panels.insert(1, (f"generalisation gap, val − train −ELBO (from epoch {GAP_FROM_EPOCH})", gaps))
     if not drawn_panels:
         return None
     cols = 4
@@ -541,6 +574,7 @@ def build_report(runs_root: str | Path = "runs", out: str | Path = "reports", da
         for dataset, by_model in summary["datasets"].items()
     }
     summary["differences"] = {dataset: differences(by_model) for dataset, by_model in summary["datasets"].items()}
+    summary["test_label_shares"] = {dataset: test_label_shares(dataset, data_dir) for dataset in groups}
     out.mkdir(parents=True, exist_ok=True)
     (out / "RESULTS.md").write_text("\n".join(lines))
     rundir.write_json(out / "summary.json", summary)
