@@ -224,13 +224,26 @@ def compute_lines(summary: dict) -> list[str]:
         if "validation" in parts and 0 < recorded < epochs:  # a partial sum says so
             cells[parts.index("validation")] += f" ({recorded} of {epochs} epochs)"
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {s['compute']['total_seconds'] / 60:.1f} |")
+    by_part = compute_by_part(summary)
+    cells = ["—" if by_part.get(p) is None else f"{by_part[p] / 60:.1f}" for p in parts]
     total = sum(s["compute"]["total_seconds"] for s in summary.values())
+    lines.append("| **all models** | " + " | ".join(cells) + f" | {total / 60:.1f} |")
     return lines + [
         "",
         f"Total: {total / 60:.1f} min ({total / 3600:.2f} h). Validation: only the epochs that recorded its time "
         "(— when none did).",
         "",
     ]
+
+
+def compute_by_part(summary: dict) -> dict[str, float | None]:
+    """Seconds per part summed over a dataset's models (``None``: no model recorded that part)."""
+    parts = list(dict.fromkeys(p for s in summary.values() for p in s["compute"]["seconds"]))
+    recorded = {p: [s["compute"]["seconds"].get(p) for s in summary.values()] for p in parts}
+    return {
+        p: (round(sum(v for v in values if v is not None), 1) if any(v is not None for v in values) else None)
+        for p, values in recorded.items()
+    }
 
 
 def differences(models_: dict[str, dict]) -> list[dict]:
@@ -572,6 +585,9 @@ def build_report(runs_root: str | Path = "runs", out: str | Path = "reports", da
     summary["compute_seconds"] = {
         dataset: round(sum(s["compute"]["total_seconds"] for s in by_model.values()), 1)
         for dataset, by_model in summary["datasets"].items()
+    }
+    summary["compute_by_part"] = {
+        dataset: compute_by_part(by_model) for dataset, by_model in summary["datasets"].items()
     }
     summary["differences"] = {dataset: differences(by_model) for dataset, by_model in summary["datasets"].items()}
     summary["test_label_shares"] = {dataset: test_label_shares(dataset, data_dir) for dataset in groups}

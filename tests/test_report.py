@@ -267,3 +267,11 @@ def test_compute_table_marks_a_partial_validation_sum():
     compute = {"seconds": {"training": 600.0, "validation": 60.0}, "total_seconds": 660.0, "validation_epochs": [8, 10]}
     text = "\n".join(report.compute_lines({"vae_std": {"compute": compute}}))
     assert "| vae_std | 10.0 | 1.0 (8 of 10 epochs) | 11.0 |" in text and "Total: 11.0 min (0.18 h)" in text
+    gan = {
+        "seconds": {"training": 120.0, "validation": None, "nll": None},
+        "total_seconds": 120.0,
+        "validation_epochs": [0, 4],
+    }
+    both = {"vae_std": {"compute": compute}, "gan": {"compute": gan}}
+    assert report.compute_by_part(both) == {"training": 720.0, "validation": 60.0, "nll": None}
+    assert "| **all models** | 12.0 | 1.0 | — | 13.0 |" in "\n".join(report.compute_lines(both))
