@@ -57,6 +57,7 @@ METRICS = (
     ("test_g_loss", "test G loss", 3),
 )
 GAP_FROM_EPOCH = 5
+NOT_COMPARED = ("floor_fid", "floor_precision", "floor_recall", "test_d_loss", "test_g_loss")
 _COLOURS = {"vae_std": "tab:blue", "vae_flow": "tab:orange", "gan": "tab:green"}
 
 
@@ -252,7 +253,7 @@ def differences(models_: dict[str, dict]) -> list[dict]:
     for (a, sa), (b, sb) in itertools.combinations(models_.items(), 2):
         for key, _, digits in METRICS:
             # the floor is the data's, the same for every model; D and G losses are no quality measure
-            if key in sa["metrics"] and key in sb["metrics"] and key not in ("floor_fid", "test_d_loss", "test_g_loss"):
+            if key in sa["metrics"] and key in sb["metrics"] and key not in NOT_COMPARED:
                 ma, mb = sa["metrics"][key], sb["metrics"][key]
                 stds = [s for s in (ma["std"], mb["std"]) if s is not None]
                 larger = max(stds) if len(stds) == 2 else None
