@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python -m benchmarks.bench_ensemble [--models vae_std,vae_flow,gan,gan_mlp] [--members 4] [--rounds 30]
-        [--threads N] [--batch-size B]
+        [--threads N] [--batch-size B] [--compile]
 
 For each model (the registered MNIST models with their default-profile
 settings, as in ``benchmarks/bench_steps.py``: batch 128 for the VAEs, 64 for
@@ -48,16 +48,25 @@ from experiments import models
 from fgm import ensemble, random, train
 
 
-def build(case: str, members: int, batch_size: int | None = None) -> tuple[dict[str, Callable[[], None]], dict]:
-    """``({variant: run one ensemble step}, config)`` of ``case`` (``bench_steps.CASES``), each with its own states."""
+def build(
+    case: str, members: int, batch_size: int | None = None, compile: bool = False
+) -> tuple[dict[str, Callable[[], None]], dict]:
+    """``({variant: run one ensemble step}, config)`` of ``case`` (``bench_steps.CASES``), each with its own states.
+
+    With ``compile`` (models that offer it): also **sequential compile**, ``M``
+    calls of the compiled single-model step (``--compile``), and **vmap
+    compile**, the trainer's stacked update with the members' gradient
+    compiled as one graph (``--compile --seeds M``); both donate.
+    """
     config = mnist_config(case, batch_size)
     trainer = models.build(config).trainer
     stateful = trainer.stateful
     batches = [fake_batch(config, random.key(10 + i)) for i in range(members)]
     seeds = range(members)
     fns = {}
-    for name, donate in (("sequential", False), ("sequential donate", True)):
-        step = train.step_from_update(trainer.make_update(donate=donate), trainer.inputs, stateful=stateful)
+    sequential = [("sequential", {}), ("sequential donate", {"donate": True})]
+    for name, options in sequential + ([("sequential compile", {"donate": True, "compile": True})] if compile else []):
+        step = train.step_from_update(trainer.make_update(**options), trainer.inputs, stateful=stateful)
         states = [trainer.init(random.key(s)) for s in seeds]
 
         def run(step=step, states=states):
@@ -74,6 +83,15 @@ def build(case: str, members: int, batch_size: int | None = None) -> tuple[dict[
             box[0], _ = step(box[0], batches, ensemble.step_keys(box[0]))
 
         fns[name] = run
+    if compile:
+        update = trainer.make_update(donate=True, compile=True, stacked=True)
+        step = ensemble.make_ensemble_step(update, trainer.inputs, stateful=stateful, stacked=True)
+        box = [ensemble.stack_states([trainer.init(random.key(s)) for s in seeds])]
+
+        def run(step=step, box=box):
+            box[0], _ = step(box[0], batches, ensemble.step_keys(box[0]))
+
+        fns["vmap compile"] = run
     return fns, config
 
 
@@ -86,6 +104,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--batch-size", type=int, help="per member, instead of the profile's; quick checks")
     parser.add_argument("--profile", type=int, metavar="N", help="also profile N ensemble steps of each implementation")
+    parser.add_argument(
+        "--compile", action="store_true", help="also the compiled steps, single and stacked (models that offer them)"
+    )
     args = parser.parse_args(argv)
     cases = args.models.split(",")
     for case in cases:
@@ -95,7 +116,7 @@ def main(argv=None):
     print(f"{args.members} members, {torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds")
     for case in cases:
         started = time.perf_counter()
-        fns, config = build(case, args.members, args.batch_size)
+        fns, config = build(case, args.members, args.batch_size, args.compile and case.startswith("vae"))
         medians = time_interleaved(fns, args.rounds, args.warmup)
         print(f"\n{case} (batch {config['batch_size']} per member), {time.perf_counter() - started:.0f} s")
         print_table(medians, "sequential", "ratio to sequential")

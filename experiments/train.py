@@ -81,10 +81,14 @@ def make_member_step(experiment: models.Experiment, num_members: int, compile: b
     The loop drops each state once stepped, so the update may reuse its
     buffers (donation: the same numbers bit for bit, no fresh buffers).
     """
-    backend, stateful = "autograd" if num_members == 1 else "func", experiment.trainer.stateful
-    update = experiment.trainer.make_update(backend=backend, donate=True, **({"compile": True} if compile else {}))
-    if num_members > 1:
-        update = ensemble.vmap_update(update, stateful=stateful)
+    trainer = experiment.trainer
+    stateful = trainer.stateful
+    if num_members == 1:
+        update = trainer.make_update(donate=True, **({"compile": True} if compile else {}))
+    elif compile:  # the trainer's own stacked update: all members' gradient compiled as one vmapped graph
+        update = trainer.make_update(donate=True, compile=True, stacked=True)
+    else:
+        update = ensemble.vmap_update(trainer.make_update(backend="func", donate=True), stateful=stateful)
 
     def step(state, inputs: list[tuple]):
         args = inputs[0] if num_members == 1 else ensemble.stack(inputs)
@@ -343,15 +347,13 @@ def train(
     images = {split: fdata.load_images(config["dataset"], split, data_dir) for split in fdata.SPLITS}
     train_images = limit(images["train"], config["train_limit"])
     config["total_steps"] = config["epochs"] * fdata.num_batches(train_images.shape[0], images_per_update(config))
-    if config.get("compile") and len(config["seeds"]) > 1:
-        # torch.compile does not trace inside torch.func.vmap: the seeds' compiled step would silently run eagerly
-        raise ValueError(
-            "--compile with --seeds N is not offered: torch.compile cannot trace inside the ensemble's vmap "
-            "(it falls back to eager). Train the seeds one run each with --compile, or together without it"
-        )
     experiment = models.build(config)
-    if config.get("compile"):  # refused for models without it before any work
-        experiment.trainer.make_update(compile=True)
+    if config.get("compile"):  # refused for models (or seed ensembles of models) without it, before any work
+        stacked = {"stacked": True} if len(config["seeds"]) > 1 else {}
+        try:
+            experiment.trainer.make_update(compile=True, **stacked)
+        except TypeError as error:  # a registered model's make_update without the keyword
+            raise ValueError(f"--compile{' with --seeds N' if stacked else ''} is not offered by this model: {error}")
     if device.type == "cuda":
         # cuDNN's default TF32 convolutions round to a 10-bit mantissa (~1e-3 relative): full float32 keeps a GPU
         # run within float rounding of a CPU run, at no measured cost for these networks (docs/devices.md)

@@ -41,13 +41,14 @@ from typing import Any, NamedTuple
 import optree
 import torch
 
-from fgm import random, train
+from fgm import optim, random, train
 from fgm.tree import TensorTree, tree_map
 
 __all__ = [
     "EnsembleState",
     "StatefulEnsembleState",
     "make_ensemble_step",
+    "make_update",
     "member",
     "num_members",
     "stack",
@@ -252,6 +253,53 @@ def vmap_update(update: train.UpdateFn, input_dims: Any = 0, stateful: bool = Fa
     return stacked
 
 
+def make_update(
+    loss_fn: train.LossFn,
+    optimizer: optim.GradientTransformation,
+    donate: bool = False,
+    compile: bool = False,
+) -> train.UpdateFn:
+    """An update over stacked members whose gradient is one vmapped (and optionally compiled) function.
+
+    ``vmap_update(train.make_update(loss_fn, optimizer, backend="func"))``
+    maps the whole update, optimizer included; ``torch.compile`` cannot trace
+    inside that ``vmap`` (every frame falls back to eager). Here the order is
+    turned around: the members' loss and gradient are ``vmap``-ped first and
+    the resulting function is what ``torch.compile`` traces, into one graph
+    for all members; the optimizer is then mapped eagerly with
+    :func:`vmap_update` (its step counters are Python ints, which a compiled
+    graph would specialise on).
+
+    Args:
+      loss_fn: ``(params, *inputs) -> (loss, metrics)`` of one member.
+      optimizer: the members' optimizer.
+      donate: update the stacked trees in place (see :func:`fgm.train.make_update`).
+      compile: run the vmapped loss and gradient through ``torch.compile``.
+
+    Returns:
+      ``update(params, opt_state, *inputs)`` on stacked trees and stacked
+      inputs, as :func:`vmap_update` of the single-model update: the same
+      arithmetic, so eager it agrees with that to float rounding and
+      compiled to the rounding of the fused kernels.
+    """
+    grads_of = torch.func.vmap(train.value_and_grad(loss_fn, "func"))
+    grads_of = torch.compile(grads_of) if compile else grads_of
+    donation = {"donate": True} if donate else {}
+
+    def apply(params: TensorTree, opt_state: TensorTree, grads: TensorTree):
+        updates, opt_state = optimizer.update(grads, opt_state, params, **donation)
+        return optim.apply_updates(params, updates, donate=donate), opt_state, {}
+
+    apply_stacked = vmap_update(apply)
+
+    def update(params: TensorTree, opt_state: TensorTree, *inputs) -> tuple[TensorTree, TensorTree, train.Metrics]:
+        (loss, metrics), grads = grads_of(params, *inputs)
+        params, opt_state, _ = apply_stacked(params, opt_state, grads)
+        return params, opt_state, {"loss": loss, **metrics}
+
+    return update
+
+
 def _carry_state(update):
     """A stateful update as a plain one: the state is its first input, and comes back inside the metrics slot."""
 
@@ -277,16 +325,20 @@ def make_ensemble_step(
     update: train.UpdateFn,
     make_inputs: train.InputsFn = lambda batch, key: (batch,),
     stateful: bool = False,
+    stacked: bool = False,
 ) -> EnsembleStepFn:
     """Builds ``step(ensemble, batches, keys) -> (ensemble, metrics)`` for stacked members.
 
     Args:
-      update: one model's pure update (see :func:`vmap_update`).
+      update: one model's pure update (see :func:`vmap_update`), or with
+        ``stacked`` an update that already maps over the members (e.g.
+        :func:`make_update`, or a trainer's ``make_update(stacked=True)``).
       make_inputs: ``(batch, key) -> inputs`` of one member, as for
         :func:`fgm.train.step_from_update`; it runs outside ``vmap``, once
         per member, and its outputs are stacked.
       stateful: ``update`` threads layer state (see :func:`vmap_update`);
         the ensemble is then a :class:`StatefulEnsembleState`.
+      stacked: ``update`` is already mapped over the members.
 
     Returns:
       The step. ``batches`` and ``keys`` have one entry per member (pass the
@@ -294,7 +346,7 @@ def make_ensemble_step(
       ``make_inputs(batches[i], keys[i])``. Metrics are ``[M]`` tensors.
       ``ensemble.step`` grows by one per call; the keys are kept.
     """
-    mapped = vmap_update(update, stateful=stateful)
+    mapped = update if stacked else vmap_update(update, stateful=stateful)
 
     def step(
         ensemble: EnsembleState, batches: Sequence[Any], keys: Sequence[random.Key]

@@ -94,9 +94,18 @@ class MakeUpdateFn(Protocol):
       backend: ``"autograd"`` (fastest eager) or ``"func"`` (composes with ``vmap``).
       donate: reuse the incoming buffers for the outputs (bitwise the same results).
       compile: run the differentiated part through ``torch.compile``.
+      stacked: the update maps over stacked members (a seed ensemble,
+        :mod:`fgm.ensemble`): leaves ``[M, ...]``, inputs ``[M, ...]``. With
+        ``compile`` the members' gradient is compiled as one vmapped graph
+        (:func:`fgm.ensemble.make_update`); a model that cannot do that
+        raises ``ValueError``. Optional for a trainer of your own: the
+        runner asks for it only for ``--compile --seeds N`` (eager seeds
+        ``vmap`` the single-model update with ``backend="func"``).
     """
 
-    def __call__(self, *, backend: str = "autograd", donate: bool = False, compile: bool = False) -> UpdateFn: ...
+    def __call__(
+        self, *, backend: str = "autograd", donate: bool = False, compile: bool = False, stacked: bool = False
+    ) -> UpdateFn: ...
 
 
 class InputsFn(Protocol):

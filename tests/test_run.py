@@ -8,7 +8,7 @@ import torch
 
 from experiments import config as cfg
 from experiments import models, run, rundir
-from fgm import checkpoint, random
+from fgm import checkpoint, ensemble, random
 from fgm import data as fdata
 from fgm.tree import tree_allclose, tree_equal
 from tests.svhn_fixture import svhn_root  # noqa: F401 - a fixture
@@ -387,11 +387,25 @@ def test_built_in_models_refuse_other_shapes_naming_them():
         models.build_gan(spec, models.MODELS["gan"].defaults)
 
 
-def test_compile_with_several_seeds_is_refused_not_silently_eager(tmp_path, mnist_root, capsys):
+def test_compile_with_several_seeds_compiles_the_members_gradient_not_silently_eager(tmp_path, mnist_root, monkeypatch):
+    """``--compile --seeds N`` compiles the vmapped gradient of all members (fgm.ensemble.make_update)."""
+    compiled, built = [], []
+    # record what is compiled and run it eagerly: the compiled arithmetic itself is tested in test_ensemble.py
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compiled.append(fn) or fn)
+    stacked_update = ensemble.make_update
+    monkeypatch.setattr(ensemble, "make_update", lambda *a, **k: built.append(k) or stacked_update(*a, **k))
     out = tmp_path / "run"
-    argv = ["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--compile"]
-    assert cli(*argv, "--seeds", "2") == 2
-    assert "--compile with --seeds N is not offered" in capsys.readouterr().err
+    argv = ["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--compile", "--seeds", "2"]
+    assert cli(*argv, "--epochs", "1") == 0
+    assert built[-1] == {"donate": True, "compile": True} and len(compiled) >= 1  # the first call is the pre-check
+    assert (out / "checkpoint.pt").exists()
+
+
+def test_compile_with_several_gan_seeds_is_refused(tmp_path, mnist_root, capsys):
+    out = tmp_path / "run"
+    argv = ["gan", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--out", str(out), "--compile", "--seeds", "2"]
+    assert cli(*argv) == 2
+    assert "compiled update over stacked GAN members is not offered" in capsys.readouterr().err
     assert not out.exists()
 
 

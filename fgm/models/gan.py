@@ -66,8 +66,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fgm import ensemble, optim, random, train
 from fgm import nn as fnn
-from fgm import optim, random, train
 from fgm.tree import TensorTree
 from fgm.types import Metrics, StatefulUpdateFn, Trainer
 
@@ -1054,7 +1054,14 @@ def build(
       ``noise(key, n, device="cpu") -> z [n, d]``; ``variables`` as :func:`variables`.
     """
 
-    def make_update(*, backend: str = "autograd", donate: bool = False, compile: bool = False):
+    def make_update(*, backend: str = "autograd", donate: bool = False, compile: bool = False, stacked: bool = False):
+        if stacked and compile:
+            # the players' updates interleave gradients, optimizer steps and layer state inside one vmap,
+            # which torch.compile cannot trace into (fgm.ensemble.make_update covers single-loss models)
+            raise ValueError("a compiled update over stacked GAN members is not offered: compile single runs instead")
+        if stacked:
+            update = make_gan_update(gan, loss, g_opt, d_opt, backend="func", donate=donate, ema_decay=ema_decay)
+            return ensemble.vmap_update(update, stateful=True)
         return make_gan_update(
             gan, loss, g_opt, d_opt, backend=backend, donate=donate, ema_decay=ema_decay, compile=compile
         )

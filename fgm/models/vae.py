@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from fgm import bijectors, optim, random, train
+from fgm import bijectors, ensemble, optim, random, train
 from fgm import distributions as D
 from fgm import nn as fnn
 from fgm.tree import TensorTree
@@ -434,7 +434,11 @@ def build(vae: VAE, optimizer: optim.GradientTransformation) -> Trainer:
     """
     loss_fn = functools.partial(loss, vae)
 
-    def make_update(*, backend: str = "autograd", donate: bool = False, compile: bool = False):
+    def make_update(*, backend: str = "autograd", donate: bool = False, compile: bool = False, stacked: bool = False):
+        if stacked and compile:
+            return ensemble.make_update(loss_fn, optimizer, donate=donate, compile=True)
+        if stacked:
+            return ensemble.vmap_update(train.make_update(loss_fn, optimizer, backend="func", donate=donate))
         return train.make_update(loss_fn, optimizer, backend=backend, donate=donate, compile=compile)
 
     return Trainer(
