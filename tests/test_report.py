@@ -235,6 +235,8 @@ def test_every_number_of_the_hand_written_report_comes_from_the_runs():
     text = (REPORTS / "REPORT.md").read_text()
     summary_path = REPORTS / "summary.json"
     known = known_values(json.loads(summary_path.read_text())) if summary_path.exists() else set()
+    # the one run outside the study that the report quotes (a longer GAN), made from that run's files
+    known |= known_values(json.loads((REPORTS / "gan-full-profile.json").read_text()))
     unknown = [n for n in stated_numbers(text) if n not in known | THEORY_CONSTANTS | set(TARGETS_AND_PUBLISHED)]
     assert not unknown, f"reports/REPORT.md states numbers that are not in reports/summary.json: {unknown}"
 
