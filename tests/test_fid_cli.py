@@ -103,6 +103,13 @@ def test_fid_command_samples_the_average_of_g_or_g_itself(tmp_path, mnist_root, 
         assert ("raw G" in text) == bool(flag)
         fids.setdefault(bool(flag), set()).add(float(text.split()[1]))
     assert len(fids[True]) == 1 and fids[True] != fids[False]  # G's samples differ from its average's
+    # the average with BatchNorm statistics of its own: other samples again
+    assert run.main([*argv, "--ema-batch-stats", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "average with BatchNorm statistics from 3 batches" in text
+    assert float(text.split()[1]) not in fids[True] | fids[False]
+    assert run.main([*argv, "--ema-batch-stats", "3", "--raw-generator"]) == 2
+    assert "cannot go with --raw-generator" in capsys.readouterr().err
 
 
 def test_validation_fid_curve(tmp_path, mnist_root, fake_inception):

@@ -148,3 +148,40 @@ def test_ensemble_members_with_the_average_equal_single_runs():
             singles[i], _ = single_step(singles[i], batches[i], train.step_key(singles[i]))
     for member, single in zip(ensemble.unstack_states(ens, G.GANState), singles):
         assert tree_allclose(member.model_state[G.EMA], single.model_state[G.EMA], rtol=1e-8, atol=1e-11)
+
+
+# --------------------------------------------------------------------------- the average's own BatchNorm statistics
+
+
+def test_recomputed_batch_stats_equal_torch_batchnorm_reset_and_run_in_training_mode():
+    """``recompute_batch_stats`` is ``reset_running_stats()`` then training-mode forwards of nn.BatchNorm2d."""
+    gan = dcgan()
+    state = double(G.init_state(gan, optim.adam(1e-3), optim.adam(1e-3), random.key(0), ema=True))
+    g_params = state.params["generator"]
+    # weights other than G's (as an average's are) and statistics that are not the reset values
+    other = {
+        k: v + 0.05 * random.normal(random.fold_in(random.key(7), i), v.shape, torch.float64)
+        for i, (k, v) in enumerate(g_params.items())
+    }
+    g_state = {k: (v + 0.5 if v.is_floating_point() else v + 3) for k, v in state.model_state["generator"].items()}
+    key = random.key(3)
+    new = G.recompute_batch_stats(gan, other, g_state, key, num_batches=4, batch_size=16)
+
+    module = G.mnist_dcgan_generator(8, 4, True).double()
+    module.load_state_dict({**other, **g_state})
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.reset_running_stats()
+    module.train()
+    with torch.no_grad():
+        for i in range(4):
+            module(G.latent_noise(gan, random.fold_in(key, i), 16).double())
+    expected = {k: v for k, v in module.state_dict().items() if k in g_state}
+    assert set(new) == set(g_state) and int(new["2.num_batches_tracked"]) == 4
+    assert tree_allclose(new, expected, rtol=1e-12, atol=1e-12)
+    # and the average's variables carry them, G's stay
+    variables = G.ema_variables_with_batch_stats(
+        gan, {"generator": {**g_params, **g_state}, G.EMA: {**other, **g_state}}, key, 4, 16
+    )
+    assert tree_allclose({k: variables[G.EMA][k] for k in g_state}, new, rtol=0, atol=0)
+    assert tree_equal({k: variables["generator"][k] for k in g_state}, g_state)

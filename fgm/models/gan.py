@@ -390,6 +390,75 @@ def ema_update(ema: dict[str, TensorTree], g_params: TensorTree, decay: float) -
     return {"params": params, "updates": ema["updates"] + 1.0}
 
 
+# BatchNorm's statistics and their reset values (torch's reset_running_stats)
+_BATCH_STATS = {
+    "running_mean": torch.zeros_like,
+    "running_var": torch.ones_like,
+    "num_batches_tracked": torch.zeros_like,
+}
+
+
+def recompute_batch_stats(
+    gan: GAN,
+    g_params: TensorTree,
+    g_state: TensorTree,
+    key: random.Key,
+    num_batches: int = 300,
+    batch_size: int = 64,
+) -> TensorTree:
+    r"""G's BatchNorm statistics recomputed for the weights ``g_params`` (e.g. the moving average of G).
+
+    The running statistics in G's state were gathered for G's own weights; the
+    average's activations have other means and variances, so sampling the
+    average with G's statistics mismatches them (SWA's ``update_bn`` fixes the
+    same thing). This resets every BatchNorm's statistics (mean 0, variance 1,
+    count 0) and runs ``num_batches`` training-mode forwards of ``batch_size``
+    latents, each moving them by the layer's momentum as in training (0.1:
+    the reset values weigh :math:`0.9^{n}` at the end). Spectral-norm vectors
+    (none in the built-in generators) are kept.
+
+    Args:
+      gan: the model definition.
+      g_params: the generator weights to gather statistics for.
+      g_state: G's layer state (the entries that are not BatchNorm statistics are kept).
+      key: batch ``i`` draws its latents from ``fold_in(key, i)``.
+      num_batches, batch_size: how many forwards, of how many latents.
+
+    Returns:
+      The new layer state, structured like ``g_state``.
+    """
+    state = {
+        name: _BATCH_STATS[name.rsplit(".", 1)[-1]](value) if name.rsplit(".", 1)[-1] in _BATCH_STATS else value
+        for name, value in g_state.items()
+    }
+    device = next(iter(g_params.values())).device
+    with torch.no_grad():
+        for i in range(num_batches):
+            z = latent_noise(gan, random.fold_in(key, i), batch_size, device).to(next(iter(g_params.values())).dtype)
+            _, state = gan.generate(g_params, state, z, train=True)
+    return state
+
+
+def ema_variables_with_batch_stats(
+    gan: GAN, variables_tree: dict, key: random.Key, num_batches: int = 300, batch_size: int = 64
+) -> dict:
+    """:func:`variables` whose average of G carries its own BatchNorm statistics (:func:`recompute_batch_stats`).
+
+    Args:
+      gan: the model definition.
+      variables_tree: from :func:`variables`.
+      key, num_batches, batch_size: as in :func:`recompute_batch_stats`.
+
+    Returns:
+      ``variables_tree`` with ``"generator_ema"`` replaced (the same tree when there is no average).
+    """
+    if EMA not in variables_tree:
+        return variables_tree
+    params, state = fnn.split(gan.generator, variables_tree[EMA])
+    state = recompute_batch_stats(gan, params, state, key, num_batches, batch_size)
+    return {**variables_tree, EMA: fnn.merge(params, state)}
+
+
 def _split_variables(gan: GAN, tree: dict[str, TensorTree]) -> tuple[dict, dict]:
     """``(params, model_state)`` from :func:`variables` (or from parameters alone, for stateless networks)."""
     g_params, g_state = fnn.split(gan.generator, tree["generator"])
