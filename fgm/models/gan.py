@@ -431,10 +431,10 @@ def recompute_batch_stats(
         name: _BATCH_STATS[name.rsplit(".", 1)[-1]](value) if name.rsplit(".", 1)[-1] in _BATCH_STATS else value
         for name, value in g_state.items()
     }
-    device = next(iter(g_params.values())).device
+    like = next(iter(g_params.values()))  # the latents' device and dtype
     with torch.no_grad():
         for i in range(num_batches):
-            z = latent_noise(gan, random.fold_in(key, i), batch_size, device).to(next(iter(g_params.values())).dtype)
+            z = latent_noise(gan, random.fold_in(key, i), batch_size, like.device).to(like.dtype)
             _, state = gan.generate(g_params, state, z, train=True)
     return state
 
