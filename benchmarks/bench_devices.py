@@ -49,7 +49,7 @@ def sync(device: torch.device) -> None:
 
 
 def build(model: str, dataset: str) -> tuple[models.Experiment, dict]:
-    config = {**cfg.defaults(model, dataset, "default", models.MODELS[model].defaults), "seeds": [0]}
+    config = {**models.defaults(model, dataset, "default"), "seeds": [0]}
     config |= {"model": model, "dataset": dataset, "total_steps": 10_000}
     return models.build(config), config
 
@@ -59,7 +59,7 @@ def step_seconds(experiment: models.Experiment, config: dict, device: torch.devi
     spec = fdata.get_spec(config["dataset"])
     step = train.make_member_step(experiment, 1)
     state = ftrain.to_device(experiment.trainer.init(random.key(0)), device)
-    images = torch.randint(0, 256, (train.images_per_update(config), *spec.shape), dtype=torch.uint8)
+    images = torch.randint(0, 256, (models.images_per_update(config), *spec.shape), dtype=torch.uint8)
     if device.type == "cuda":
         images = images.pin_memory()
     times = []
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     for dataset in args.datasets.split(","):
         for model in args.models.split(","):
             experiment, config = build(model, dataset)
-            per_update = train.images_per_update(config)
+            per_update = models.images_per_update(config)
             seconds = step_seconds(experiment, config, device, args.steps)
             epoch = seconds * (TRAIN_IMAGES[dataset] // per_update)
             cpu = step_seconds(experiment, config, torch.device("cpu"), args.cpu_steps) if args.cpu_steps else None

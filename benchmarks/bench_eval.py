@@ -34,7 +34,6 @@ from pathlib import Path
 
 import torch
 
-from experiments import config as cfg
 from experiments import fid, models, rundir
 from fgm import data as fdata
 from fgm import random
@@ -60,7 +59,7 @@ def member_variables(args) -> tuple[object, dict, str]:
     if args.run:
         run = rundir.load_run(Path(args.run))
         return run.experiment.trainer, run.params[0], f"{args.run} (member 0)"
-    config = cfg.defaults(args.model, args.dataset, "default", models.MODELS[args.model].defaults)
+    config = models.defaults(args.model, args.dataset, "default")
     config |= {"model": args.model, "dataset": args.dataset, "profile": "default", "seeds": [0], "total_steps": 1}
     experiment = models.build(config)
     state = experiment.trainer.init(random.key(0))

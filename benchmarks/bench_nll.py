@@ -26,7 +26,6 @@ import time
 
 import torch
 
-from experiments import config as cfg
 from experiments import models
 from fgm import data as fdata
 from fgm import distributions as D
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     spec = fdata.get_spec("mnist")
-    config = cfg.defaults("vae_std", "mnist", "default", models.get_model("vae_std").defaults)
+    config = models.defaults("vae_std", "mnist", "default")
     vae = models.build_vae(spec, config)
     params = vae_lib.init(vae, random.key(0))
     test = fdata.to_eval_input("mnist", fdata.load_images("mnist", "test", args.data_dir))

@@ -98,7 +98,7 @@ def mnist_config(case: str, batch_size: int | None = None, total_steps: int = 10
         raise ValueError(f"unknown model {case!r}; choose from: {', '.join(CASES)}")
     model, overrides = CASES[case]
     config = {"model": model, "dataset": "mnist", "profile": "default", "seed": 0, "seeds": [0]}
-    config.update(cfg.defaults(model, "mnist", "default", models.get_model(model).defaults))
+    config.update(models.defaults(model, "mnist", "default"))
     config.update(overrides, total_steps=total_steps)
     if batch_size is not None:
         config["batch_size"] = batch_size

@@ -41,7 +41,7 @@ from fgm import random, train
 def mnist_config(model: str) -> dict:
     """``model``'s MNIST config of the default profile, with a constant learning rate."""
     config = {"model": model, "dataset": "mnist", "profile": "default", "seed": 0, "seeds": [0]}
-    config.update(cfg.defaults(model, "mnist", "default", models.get_model(model).defaults))
+    config.update(models.defaults(model, "mnist", "default"))
     config.update(lr=1e-3, lr_schedule="constant", total_steps=10_000)
     return cfg.check_config(config)
 

@@ -4,8 +4,9 @@ Everything that reads a setting reads it here: the command-line parser
 (:func:`train_parser`), ``--set KEY=VALUE`` (:func:`parse_value`), the check
 of a ``config.json`` before a resume (:func:`check_config`), and the report's
 command to reproduce a run (:func:`reproduce_command`). A value is resolved
-in this order, later winning: the profile, the model's defaults, the
-(model, dataset, profile) override, ``--set``, then explicit flags.
+in this order, later winning: the profile, the model's defaults, the model's
+override for (dataset, profile) (both from its registration,
+:func:`experiments.models.register_model`), ``--set``, then explicit flags.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import json
 import math
 import re
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
@@ -154,27 +155,16 @@ PROFILES: dict[str, dict] = {
     # 2 cores; reports/REPORT.md gives the time of each part
     "report": {**_FULL, "epochs": 100, "compile_nll": True},
 }
-# (model, dataset, profile) -> overrides. GANs: DCGAN's constant 2e-4 (a decaying rate freezes the game
-# wherever it is, not at an equilibrium) and batch 64 (twice the updates per epoch).
-# MNIST's conv GAN: both players at 4e-4, measured better than 2e-4 at 4 epochs (FID, recall, class
-# balance; docs/gan.md). Width 80 keeps G + D within 25% of vae_std's parameters; a step costs ~0.24 s on
-# 2 cores (BENCHMARKS.md), an epoch ~3.5 minutes: 4 epochs fit the default profile's 15 minutes of
-# training, 12 the full profile's 45.
-_GAN = {"batch_size": 64, "lr": 2e-4, "lr_schedule": "constant"}
-OVERRIDES: dict[tuple[str, str, str], dict] = {
-    ("gan", "mnist", "default"): {**_GAN, "lr": 4e-4, "width": 80, "epochs": 4, "sample_every": 1, "fid_every": 1},
-    ("gan", "mnist", "full"): {**_GAN, "lr": 4e-4, "width": 80, "epochs": 12, "sample_every": 2, "fid_every": 2},
-    ("gan", "mnist", "report"): {**_GAN, "lr": 4e-4, "width": 80, "epochs": 4, "sample_every": 1, "fid_every": 1},
-    ("gan", "svhn", "default"): {**_GAN, "epochs": 4, "sample_every": 1},
-    ("gan", "svhn", "full"): {**_GAN, "epochs": 25, "sample_every": 5},
-    ("gan", "svhn", "report"): {**_GAN, "epochs": 25, "sample_every": 5},
-    ("gan", "mnist", "smoke"): {"lr": 2e-4, "width": 80},
-    ("gan", "svhn", "smoke"): {"lr": 2e-4},
-    # MNIST VAEs: width is read by arch=conv only, whose width 80 matches the conv GAN's.
-    **{(vae, "mnist", profile): {"width": 80} for vae in ("vae_std", "vae_flow") for profile in PROFILES},
-}
-# Identity and bookkeeping keys of a config.json, not settings.
-_IDENTITY = ("model", "dataset", "profile", "seed", "seeds", "total_steps")
+# Identity and bookkeeping keys of a config.json, not settings ("import": the module that registers the model).
+_IDENTITY = ("model", "dataset", "profile", "seed", "seeds", "total_steps", "import")
+
+
+class ModelDefaults(Protocol):
+    """What the table reads of a registered model (an :class:`experiments.models.ModelEntry`)."""
+
+    defaults: dict  # the model's settings at their defaults
+    overrides: dict  # {(dataset, profile): {key: value}}
+    module: str | None  # the module to --import for it (None: built in)
 
 
 def setting(name: str) -> Setting:
@@ -312,14 +302,14 @@ def train_parser(models: list[str], datasets: list[str]) -> argparse.ArgumentPar
     return parser
 
 
-def defaults(model: str, dataset: str, profile: str, model_defaults: dict) -> dict:
-    """The profile's settings, the model's defaults, then the override for ``(model, dataset, profile)``."""
+def defaults(model: ModelDefaults, dataset: str, profile: str) -> dict:
+    """The profile's settings, the model's defaults, then the model's override for ``(dataset, profile)``."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from: {', '.join(PROFILES)}")
-    return {**PROFILES[profile], **model_defaults, **OVERRIDES.get((model, dataset, profile), {})}
+    return {**PROFILES[profile], **model.defaults, **model.overrides.get((dataset, profile), {})}
 
 
-def resolve(args: argparse.Namespace, model_defaults: dict) -> dict:
+def resolve(args: argparse.Namespace, model: ModelDefaults) -> dict:
     """The run's config from parsed arguments: defaults, then ``--set``, then flags; every value checked."""
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
@@ -330,13 +320,15 @@ def resolve(args: argparse.Namespace, model_defaults: dict) -> dict:
         "seed": args.seed,
         "seeds": list(range(args.seed, args.seed + args.seeds)),
     }
-    config.update(defaults(args.model, args.dataset, args.profile, model_defaults))
+    if model.module:  # a run of it names the module to import (experiments.rundir.read_config)
+        config["import"] = model.module
+    config.update(defaults(model, args.dataset, args.profile))
     for item in args.set:
         name, sep, raw = item.partition("=")
-        if not sep or (name not in RUN_SETTINGS and name not in model_defaults):
+        if not sep or (name not in RUN_SETTINGS and name not in model.defaults):
             raise ValueError(
                 f"--set {item!r}: expected KEY=VALUE with KEY one of: "
-                f"{', '.join(sorted([*model_defaults, *RUN_SETTINGS]))}"
+                f"{', '.join(sorted([*model.defaults, *RUN_SETTINGS]))}"
             )
         config[name] = parse_value(setting(name), raw, f"--set {name}")
     for s in RUN_SETTINGS.values():
@@ -364,6 +356,8 @@ def check_config(config: dict) -> dict:
         and config.get("seed") == seeds[0]
     ):
         raise ValueError(f"config keys 'seed'/'seeds' are inconsistent: {config.get('seed')!r}, {seeds!r}")
+    if not isinstance(config.get("import", ""), str):
+        raise ValueError(f"config key 'import' is not a module name: {config['import']!r}")
     for key, value in config.items():
         if key not in _IDENTITY:
             check_value(setting(key), value, f"config key {key!r}")
@@ -372,16 +366,18 @@ def check_config(config: dict) -> dict:
 
 def changed_settings(saved: dict, config: dict) -> list[str]:
     """Keys whose values differ between two configs and that change the trained state."""
-    keys = set(saved) | set(config)
+    keys = (set(saved) | set(config)) - {"import"}  # where the model comes from, not what it trains
     return sorted(
         k for k in keys if saved.get(k) != config.get(k) and not (k in RUN_SETTINGS and RUN_SETTINGS[k].eval_only)
     )
 
 
-def reproduce_command(config: dict, model_defaults: dict) -> str:
+def reproduce_command(config: dict, model: ModelDefaults) -> str:
     """The command that makes a run with ``config``: every setting that differs from its defaults."""
-    base = defaults(config["model"], config["dataset"], config["profile"], model_defaults)
+    base = defaults(model, config["dataset"], config["profile"])
     words = ["python -m experiments.run", config["model"], config["dataset"]]
+    if config.get("import"):
+        words += ["--import", config["import"]]
     if config["profile"] != "default":
         words += ["--profile", config["profile"]]
     if config["seed"] != 0:

@@ -33,13 +33,12 @@ import numpy as np
 import torch
 
 from experiments import config as cfg
-from experiments import models, rundir
+from experiments import rundir
 from fgm import data as fdata
 from fgm import random, tree
 from fgm.metrics import classifier as classifier_lib
 from fgm.metrics import evaluate, inception
 from fgm.metrics import fid as fid_lib
-from fgm.models import gan as gan_lib
 from fgm.types import Trainer
 
 
@@ -233,15 +232,12 @@ def features(source: str, extractor, args) -> tuple[torch.Tensor, str]:
         run = rundir.load_run(path, args.device)
         if not 0 <= args.member < len(run.params):
             raise ValueError(f"{path} has {len(run.params)} member(s); --member must be in 0..{len(run.params) - 1}")
-        member = run.params[args.member]
-        which = ""
-        if args.raw_generator:  # the trained G rather than its moving average
-            member, which = {k: v for k, v in member.items() if k != gan_lib.EMA}, ", raw G"
-        elif args.ema_batch_stats and gan_lib.EMA in member:  # the average with BatchNorm statistics of its own
-            gan = models.build_gan(fdata.get_spec(run.config["dataset"]), run.config)
+        member, which = run.params[args.member], ""
+        if args.raw_generator or args.ema_batch_stats:  # which network draws the samples: the model's choice
+            if run.experiment.sample_variables is None:
+                raise ValueError(f"--raw-generator and --ema-batch-stats: {run.config['model']} offers neither")
             key = random.fold_in(random.key(args.seed), 1)  # not the samples' key
-            member = gan_lib.ema_variables_with_batch_stats(gan, member, key, args.ema_batch_stats)
-            which = f", average with BatchNorm statistics from {args.ema_batch_stats} batches"
+            member, which = run.experiment.sample_variables(member, args.raw_generator, args.ema_batch_stats, key)
         batches = generated_batches(run.experiment.trainer, member, random.key(args.seed), args.samples)
         found = fid_lib.image_features(batches, extractor, progress=progress, total=args.samples, desc=path.name)
         seed = run.config["seeds"][args.member]

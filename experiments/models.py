@@ -5,10 +5,18 @@ function ``build(spec, config) -> Experiment``; the training pieces come from
 the model's own module (``fgm.models.vae.build``, ``fgm.models.gan.build``),
 so nothing here assembles a train step::
 
-    @register_model("my_vae", settings={"latent_dim": (16, Setting("latent_dim", int, "latent size", low=1))})
+    @register_model("my_vae", settings={"latent_dim": (16, Setting("latent_dim", int, "latent size", low=1))},
+                    overrides={("mnist", "default"): {"epochs": 20}}, colour="tab:red", metrics=VAE_METRICS)
     def my_vae(spec, config):
         ...
         return Experiment(trainer=vae.build(model, optim.adam(config["lr"])), ...)
+
+The registration is the only place that knows a model: its settings, its
+overrides per (dataset, profile), the images one update reads, and how the
+report draws it (colour, order, its own metrics). The rest of the pipeline
+reads them from :data:`MODELS`; a model registered in another module records
+that module (``config.json``'s ``"import"``), so a run of it names the
+``--import`` it needs.
 
 The built-in models pick their networks from the dataset's spec: MLPs for
 binarised (``"bernoulli"``) data of any shape, ConvNets for 32×32 images of
@@ -24,8 +32,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from experiments import config as cfg
 from experiments import interpolate
-from experiments.config import MODEL_SETTINGS, Setting
+from experiments.config import Setting
 from fgm import bijectors, distributed, optim, random
 from fgm import data as fdata
 from fgm.metrics import nll as nll_lib
@@ -50,6 +59,9 @@ class Experiment(NamedTuple):
         or ``None`` (no likelihood: GANs).
       interpolate: ``(params, noise_a, noise_b, images_a | None, images_b,
         weights) -> {kind: interpolate.Strip}``, or ``None``.
+      sample_variables: ``(variables, raw, batch_stats, key) -> (variables,
+        description)``: what ``fid --raw-generator``/``--ema-batch-stats N``
+        sample from (a GAN's G or its moving average), or ``None``.
     """
 
     trainer: Trainer
@@ -60,17 +72,58 @@ class Experiment(NamedTuple):
     monitor: Callable[[], Callable[[dict, int], str | None]] | None = None
     log_likelihood: Callable[..., torch.Tensor] | None = None
     interpolate: Callable[..., dict] | None = None
+    sample_variables: Callable[..., tuple[Any, str]] | None = None
+
+
+class Metric(NamedTuple):
+    """A number of a model's own that the report shows: ``test_<name>`` in the table, ``<name>`` on the curves.
+
+    Attributes:
+      name: logged as ``train_<name>``/``val_<name>`` per epoch and ``test_<name>`` in ``results.json``.
+      title: the table column's title.
+      digits: decimals shown.
+      curve: the learning-curve panel's title (``None``: no panel).
+      compared: whether the report lists the differences between models on it.
+    """
+
+    name: str
+    title: str
+    digits: int
+    curve: str | None = None
+    compared: bool = True
+
+
+def batch_images(config: dict) -> int:
+    """Training images one update reads by default: one batch."""
+    return config["batch_size"]
 
 
 class ModelEntry(NamedTuple):
+    """A registered model: how to build it and everything the pipeline knows of it (see :func:`register_model`)."""
+
     build: Callable[[fdata.DatasetSpec, dict], Experiment]
     defaults: dict
+    overrides: dict[tuple[str, str], dict] = {}
+    colour: str | None = None
+    order: int | None = None
+    metrics: tuple[Metric, ...] = ()
+    images_per_update: Callable[[dict], int] = batch_images
+    module: str | None = None
 
 
 MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, settings: dict[str, tuple[Any, Setting | None]] | None = None):
+def register_model(
+    name: str,
+    settings: dict[str, tuple[Any, Setting | None]] | None = None,
+    *,
+    overrides: dict[tuple[str, str], dict] | None = None,
+    colour: str | None = None,
+    order: int | None = None,
+    metrics: tuple[Metric, ...] = (),
+    images_per_update: Callable[[dict], int] = batch_images,
+):
     """Decorator registering ``build(spec, config) -> Experiment`` under ``name``.
 
     Args:
@@ -78,17 +131,39 @@ def register_model(name: str, settings: dict[str, tuple[Any, Setting | None]] | 
       settings: ``{key: (default, Setting or None)}``: the model's settings
         (``--set key=value``). Without a :class:`Setting` the type is the
         default's and any value of that type is allowed.
+      overrides: ``{(dataset, profile): {key: value}}``: settings of the run or
+        the model that differ from the profile's and the model's defaults on
+        that dataset and profile (checked here).
+      colour: the report's colour for the model (``None``: one of the spare ones).
+      order: the report's place for the model (``None``: after the ordered ones,
+        in registration order).
+      metrics: the model's own test metrics and curves in the report (the sample
+        metrics and the NLL are every model's).
+      images_per_update: ``config -> training images one update reads`` (an epoch
+        is that many images per step).
     """
 
     def wrap(build):
-        defaults = {}
+        own = {}
         for key, (default, spec) in (settings or {}).items():
             spec = spec or Setting(key, list if isinstance(default, list) else type(default), key, flag=False)
-            known = MODEL_SETTINGS.setdefault(key, spec._replace(flag=False))
+            known = cfg.MODEL_SETTINGS.setdefault(key, spec._replace(flag=False))
             if known.type is not spec.type:
                 raise ValueError(f"setting {key!r} of {name} is {spec.type.__name__}, elsewhere {known.type.__name__}")
-            defaults[key] = default
-        MODELS[name] = ModelEntry(build, defaults)
+            own[key] = default
+        for (dataset, profile), values in (overrides or {}).items():
+            if profile not in cfg.PROFILES:
+                raise ValueError(
+                    f"{name}: override for unknown profile {profile!r}; choose from: {', '.join(cfg.PROFILES)}"
+                )
+            for key, value in values.items():
+                if key not in cfg.RUN_SETTINGS and key not in own:
+                    raise ValueError(f"{name}: override of {key!r} for ({dataset}, {profile}) is not a setting of it")
+                cfg.check_value(cfg.setting(key), value, f"{name}: override {key} for ({dataset}, {profile})")
+        module = None if build.__module__ == __name__ or build.__module__.startswith("__") else build.__module__
+        MODELS[name] = ModelEntry(
+            build, own, dict(overrides or {}), colour, order, tuple(metrics), images_per_update, module
+        )
         return build
 
     return wrap
@@ -97,8 +172,21 @@ def register_model(name: str, settings: dict[str, tuple[Any, Setting | None]] | 
 def get_model(name: str) -> ModelEntry:
     """The registered model ``name``; a ValueError listing the choices otherwise."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from: {', '.join(sorted(MODELS))}")
+        raise ValueError(
+            f"unknown model {name!r}; choose from: {', '.join(sorted(MODELS))} (a model of your own: "
+            "--import the module that registers it)"
+        )
     return MODELS[name]
+
+
+def defaults(name: str, dataset: str, profile: str) -> dict:
+    """Model ``name``'s settings on ``dataset`` at ``profile`` before any flag (``config.defaults``)."""
+    return cfg.defaults(get_model(name), dataset, profile)
+
+
+def images_per_update(config: dict) -> int:
+    """Training images one update of the config's model reads (a GAN iteration: one batch per D step)."""
+    return get_model(config["model"]).images_per_update(config)
 
 
 def build(config: dict) -> Experiment:
@@ -206,7 +294,17 @@ _VAE = {
 }
 
 
-@register_model("vae_std", settings=_VAE)
+# (key, title, digits, curve title): what the report shows of a VAE beside the NLL
+VAE_METRICS = (
+    Metric("neg_elbo", "test −ELBO ↓ (nats)", 2, "negative ELBO (nats)"),
+    Metric("recon", "reconstruction (nats)", 2, "reconstruction (nats)"),
+    Metric("kl", "KL (nats)", 2, "KL (nats)"),
+)
+# MNIST VAEs: width is read by arch=conv only, whose width 80 matches the conv GAN's.
+_VAE_OVERRIDES = {("mnist", profile): {"width": 80} for profile in cfg.PROFILES}
+
+
+@register_model("vae_std", settings=_VAE, overrides=_VAE_OVERRIDES, colour="tab:blue", order=0, metrics=VAE_METRICS)
 def vae_std(spec: fdata.DatasetSpec, config: dict) -> Experiment:
     """VAE with a standard Gaussian prior and analytic KL."""
     return vae_experiment(spec, config, build_vae(spec, config))
@@ -219,6 +317,10 @@ def vae_std(spec: fdata.DatasetSpec, config: dict) -> Experiment:
         "flow_layers": (4, Setting("flow_layers", int, "RealNVP coupling layers", low=2)),
         "flow_hidden": ([128], Setting("flow_hidden", list, "coupling conditioner widths", low=1)),
     },
+    overrides=_VAE_OVERRIDES,
+    colour="tab:orange",
+    order=1,
+    metrics=VAE_METRICS,
 )
 def vae_flow(spec: fdata.DatasetSpec, config: dict) -> Experiment:
     """The same encoder/decoder as ``vae_std`` with a RealNVP prior (Monte-Carlo KL)."""
@@ -249,6 +351,49 @@ def build_gan(spec: fdata.DatasetSpec, config: dict) -> gan_lib.GAN:
         build_g = functools.partial(gan_lib.dcgan_generator, d, c, config["width"])
         build_d = functools.partial(gan_lib.dcgan_discriminator, c, config["width"])
     return gan_lib.make_gan(build_g, build_d, d, spec.shape)
+
+
+# GANs: DCGAN's constant 2e-4 (a decaying rate freezes the game wherever it is, not at an equilibrium) and
+# batch 64 (twice the updates per epoch). MNIST's conv GAN: both players at 4e-4, measured better than 2e-4
+# at 4 epochs (FID, recall, class balance; docs/gan.md). Width 80 keeps G + D within 25% of vae_std's
+# parameters; a step costs ~0.24 s on 2 cores (BENCHMARKS.md), an epoch ~3.5 minutes: 4 epochs fit the
+# default profile's 15 minutes of training, 12 the full profile's 45.
+_GAN = {"batch_size": 64, "lr": 2e-4, "lr_schedule": "constant"}
+_GAN_MNIST = {**_GAN, "lr": 4e-4, "width": 80}
+_GAN_OVERRIDES = {
+    ("mnist", "default"): {**_GAN_MNIST, "epochs": 4, "sample_every": 1, "fid_every": 1},
+    ("mnist", "full"): {**_GAN_MNIST, "epochs": 12, "sample_every": 2, "fid_every": 2},
+    ("mnist", "report"): {**_GAN_MNIST, "epochs": 4, "sample_every": 1, "fid_every": 1},
+    ("svhn", "default"): {**_GAN, "epochs": 4, "sample_every": 1},
+    ("svhn", "full"): {**_GAN, "epochs": 25, "sample_every": 5},
+    ("svhn", "report"): {**_GAN, "epochs": 25, "sample_every": 5},
+    ("mnist", "smoke"): {"lr": 2e-4, "width": 80},
+    ("svhn", "smoke"): {"lr": 2e-4},
+}
+GAN_METRICS = (
+    Metric("d_real", "test D(x)", 3, "D(x)"),
+    Metric("d_fake", "test D(G(z))", 3, "D(G(z))"),
+    Metric("d_loss", "test D loss", 3, "D loss", compared=False),  # D and G losses are no quality measure
+    Metric("g_loss", "test G loss", 3, "G loss", compared=False),
+)
+
+
+def gan_sample_variables(gan: gan_lib.GAN, variables: dict, raw: bool, batch_stats: int, key: random.Key):
+    """``(variables, description)`` that draw a GAN's samples: G's moving average if any, or G itself.
+
+    Args:
+      gan: the model.
+      variables: a member's variables (with ``generator_ema`` when G is averaged).
+      raw: sample from G itself, not its moving average.
+      batch_stats: with ``N > 0``, the average with BatchNorm statistics of its own, from ``N`` batches.
+      key: the statistics' latents.
+    """
+    if raw:
+        return {k: v for k, v in variables.items() if k != gan_lib.EMA}, ", raw G"
+    if batch_stats and gan_lib.EMA in variables:
+        average = gan_lib.ema_variables_with_batch_stats(gan, variables, key, batch_stats)
+        return average, f", average with BatchNorm statistics from {batch_stats} batches"
+    return variables, ""
 
 
 @register_model(
@@ -283,6 +428,11 @@ def build_gan(spec: fdata.DatasetSpec, config: dict) -> gan_lib.GAN:
             ),
         ),
     },
+    overrides=_GAN_OVERRIDES,
+    colour="tab:green",
+    order=2,
+    metrics=GAN_METRICS,
+    images_per_update=lambda config: config["batch_size"] * config["d_steps"],  # a batch per D step
 )
 def gan(spec: fdata.DatasetSpec, config: dict) -> Experiment:
     """GAN trained by alternating D and G steps (loss chosen by ``loss``; see docs/gan.md).
@@ -311,4 +461,5 @@ def gan(spec: fdata.DatasetSpec, config: dict) -> Experiment:
         train_input=lambda images, key: gan_lib.scale_pixels(images),
         eval_input=gan_lib.scale_pixels,
         interpolate=functools.partial(interpolate.gan_interpolations, model),
+        sample_variables=functools.partial(gan_sample_variables, model),
     )

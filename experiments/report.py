@@ -31,8 +31,8 @@ from experiments import figures, models, rundir
 from fgm import data as fdata
 
 plt = figures.plt
-MODEL_ORDER = ("vae_std", "vae_flow", "gan")
-# (results key, column title, digits): the test metrics compared across models
+# (results key, column title, digits): every model's test metrics; a model's own (its objective's parts)
+# come from its registration (experiments.models.Metric)
 METRICS = (
     ("test_fid", "test FID ↓", 2),
     ("floor_fid", "real-data floor FID", 2),
@@ -48,17 +48,41 @@ METRICS = (
     ("classifier_fid", "classifier FID ↓", 2),
     ("test_nll", "test NLL ↓ (nats)", 2),
     ("test_nll_bits_per_dim", "test NLL ↓ (bits/dim)", 3),
-    ("test_neg_elbo", "test −ELBO ↓ (nats)", 2),
-    ("test_recon", "reconstruction (nats)", 2),
-    ("test_kl", "KL (nats)", 2),
-    ("test_d_real", "test D(x)", 3),
-    ("test_d_fake", "test D(G(z))", 3),
-    ("test_d_loss", "test D loss", 3),
-    ("test_g_loss", "test G loss", 3),
 )
 GAP_FROM_EPOCH = 5
-NOT_COMPARED = ("floor_fid", "floor_precision", "floor_recall", "test_d_loss", "test_g_loss")
-_COLOURS = {"vae_std": "tab:blue", "vae_flow": "tab:orange", "gan": "tab:green"}
+NOT_COMPARED = ("floor_fid", "floor_precision", "floor_recall")  # the floor is the data's, the same for every model
+# colours of the models whose registration names none, in the report's order
+SPARE_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
+
+def model_order(names) -> list[str]:
+    """Models in the report's order: by their registered ``order``, then the others in registration order."""
+    position = list(models.MODELS)
+
+    def rank(name: str) -> tuple:
+        order = models.get_model(name).order
+        return (order is None, order or 0, position.index(name))
+
+    return sorted(names, key=rank)
+
+
+def colours(names) -> dict[str, str]:
+    """Each model's colour: its registered one, else the next spare colour (in the order given)."""
+    names = list(names)
+    spare = iter(SPARE_COLOURS * len(names))  # enough to go round
+    return {name: models.get_model(name).colour or next(spare) for name in names}
+
+
+def metrics_of(names) -> tuple[tuple[str, str, int], ...]:
+    """The table's metrics for these models: :data:`METRICS`, then each model's own, once each."""
+    own = [(f"test_{m.name}", m.title, m.digits) for name in names for m in models.get_model(name).metrics]
+    return tuple(dict.fromkeys([*METRICS, *own]))
+
+
+def not_compared(names) -> set[str]:
+    """Metrics the report does not compare between models: the floor and the models' own uncompared ones."""
+    own = {f"test_{m.name}" for name in names for m in models.get_model(name).metrics if not m.compared}
+    return {*NOT_COMPARED, *own}
 
 
 class Group(NamedTuple):
@@ -115,7 +139,7 @@ def summarize(group: Group) -> dict:
                 "dir": path.name,
                 "seeds": c["seeds"],
                 "epochs": c["epochs"],
-                "command": cfg.reproduce_command(c, models.get_model(c["model"]).defaults),
+                "command": cfg.reproduce_command(c, models.get_model(c["model"])),
                 "train_seconds": r["train_seconds_total"],
                 "code": r.get("code"),
                 "members_trained_together": r["members_trained_together"],
@@ -125,7 +149,7 @@ def summarize(group: Group) -> dict:
             }
             for path, c, r, h in group.runs
         ],
-        "metrics": {key: stat(group.values(key)) for key, _, _ in METRICS if group.values(key)},
+        "metrics": {key: stat(group.values(key)) for key, _, _ in metrics_of([group.model]) if group.values(key)},
         "compute": compute(group),
         "curves": curve_points(group),
         "class_shares": class_share_stats(group),
@@ -249,11 +273,10 @@ def compute_by_part(summary: dict) -> dict[str, float | None]:
 
 def differences(models_: dict[str, dict]) -> list[dict]:
     """Pairwise differences of the mean test metrics, and whether each exceeds twice the larger std."""
-    rows = []
+    rows, skipped = [], not_compared(models_)
     for (a, sa), (b, sb) in itertools.combinations(models_.items(), 2):
-        for key, _, digits in METRICS:
-            # the floor is the data's, the same for every model; D and G losses are no quality measure
-            if key in sa["metrics"] and key in sb["metrics"] and key not in NOT_COMPARED:
+        for key, _, digits in metrics_of(models_):
+            if key in sa["metrics"] and key in sb["metrics"] and key not in skipped:
                 ma, mb = sa["metrics"][key], sb["metrics"][key]
                 stds = [s for s in (ma["std"], mb["std"]) if s is not None]
                 larger = max(stds) if len(stds) == 2 else None
@@ -265,14 +288,12 @@ def differences(models_: dict[str, dict]) -> list[dict]:
 
 
 def results_lines(dataset: str, summary: dict) -> list[str]:
+    shown = [(k, t, d) for k, t, d in metrics_of(summary) if any(k in s["metrics"] for s in summary.values())]
     lines = [
         f"## {dataset.upper()}",
         "",
-        "| model | seeds | epochs | training time | parameters | "
-        + " | ".join(title for key, title, _ in METRICS if any(key in s["metrics"] for s in summary.values()))
-        + " |",
+        "| model | seeds | epochs | training time | parameters | " + " | ".join(t for _, t, _ in shown) + " |",
     ]
-    shown = [(k, d) for k, _, d in METRICS if any(k in s["metrics"] for s in summary.values())]
     lines.append("| --- " * 5 + "| ---: " * len(shown) + "|")
     for model, s in summary.items():
         times = ", ".join(
@@ -283,7 +304,7 @@ def results_lines(dataset: str, summary: dict) -> list[str]:
         lines.append(
             f"| {model} | {', '.join(map(str, s['seeds']))} | {', '.join(str(r['epochs']) for r in s['runs'])} "
             f"| {times} | {s['runs'][0]['parameters_total']:,} | "
-            + " | ".join(fmt(s["metrics"].get(k), d) for k, d in shown)
+            + " | ".join(fmt(s["metrics"].get(k), d) for k, _, d in shown)
             + " |"
         )
     lines += [
@@ -358,16 +379,9 @@ def _gap_series(histories: list[list[dict]], name: str):
 
 def curves_figure(groups: list[Group], path: Path) -> Path | None:
     """Train (dashed) and validation (solid) curves of every model of a dataset; mean with a ±1 std band."""
-    panels = [
-        ("neg_elbo", "negative ELBO (nats)"),
-        ("recon", "reconstruction (nats)"),
-        ("kl", "KL (nats)"),
-        ("d_loss", "D loss"),
-        ("g_loss", "G loss"),
-        ("d_real", "D(x)"),
-        ("d_fake", "D(G(z))"),
-        ("fid", "validation FID (small N: a trend)"),
-    ]
+    own = [(m.name, m.curve) for g in groups for m in models.get_model(g.model).metrics if m.curve]
+    panels = [*dict.fromkeys(own), ("fid", "validation FID (small N: a trend)")]
+    colour = colours([g.model for g in groups])
     drawn_panels = []
     for name, title in panels:
         lines = []
@@ -375,7 +389,7 @@ def curves_figure(groups: list[Group], path: Path) -> Path | None:
             for split, style in (("val", "-"), ("train", "--")):
                 epochs, mean, std = _series([h for *_, h in g.runs], f"{split}_{name}")
                 if epochs:
-                    lines.append((f"{g.model} {split}", style, _COLOURS.get(g.model), epochs, mean, std))
+                    lines.append((f"{g.model} {split}", style, colour[g.model], epochs, mean, std))
         if lines:
             drawn_panels.append((title, lines))
     # over- or under-fitting is read from this difference, too small to see on the curves' scale; the
@@ -387,7 +401,7 @@ def curves_figure(groups: list[Group], path: Path) -> Path | None:
         keep = [i for i, e in enumerate(epochs) if e >= GAP_FROM_EPOCH]
         if keep:
             line = ([epochs[i] for i in keep], gap[keep], gap_std[keep])
-            gaps.append((f"{g.model} val − train", "-", _COLOURS.get(g.model), *line))
+            gaps.append((f"{g.model} val − train", "-", colour[g.model], *line))
     if gaps:
         drawn_panels.insert(1, (f"generalisation gap, val − train −ELBO (from epoch {GAP_FROM_EPOCH})", gaps))
     if not drawn_panels:
@@ -428,6 +442,7 @@ def classes_figure(groups: list[Group], path: Path, reference: list[float] | Non
     shares = {model: rows for model, rows in shares.items() if rows is not None}
     if not shares:
         return None
+    colour = colours([g.model for g in groups])
     classes = np.arange(next(iter(shares.values())).shape[1])
     width = 0.8 / len(shares)
     fig, ax = plt.subplots(figsize=(9, 3.4))
@@ -440,7 +455,7 @@ def classes_figure(groups: list[Group], path: Path, reference: list[float] | Non
             width,
             yerr=std,
             capsize=2,
-            color=_COLOURS.get(model),
+            color=colour[model],
             label=f"{model} ({len(rows)} seed{'s' if len(rows) > 1 else ''})",
         )
     if reference is not None:
@@ -580,7 +595,7 @@ def build_report(runs_root: str | Path = "runs", out: str | Path = "reports", da
         "",
     ]
     for dataset, by_model in groups.items():
-        ordered = sorted(by_model.values(), key=lambda g: (MODEL_ORDER + (g.model,)).index(g.model))
+        ordered = [by_model[name] for name in model_order(by_model)]
         summary["datasets"][dataset] = {g.model: summarize(g) for g in ordered}
         lines += results_lines(dataset, summary["datasets"][dataset]) + figure_lines(dataset, ordered, out, data_dir)
     summary["compute_seconds"] = {
@@ -603,6 +618,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--runs", default="runs", help="folder of run directories (default: runs)")
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
     parser.add_argument("--data-dir", help="dataset root, for the test labels' shares (default: $FGM_DATA_DIR)")
+    cfg.add_import_flag(parser)
     args = parser.parse_args(argv)
     summary = build_report(args.runs, args.out, args.data_dir)
     print(

@@ -54,7 +54,7 @@ def train_command(argv: list[str]) -> int:
     args = cfg.train_parser(sorted(models.MODELS), list(fdata.DATASETS)).parse_args(argv)
     entry = models.get_model(args.model)
     fdata.get_spec(args.dataset)  # fail on a bad name before anything else
-    config = cfg.resolve(args, entry.defaults)
+    config = cfg.resolve(args, entry)
     out = Path(args.out) if args.out else rundir.default_dir(args.model, args.dataset, config["seeds"])
     device = cfg.resolve_device(args.device)
     return train.train(config, out, args.resume, args.data_dir, not args.no_progress, device)

@@ -79,8 +79,17 @@ def read_config(run: Path) -> dict:
     path = Path(run) / CONFIG
     if not path.exists():
         raise ValueError(f"{run} is not a run directory (no {CONFIG})")
+    config = read_json(path)
+    model = config.get("model") if isinstance(config, dict) else None
+    if isinstance(model, str) and model not in models.MODELS:
+        module = config.get("import")
+        where = f"--import {module}" if isinstance(module, str) else "--import MODULE with the module that registers it"
+        raise ValueError(
+            f"{run} is a run of model {model!r}, which is not registered (registered: {', '.join(models.MODELS)}); "
+            f"pass {where}"
+        )
     try:
-        return with_later_settings(cfg.check_config(read_json(path)))
+        return with_later_settings(cfg.check_config(config))
     except ValueError as exc:
         raise ValueError(f"{path} is corrupt or from another version: {exc}") from exc
 
@@ -94,7 +103,7 @@ def with_later_settings(config: dict) -> dict:
     was trained.
     """
     if config.get("model") not in models.MODELS:
-        return config  # the caller names the unknown model
+        return config  # read_config names the unknown model
     return {"compile_nll": False, **models.MODELS[config["model"]].defaults, **config}
 
 

@@ -20,6 +20,8 @@ import re
 import zipfile
 from pathlib import Path
 
+from experiments import config as cfg
+
 ROOT = Path(__file__).resolve().parents[1]
 # folders of the project that are outputs or inputs, not code or report
 EXCLUDED_DIRS = {"runs", "data", "build", "dist", "node_modules", "__pycache__"}
@@ -89,6 +91,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--vunetid", required=True, help="your VUnetID (letters and digits)")
     parser.add_argument("--assignment", required=True, help="the assignment number")
     parser.add_argument("--out", default=".", help="folder for the zip (default: the current folder)")
+    cfg.add_import_flag(parser)  # accepted as by every command; the archive needs no model
     args = parser.parse_args(argv)
     path = write_archive(args.vunetid, args.assignment, args.out)
     with zipfile.ZipFile(path) as archive:

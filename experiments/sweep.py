@@ -72,6 +72,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
     cfg.add_device_flag(parser)
+    cfg.add_import_flag(parser)
     args = parser.parse_args(argv)
     clash = sorted({a.split("=")[0] for a in extra} & _RESERVED)
     if clash:
@@ -86,7 +87,7 @@ def run_config(job: Job, profile: str, extra: list[str]) -> dict:
     argv = [job.model, job.dataset, "--profile", profile, "--seed", str(job.seeds[0]), "--seeds", str(len(job.seeds))]
     argv += extra
     args = cfg.train_parser(sorted(models.MODELS), list(fdata.DATASETS)).parse_args(argv)
-    return cfg.resolve(args, models.get_model(job.model).defaults)
+    return cfg.resolve(args, models.get_model(job.model))
 
 
 def can_train_together(config: dict) -> bool:
@@ -131,7 +132,7 @@ def run_job(job: Job, args: argparse.Namespace, extra: list[str]) -> Outcome:
         return Outcome(job, f"conflict: bad flags ({exc})", 0.0)
     if action == "done" or action.startswith("conflict") or args.dry_run:
         return Outcome(job, f"would {action}" if args.dry_run and action in ("fresh", "resume") else action, 0.0)
-    command = cfg.reproduce_command(config, models.get_model(job.model).defaults)
+    command = cfg.reproduce_command(config, models.get_model(job.model))
     print(f"\n=== {job.model} on {job.dataset}, seeds {job.seeds}: {action} -> {job.out}\n    ({command})", flush=True)
     started = time.perf_counter()
     try:

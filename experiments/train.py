@@ -70,11 +70,6 @@ def mean_log_likelihood(
     return total / inputs.shape[0]
 
 
-def images_per_update(config: dict) -> int:
-    """Training images one update consumes: a GAN iteration takes one batch per D step."""
-    return config["batch_size"] * config.get("d_steps", 1)
-
-
 def make_member_step(experiment: models.Experiment, num_members: int, compile: bool = False):
     """``step(state, inputs_per_member) -> (state, metrics [M])``: the plain update (M = 1) or its vmap.
 
@@ -133,7 +128,7 @@ def train_loop(
     per_member = 8 * max(1, 8 // len(seeds))  # whole rows of 8 per member
     step_fn = make_member_step(experiment, len(seeds), config.get("compile", False))
     watches = [experiment.monitor() for _ in seeds] if experiment.monitor else None
-    steps_per_epoch = fdata.num_batches(train_images.shape[0], images_per_update(config))
+    steps_per_epoch = fdata.num_batches(train_images.shape[0], models.images_per_update(config))
     epochs = config["epochs"]
     bar = tqdm(
         total=epochs * steps_per_epoch,
@@ -147,7 +142,7 @@ def train_loop(
             started = time.perf_counter()
             sums: dict[str, torch.Tensor] = {}
             warnings: list[list[str]] = [[] for _ in seeds]
-            per_update = images_per_update(config)
+            per_update = models.images_per_update(config)
             pin = device.type == "cuda"  # page-locked batches copy to the GPU asynchronously
             orders = [
                 fdata.batches(train_images, per_update, random.fold_in(k.data, epoch), pin_memory=pin) for k in keys
@@ -346,7 +341,9 @@ def train(
         raise ValueError(f"--resume: no checkpoint at {ckpt_path}")
     images = {split: fdata.load_images(config["dataset"], split, data_dir) for split in fdata.SPLITS}
     train_images = limit(images["train"], config["train_limit"])
-    config["total_steps"] = config["epochs"] * fdata.num_batches(train_images.shape[0], images_per_update(config))
+    config["total_steps"] = config["epochs"] * fdata.num_batches(
+        train_images.shape[0], models.images_per_update(config)
+    )
     experiment = models.build(config)
     if config.get("compile"):  # refused for models (or seed ensembles of models) without it, before any work
         stacked = {"stacked": True} if len(config["seeds"]) > 1 else {}

@@ -22,7 +22,7 @@ MODELS = ["vae_std", "vae_flow", "gan", "gan_mlp_wgan_gp"]
 
 def build(name: str) -> models.Experiment:
     model, extra = (name, {}) if name != "gan_mlp_wgan_gp" else ("gan", {"arch": "mlp", "loss": "wgan_gp"})
-    config = {**cfg.defaults(model, "mnist", "smoke", models.MODELS[model].defaults), **extra, "total_steps": 4}
+    config = {**models.defaults(model, "mnist", "smoke"), **extra, "total_steps": 4}
     return models.MODELS[model].build(fdata.get_spec("mnist"), config)
 
 
@@ -104,7 +104,7 @@ def test_noise_is_the_same_numbers_wherever_it_is_drawn():
 
 def test_a_checkpoint_loads_onto_the_templates_device(tmp_path):
     experiment = build("gan")
-    config = {**cfg.defaults("gan", "mnist", "smoke", models.MODELS["gan"].defaults), "seeds": [0]}
+    config = {**models.defaults("gan", "mnist", "smoke"), "seeds": [0]}
     state = rundir.state_template(experiment, config)
     checkpoint.save(tmp_path / "c.pt", state, {"epoch": 1})
     on_meta, _ = checkpoint.load(tmp_path / "c.pt", rundir.state_template(experiment, config, META))

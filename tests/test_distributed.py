@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from experiments import config as cfg
 from experiments import models, rundir
 from fgm import data as fdata
 from fgm import distributed, random, tree
@@ -37,7 +36,7 @@ def to_float64(value):
 
 def build(name: str) -> models.Experiment:
     model, extra = ("gan", {"arch": "mlp"}) if name == "gan_mlp" else (name, {})
-    config = {**cfg.defaults(model, "mnist", "smoke", models.MODELS[model].defaults), **extra, "total_steps": 10}
+    config = {**models.defaults(model, "mnist", "smoke"), **extra, "total_steps": 10}
     return models.MODELS[model].build(fdata.get_spec("mnist"), config)
 
 

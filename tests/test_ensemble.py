@@ -8,7 +8,6 @@ import optree
 import pytest
 import torch
 
-from experiments import config as cfg
 from experiments import models
 from fgm import bijectors, checkpoint, ensemble, optim, random, train
 from fgm import data as fdata
@@ -332,7 +331,7 @@ def test_compiled_stacked_update_equals_eager():
 
 
 def test_compiled_stacked_gan_update_is_refused():
-    config = {**cfg.defaults("gan", "mnist", "smoke", models.MODELS["gan"].defaults), "total_steps": 4}
+    config = {**models.defaults("gan", "mnist", "smoke"), "total_steps": 4}
     trainer = models.gan(fdata.get_spec("mnist"), config).trainer
     with pytest.raises(ValueError, match="compiled update over stacked GAN members is not offered"):
         trainer.make_update(stacked=True, compile=True)

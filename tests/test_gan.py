@@ -8,7 +8,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments import config as cfg
 from experiments import models, run, rundir
 from fgm import checkpoint, optim, random, train
 from fgm import data as fdata
@@ -299,7 +298,7 @@ def test_parameter_count_within_25_percent_of_the_vae(dataset):
     from fgm.models import vae as V
 
     vae_count = fnn.count_params(V.init(models.build_vae(spec, models.MODELS["vae_std"].defaults), random.key(0)))
-    config = {**cfg.defaults("gan", dataset, "default", models.MODELS["gan"].defaults), "total_steps": 1}
+    config = {**models.defaults("gan", dataset, "default"), "total_steps": 1}
     recipe = models.gan(spec, config)
     params = recipe.trainer.init(random.key(0)).params
     gan_count = fnn.count_params(params)

@@ -17,7 +17,7 @@ def build(model, dataset="mnist"):
     args = cfg.train_parser(sorted(models.MODELS), list(fdata.DATASETS)).parse_args(
         [model, dataset, "--profile", "smoke"]
     )
-    config = cfg.resolve(args, models.get_model(model).defaults)
+    config = cfg.resolve(args, models.get_model(model))
     config["total_steps"] = 10
     return models.build(config), config
 

@@ -229,7 +229,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, mnist_ro
 
         return experiment._replace(trainer=experiment.trainer._replace(make_update=nan_after_20))
 
-    monkeypatch.setitem(models.MODELS, "vae_nan", models.ModelEntry(build, models.MODELS["vae_std"].defaults))
+    monkeypatch.setitem(models.MODELS, "vae_nan", models.MODELS["vae_std"]._replace(build=build))
     out = tmp_path / "run"
     assert (
         cli(
@@ -287,12 +287,10 @@ def test_vae_flow_set_overrides_and_the_reproduce_command(tmp_path, mnist_root, 
     assert "prior:" in capsys.readouterr().out
     config = rundir.read_config(out)
     assert config["flow_layers"] == 2 and config["flow_hidden"] == [8] and config["lr_schedule"] == "cosine"
-    command = cfg.reproduce_command(config, models.get_model("vae_flow").defaults)
+    command = cfg.reproduce_command(config, models.get_model("vae_flow"))
     assert "--set flow_layers=2" in command and "--epochs 1" in command and "--train-limit 512" in command
     words = command.split()[3:]  # what follows "python -m experiments.run"
-    again = cfg.resolve(
-        cfg.train_parser(["vae_flow"], ["mnist"]).parse_args(words), models.get_model("vae_flow").defaults
-    )
+    again = cfg.resolve(cfg.train_parser(["vae_flow"], ["mnist"]).parse_args(words), models.get_model("vae_flow"))
     assert again == {k: v for k, v in config.items() if k != "total_steps"}
 
 
@@ -354,7 +352,7 @@ def test_vae_arch_conv_is_the_conv_gans_shapes_at_a_matched_size(model):
     from fgm.models import vae as vae_lib
 
     mnist = fdata.get_spec("mnist")
-    config = cfg.defaults(model, "mnist", "default", models.MODELS[model].defaults)
+    config = models.defaults(model, "mnist", "default")
     mlp = models.build_vae(mnist, config)
     conv = models.build_vae(mnist, {**config, "arch": "conv"})
     assert not any(isinstance(m, torch.nn.Conv2d) for m in mlp.encoder.modules())
@@ -420,7 +418,7 @@ def test_compile_flag_is_refused_for_a_loss_without_it(tmp_path, mnist_root, cap
 def test_every_model_has_the_same_surface():
     spec = fdata.get_spec("mnist")
     for name, entry in models.MODELS.items():
-        config = {**cfg.defaults(name, "mnist", "smoke", entry.defaults), "total_steps": 4}
+        config = {**models.defaults(name, "mnist", "smoke"), "total_steps": 4}
         experiment = entry.build(spec, config)
         state = experiment.trainer.init(random.key(0))
         x = experiment.train_input(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8), random.key(1))
@@ -498,7 +496,7 @@ def test_compile_nll_compiles_the_test_nll_only(monkeypatch, profile, extra, com
     args = cfg.train_parser(sorted(models.MODELS), ["mnist"]).parse_args(
         ["vae_flow", "mnist", "--profile", profile, *extra]
     )
-    config = cfg.resolve(args, models.get_model("vae_flow").defaults) | {"total_steps": 10}
+    config = cfg.resolve(args, models.get_model("vae_flow")) | {"total_steps": 10}
     calls = []
     monkeypatch.setattr(models.nll_lib, "iwae_log_likelihood", lambda *a, **k: calls.append((a[5], k["compile"])))
     models.build(config).log_likelihood(None, None, None, 5000)

@@ -172,11 +172,10 @@ def test_generate_and_reconstruct_shapes(key):
 
 @pytest.mark.parametrize("model", ["vae_std", "vae_flow", "gan"])
 def test_train_steps_leave_the_global_rng_alone(model, key):
-    from experiments import config as cfg
     from experiments import models
     from fgm import data as fdata
 
-    config = {**cfg.defaults(model, "mnist", "default", models.MODELS[model].defaults), "total_steps": 10}
+    config = {**models.defaults(model, "mnist", "default"), "total_steps": 10}
     trainer = models.get_model(model).build(fdata.get_spec("mnist"), config).trainer
     step = train.step_from_update(trainer.make_update(), trainer.inputs, stateful=trainer.stateful)
     state = trainer.init(key)
