@@ -77,7 +77,8 @@ def test_a_plugin_model_goes_through_every_command(plugin, tmp_path, mnist_root,
     monkeypatch.setenv("FGM_CACHE_DIR", str(tmp_path / "cache"))
     fid = ["fid", str(first), "mnist:test:40", "--samples", "30", "--no-progress", *data]
     assert run.main([*fid, "--import", "my_models"]) == 0
-    capsys.readouterr()
+    submission = ["submission", "--import", "my_models", "--vunetid", "not a name", "--assignment", "3"]
+    assert run.main(submission) == 2 and "--vunetid must be letters" in capsys.readouterr().err  # parsed
 
     # a fresh process, as the docs run it
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), str(ROOT)]), "OMP_NUM_THREADS": "1"}
