@@ -60,13 +60,12 @@ def build(
     """
     config = mnist_config(case, batch_size)
     trainer = models.build(config).trainer
-    stateful = trainer.stateful
     batches = [fake_batch(config, random.key(10 + i)) for i in range(members)]
     seeds = range(members)
     fns = {}
     sequential = [("sequential", {}), ("sequential donate", {"donate": True})]
     for name, options in sequential + ([("sequential compile", {"donate": True, "compile": True})] if compile else []):
-        step = train.step_from_update(trainer.make_update(**options), trainer.inputs, stateful=stateful)
+        step = train.step_from_update(trainer.make_update(**options), trainer.inputs)
         states = [trainer.init(random.key(s)) for s in seeds]
 
         def run(step=step, states=states):
@@ -76,7 +75,7 @@ def build(
         fns[name] = run
     for name, donate in (("vmap", False), ("vmap donate", True)):
         update = trainer.make_update(backend="func", donate=donate)
-        step = ensemble.make_ensemble_step(update, trainer.inputs, stateful=stateful)
+        step = ensemble.make_ensemble_step(update, trainer.inputs)
         box = [ensemble.stack_states([trainer.init(random.key(s)) for s in seeds])]
 
         def run(step=step, box=box):
@@ -85,7 +84,7 @@ def build(
         fns[name] = run
     if compile:
         update = trainer.make_update(donate=True, compile=True, stacked=True)
-        step = ensemble.make_ensemble_step(update, trainer.inputs, stateful=stateful, stacked=True)
+        step = ensemble.make_ensemble_step(update, trainer.inputs, stacked=True)
         box = [ensemble.stack_states([trainer.init(random.key(s)) for s in seeds])]
 
         def run(step=step, box=box):

@@ -67,7 +67,7 @@ def vae_std_step(images: torch.Tensor) -> tuple[Callable[[random.Key], None], in
         k_bin, k_eps = random.split(k)
         s = state[0]
         x = experiment.train_input(images, k_bin)
-        params, opt_state, _ = update(s.params, s.opt_state, *trainer.inputs(x, k_eps))
+        params, opt_state, _, _ = update(s.params, s.opt_state, s.model_state, *trainer.inputs(x, k_eps))
         state[0] = s._replace(params=params, opt_state=opt_state, step=s.step + 1)
 
     return step, config["latent_dim"]

@@ -134,7 +134,7 @@ def fgm_step(experiment: models.Experiment, **make_update) -> tuple[Callable, ob
     """``(step(state, batch, key) -> (state, metrics), initial state)`` of the trainer's update."""
     trainer = experiment.trainer
     update = trainer.make_update(**make_update)
-    step = train.step_from_update(update, trainer.inputs, stateful=trainer.stateful)
+    step = train.step_from_update(update, trainer.inputs)
     return step, trainer.init(random.key(0))
 
 

@@ -77,24 +77,20 @@ def make_member_step(experiment: models.Experiment, num_members: int, compile: b
     buffers (donation: the same numbers bit for bit, no fresh buffers).
     """
     trainer = experiment.trainer
-    stateful = trainer.stateful
     if num_members == 1:
         update = trainer.make_update(donate=True, **({"compile": True} if compile else {}))
     elif compile:  # the trainer's own stacked update: all members' gradient compiled as one vmapped graph
         update = trainer.make_update(donate=True, compile=True, stacked=True)
     else:
-        update = ensemble.vmap_update(trainer.make_update(backend="func", donate=True), stateful=stateful)
+        update = ensemble.vmap_update(trainer.make_update(backend="func", donate=True))
 
     def step(state, inputs: list[tuple]):
         args = inputs[0] if num_members == 1 else ensemble.stack(inputs)
-        if stateful:  # layer state (BatchNorm statistics, power iterations) goes in and out beside the parameters
-            params, opt_state, model_state, metrics = update(state.params, state.opt_state, state.model_state, *args)
-            state = state._replace(model_state=model_state)
-        else:
-            params, opt_state, metrics = update(state.params, state.opt_state, *args)
+        # layer state (BatchNorm statistics, power iterations; empty for most models) goes in and out
+        params, opt_state, model_state, metrics = update(state.params, state.opt_state, state.model_state, *args)
         if num_members == 1:
             metrics = {k: v.reshape(1) for k, v in metrics.items()}
-        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+        return state._replace(params=params, opt_state=opt_state, model_state=model_state, step=state.step + 1), metrics
 
     return step
 
@@ -159,8 +155,8 @@ def train_loop(
                 state, metrics = step_fn(state, inputs)
                 if distributed.world_size() > 1:
                     metrics = distributed.all_mean(metrics)  # every rank logs, and stops on, the global values
-                    if trainer.stateful:  # per-rank BatchNorm statistics, averaged so the replicas stay equal
-                        state = state._replace(model_state=distributed.all_mean(state.model_state))
+                    # per-rank BatchNorm statistics, averaged so the replicas stay equal (empty: a no-op)
+                    state = state._replace(model_state=distributed.all_mean(state.model_state))
                 finite = torch.isfinite(metrics["loss"])
                 if not bool(finite.all()):
                     i = int((~finite).nonzero()[0, 0])
@@ -361,7 +357,7 @@ def train(
     start_epoch, history = 0, []
     if resume:
         saved = rundir.read_config(out)  # a corrupt config.json is refused
-        state, meta = checkpoint.load(ckpt_path, state)
+        state, meta = rundir.load_state(ckpt_path, state)
         changed = cfg.changed_settings(rundir.with_later_settings(meta.get("config", saved)), config)
         if changed:
             diffs = ", ".join(f"{k}: {meta['config'].get(k)!r} -> {config.get(k)!r}" for k in changed)

@@ -4,7 +4,8 @@ The members of an ensemble share an architecture, an optimizer and a step
 count, and differ in their keys (initialisation, step noise, data order).
 Their parameter and optimizer-state trees are *stacked*: every tensor leaf
 gets a new leading axis of size ``M``, the number of members. A pure update
-``update(params, opt_state, *inputs)`` (see :func:`fgm.train.make_update`)
+``update(params, opt_state, model_state, *inputs)`` (see
+:func:`fgm.train.make_update`)
 is then mapped over that axis with ``torch.func.vmap``, so one call trains
 all members, each on its own inputs::
 
@@ -21,10 +22,9 @@ same ``make_inputs`` a single run uses, and the draws are stacked. Member
 run with ``states[i]`` and the same keys and batches; the results agree to
 floating-point tolerance (batched matrix products may round differently).
 
-A model with layer state (``fgm.nn.stateful``: BatchNorm statistics,
-spectral-norm vectors) has its ``model_state`` stacked like its parameters
-(:class:`StatefulEnsembleState`) and its update mapped with
-``vmap_update(update, stateful=True)``.
+The layer state (``fgm.nn.stateful``: BatchNorm statistics, spectral-norm
+vectors; an empty tree for most models) is stacked like the parameters, in
+:attr:`EnsembleState.model_state`.
 
 Integer leaves of the optimizer state are step counters. Bias corrections
 and learning-rate schedules read them as Python ints, which a batched tensor
@@ -46,7 +46,6 @@ from fgm.tree import TensorTree, tree_map
 
 __all__ = [
     "EnsembleState",
-    "StatefulEnsembleState",
     "make_ensemble_step",
     "make_update",
     "member",
@@ -118,18 +117,11 @@ class EnsembleState(NamedTuple):
       params: the stacked parameter tree (leaves ``[M, ...]``).
       opt_state: the stacked optimizer state (leaves ``[M, ...]``; integer
         counters equal across members).
+      model_state: the members' stacked layer state (every leaf ``[M, ...]``,
+        integer batch counts included; empty for models without it).
       step: number of optimizer steps taken by every member (Python int).
       keys: the members' root keys, one per member (see :func:`fgm.train.step_key`).
     """
-
-    params: TensorTree
-    opt_state: TensorTree
-    step: int
-    keys: tuple[random.Key, ...]
-
-
-class StatefulEnsembleState(NamedTuple):
-    """:class:`EnsembleState` with the members' layer state stacked in ``model_state`` (leaves ``[M, ...]``)."""
 
     params: TensorTree
     opt_state: TensorTree
@@ -138,42 +130,40 @@ class StatefulEnsembleState(NamedTuple):
     keys: tuple[random.Key, ...]
 
 
-def stack_states(states: Sequence[Any]) -> EnsembleState | StatefulEnsembleState:
+def stack_states(states: Sequence[Any]) -> EnsembleState:
     """Stacks single-model states (all at the same step) into one ensemble state.
 
-    Returns:
-      An :class:`EnsembleState`, or a :class:`StatefulEnsembleState` when the
-      members carry a ``model_state`` (e.g. ``fgm.models.gan.GANState``).
+    Args:
+      states: :class:`fgm.train.TrainState` s, ``fgm.models.gan.GANState`` s,
+        or any :class:`fgm.types.State` of one type.
     """
     steps = {s.step for s in states}
     if len(steps) != 1:
         raise ValueError(f"members must be at the same step to train together, got steps {sorted(steps)}")
-    params, opt_state = stack([s.params for s in states]), stack([s.opt_state for s in states])
-    keys = tuple(s.key for s in states)
-    if hasattr(states[0], "model_state"):
-        return StatefulEnsembleState(params, opt_state, stack([s.model_state for s in states]), steps.pop(), keys)
-    return EnsembleState(params=params, opt_state=opt_state, step=steps.pop(), keys=keys)
+    return EnsembleState(
+        params=stack([s.params for s in states]),
+        opt_state=stack([s.opt_state for s in states]),
+        model_state=stack([s.model_state for s in states]),
+        step=steps.pop(),
+        keys=tuple(s.key for s in states),
+    )
 
 
-def unstack_states(ensemble: EnsembleState | StatefulEnsembleState, state_type: type = train.TrainState) -> list:
+def unstack_states(ensemble: EnsembleState, state_type: type = train.TrainState) -> list:
     """The members as single-model states (tensors are views into the stack).
 
     Args:
       ensemble: from :func:`stack_states`.
       state_type: the members' NamedTuple type, built by field name
-        (:class:`fgm.train.TrainState`; ``fgm.models.gan.GANState`` for a
-        stateful ensemble).
+        (:class:`fgm.train.TrainState`, ``fgm.models.gan.GANState``).
     """
     params, opt_states = unstack(ensemble.params), unstack(ensemble.opt_state)
     if not len(params) == len(opt_states) == len(ensemble.keys):
         raise ValueError(f"{len(params)} parameter sets, {len(opt_states)} optimizer states, {len(ensemble.keys)} keys")
-    extra = [{}] * len(params)
-    if isinstance(ensemble, StatefulEnsembleState):
-        # member(), not unstack(): a stateless player's state is an empty tree with no axis to count
-        extra = [{"model_state": member(ensemble.model_state, i)} for i in range(len(params))]
     return [
-        state_type(params=p, opt_state=o, step=ensemble.step, key=k, **e)
-        for p, o, k, e in zip(params, opt_states, ensemble.keys, extra)
+        # member(), not unstack(): an empty layer state has no axis to count
+        state_type(params=p, opt_state=o, model_state=member(ensemble.model_state, i), step=ensemble.step, key=k)
+        for i, (p, o, k) in enumerate(zip(params, opt_states, ensemble.keys))
     ]
 
 
@@ -190,43 +180,31 @@ def _is_shared(leaf: torch.Tensor) -> bool:
     return not (leaf.is_floating_point() or leaf.is_complex())
 
 
-def vmap_update(update: train.UpdateFn, input_dims: Any = 0, stateful: bool = False) -> train.UpdateFn:
+def vmap_update(update: train.UpdateFn, input_dims: Any = 0) -> train.UpdateFn:
     """Maps a pure update over the members of stacked trees with ``torch.func.vmap``.
 
     Args:
-      update: ``(params, opt_state, *inputs) -> (params, opt_state,
-        metrics)`` for one model, built so that it composes with ``vmap``
-        (e.g. :func:`fgm.train.make_update` with ``backend="func"``; donation
-        works too and updates the stacks in place).
+      update: ``(params, opt_state, model_state, *inputs) -> (params,
+        opt_state, model_state, metrics)`` for one model
+        (:class:`fgm.types.UpdateFn`), built so that it composes with
+        ``vmap`` (e.g. :func:`fgm.train.make_update` with ``backend="func"``;
+        donation works too and updates the stacks in place).
       input_dims: ``vmap``'s ``in_dims`` for the inputs: 0 (default) when
         every input has a leading member axis, ``None`` for inputs that all
         members share, or a tuple with one entry per input.
-      stateful: ``update`` is a ``fgm.types.StatefulUpdateFn``: its third
-        argument and output, the layer state, are stacked (every leaf,
-        integer batch counts included, is ``[M, ...]``).
 
     Returns:
-      ``update(params, opt_state, *inputs)`` (with ``stateful``:
-      ``update(params, opt_state, model_state, *inputs)``) on stacked trees:
-      ``params`` and the floating-point leaves of ``opt_state`` are
-      ``[M, ...]``; integer leaves of ``opt_state`` are ``[M]`` and must be
-      equal across members. Outputs are stacked the same way; each metric
-      is ``[M]``.
+      The same signature on stacked trees: ``params``, ``model_state`` (every
+      leaf, integer batch counts included) and the floating-point leaves of
+      ``opt_state`` are ``[M, ...]``; integer leaves of ``opt_state`` are
+      ``[M]`` and must be equal across members. Outputs are stacked the same
+      way; each metric is ``[M]``.
 
     Raises:
       ValueError: the members' step counters differ.
     """
-    if stateful:
 
-        def stacked_with_state(params: TensorTree, opt_state: TensorTree, model_state: TensorTree, *inputs):
-            dims = input_dims if isinstance(input_dims, tuple) else (input_dims,) * len(inputs)
-            plain = vmap_update(_carry_state(update), (0, *dims))  # the layer state is always stacked
-            params, opt_state, (model_state, metrics) = plain(params, opt_state, model_state, *inputs)
-            return params, opt_state, model_state, metrics
-
-        return stacked_with_state
-
-    def stacked(params: TensorTree, opt_state: TensorTree, *inputs):
+    def stacked(params: TensorTree, opt_state: TensorTree, model_state: TensorTree, *inputs):
         leaves, treedef = optree.tree_flatten(opt_state)
         mask = [_is_shared(t) for t in leaves]
         batched, shared = _split(leaves, mask)
@@ -234,21 +212,23 @@ def vmap_update(update: train.UpdateFn, input_dims: Any = 0, stateful: bool = Fa
             if leaf.dim() != 1 or not bool((leaf == leaf[0]).all()):
                 raise ValueError(f"members must share their step counters, got {leaf.tolist()}")
 
-        def core(params, batched, shared, *inputs):
+        def core(params, batched, shared, model_state, *inputs):
             opt_state = optree.tree_unflatten(treedef, _merge(batched, shared, mask))
-            params, opt_state, metrics = update(params, opt_state, *inputs)
+            params, opt_state, model_state, metrics = update(params, opt_state, model_state, *inputs)
             new_leaves, new_def = optree.tree_flatten(opt_state)
             if new_def != treedef:
                 raise ValueError(f"the update changed the optimizer state's structure: {treedef} -> {new_def}")
-            return params, *_split(new_leaves, mask), metrics
+            return params, *_split(new_leaves, mask), model_state, metrics
 
         dims = input_dims if isinstance(input_dims, tuple) else (input_dims,) * len(inputs)
-        mapped = torch.func.vmap(core, in_dims=(0, 0, None, *dims), out_dims=(0, 0, None, 0))
-        params, batched, shared, metrics = mapped(params, batched, [leaf[0] for leaf in shared], *inputs)
+        mapped = torch.func.vmap(core, in_dims=(0, 0, None, 0, *dims), out_dims=(0, 0, None, 0, 0))
+        params, batched, shared, model_state, metrics = mapped(
+            params, batched, [leaf[0] for leaf in shared], model_state, *inputs
+        )
         m = num_members(params)
         # Fresh [M] counters, not stride-0 views: a stacked state's leaves are ordinary tensors.
         shared = [leaf.expand(m, *leaf.shape).clone() for leaf in shared]
-        return params, optree.tree_unflatten(treedef, _merge(batched, shared, mask)), metrics
+        return params, optree.tree_unflatten(treedef, _merge(batched, shared, mask)), model_state, metrics
 
     return stacked
 
@@ -277,8 +257,9 @@ def make_update(
       compile: run the vmapped loss and gradient through ``torch.compile``.
 
     Returns:
-      ``update(params, opt_state, *inputs)`` on stacked trees and stacked
-      inputs, as :func:`vmap_update` of the single-model update: the same
+      ``update(params, opt_state, model_state, *inputs)`` on stacked trees
+      and stacked inputs (``model_state`` passed through), as
+      :func:`vmap_update` of the single-model update: the same
       arithmetic, so eager it agrees with that to float rounding and
       compiled to the rounding of the fused kernels.
     """
@@ -286,28 +267,20 @@ def make_update(
     grads_of = torch.compile(grads_of) if compile else grads_of
     donation = {"donate": True} if donate else {}
 
-    def apply(params: TensorTree, opt_state: TensorTree, grads: TensorTree):
+    def apply(params: TensorTree, opt_state: TensorTree, model_state: TensorTree, grads: TensorTree):
         updates, opt_state = optimizer.update(grads, opt_state, params, **donation)
-        return optim.apply_updates(params, updates, donate=donate), opt_state, {}
+        return optim.apply_updates(params, updates, donate=donate), opt_state, model_state, {}
 
     apply_stacked = vmap_update(apply)
 
-    def update(params: TensorTree, opt_state: TensorTree, *inputs) -> tuple[TensorTree, TensorTree, train.Metrics]:
+    def update(
+        params: TensorTree, opt_state: TensorTree, model_state: TensorTree, *inputs
+    ) -> tuple[TensorTree, TensorTree, TensorTree, train.Metrics]:
         (loss, metrics), grads = grads_of(params, *inputs)
-        params, opt_state, _ = apply_stacked(params, opt_state, grads)
-        return params, opt_state, {"loss": loss, **metrics}
+        params, opt_state, model_state, _ = apply_stacked(params, opt_state, model_state, grads)
+        return params, opt_state, model_state, {"loss": loss, **metrics}
 
     return update
-
-
-def _carry_state(update):
-    """A stateful update as a plain one: the state is its first input, and comes back inside the metrics slot."""
-
-    def plain(params, opt_state, model_state, *inputs):
-        params, opt_state, model_state, metrics = update(params, opt_state, model_state, *inputs)
-        return params, opt_state, (model_state, metrics)
-
-    return plain
 
 
 def _split(leaves: list[torch.Tensor], mask: list[bool]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -324,7 +297,6 @@ def _merge(batched: list[torch.Tensor], shared: list[torch.Tensor], mask: list[b
 def make_ensemble_step(
     update: train.UpdateFn,
     make_inputs: train.InputsFn = lambda batch, key: (batch,),
-    stateful: bool = False,
     stacked: bool = False,
 ) -> EnsembleStepFn:
     """Builds ``step(ensemble, batches, keys) -> (ensemble, metrics)`` for stacked members.
@@ -336,8 +308,6 @@ def make_ensemble_step(
       make_inputs: ``(batch, key) -> inputs`` of one member, as for
         :func:`fgm.train.step_from_update`; it runs outside ``vmap``, once
         per member, and its outputs are stacked.
-      stateful: ``update`` threads layer state (see :func:`vmap_update`);
-        the ensemble is then a :class:`StatefulEnsembleState`.
       stacked: ``update`` is already mapped over the members.
 
     Returns:
@@ -346,7 +316,7 @@ def make_ensemble_step(
       ``make_inputs(batches[i], keys[i])``. Metrics are ``[M]`` tensors.
       ``ensemble.step`` grows by one per call; the keys are kept.
     """
-    mapped = update if stacked else vmap_update(update, stateful=stateful)
+    mapped = update if stacked else vmap_update(update)
 
     def step(
         ensemble: EnsembleState, batches: Sequence[Any], keys: Sequence[random.Key]
@@ -355,14 +325,11 @@ def make_ensemble_step(
         if len(batches) != m or len(keys) != m:
             raise ValueError(f"{m} members need {m} batches and {m} keys, got {len(batches)} and {len(keys)}")
         inputs = stack([tuple(make_inputs(b, k)) for b, k in zip(batches, keys)])
-        if stateful:
-            params, opt_state, model_state, metrics = mapped(
-                ensemble.params, ensemble.opt_state, ensemble.model_state, *inputs
-            )
-            return ensemble._replace(
-                params=params, opt_state=opt_state, model_state=model_state, step=ensemble.step + 1
-            ), metrics
-        params, opt_state, metrics = mapped(ensemble.params, ensemble.opt_state, *inputs)
-        return EnsembleState(params, opt_state, ensemble.step + 1, ensemble.keys), metrics
+        params, opt_state, model_state, metrics = mapped(
+            ensemble.params, ensemble.opt_state, ensemble.model_state, *inputs
+        )
+        return ensemble._replace(
+            params=params, opt_state=opt_state, model_state=model_state, step=ensemble.step + 1
+        ), metrics
 
     return step

@@ -11,8 +11,9 @@ stopping.
 
 A step has two parts: ``make_inputs(batch, key)`` draws the step's noise from
 the key (Python-level, at the edge), and the *update* ``update(params,
-opt_state, *inputs) -> (params, opt_state, metrics)`` is a pure function of
-tensors only (:func:`make_update`). The update is what ``torch.func.vmap``
+opt_state, model_state, *inputs) -> (params, opt_state, model_state,
+metrics)`` is a pure function of tensors only (:func:`make_update`;
+``model_state`` is the layer state, an empty tree for most models). The update is what ``torch.func.vmap``
 maps over a stack of models (``fgm.ensemble``) and what ``torch.compile``
 compiles.
 """
@@ -27,7 +28,7 @@ import torch
 
 from fgm import optim, random
 from fgm.tree import TensorTree, tree_map
-from fgm.types import InputsFn, Metrics, StatefulUpdateFn, UpdateFn
+from fgm.types import InputsFn, Metrics, UpdateFn
 
 LossFn = Callable[..., tuple[torch.Tensor, Metrics]]
 StepFn = Callable[["TrainState", Any, random.Key], tuple["TrainState", Metrics]]
@@ -53,12 +54,16 @@ class TrainState(NamedTuple):
       opt_state: the optimizer's state pytree.
       step: number of optimizer steps taken (Python int).
       key: the run's root key (unchanged by steps; see :func:`step_key`).
+      model_state: layer state that is not trained by gradients (BatchNorm
+        statistics, ...); empty for a model without it. Last, with a
+        default, so that ``TrainState(params, opt_state, step, key)`` works.
     """
 
     params: TensorTree
     opt_state: TensorTree
     step: int
     key: random.Key
+    model_state: TensorTree = {}  # never mutated: states are replaced, not changed
 
 
 def init_state(params: TensorTree, optimizer: optim.GradientTransformation, key: random.Key) -> TrainState:
@@ -162,52 +167,46 @@ def make_update(
         compiled graph would specialise on and recompile for every step.
 
     Returns:
-      ``update(params, opt_state, *inputs) -> (params, opt_state, metrics)``,
-      where ``metrics`` holds ``"loss"`` and the loss's own metrics
-      (detached scalars). It takes no keys and touches no Python state, so
-      ``torch.func.vmap`` can map it over stacked models.
+      ``update(params, opt_state, model_state, *inputs) -> (params,
+      opt_state, model_state, metrics)`` (:class:`fgm.types.UpdateFn`):
+      ``model_state`` is passed through unchanged (the loss reads only
+      ``params`` and the inputs); ``metrics`` holds ``"loss"`` and the
+      loss's own metrics (detached scalars). It takes no keys and touches no
+      Python state, so ``torch.func.vmap`` can map it over stacked models.
     """
     grad_fn = torch.compile(value_and_grad(loss_fn, "func")) if compile else value_and_grad(loss_fn, backend)
     # Pure calls pass no keyword, so optimizers written without `donate` still work.
     donation = {"donate": True} if donate else {}
 
-    def update(params: TensorTree, opt_state: TensorTree, *inputs) -> tuple[TensorTree, TensorTree, Metrics]:
+    def update(
+        params: TensorTree, opt_state: TensorTree, model_state: TensorTree, *inputs
+    ) -> tuple[TensorTree, TensorTree, TensorTree, Metrics]:
         (loss, metrics), grads = grad_fn(params, *inputs)
         updates, opt_state = optimizer.update(grads, opt_state, params, **donation)
         params = optim.apply_updates(params, updates, donate=donate)
-        return params, opt_state, {"loss": loss, **metrics}
+        return params, opt_state, model_state, {"loss": loss, **metrics}
 
     return update
 
 
-def step_from_update(
-    update: UpdateFn | StatefulUpdateFn,
-    make_inputs: InputsFn = lambda batch, key: (batch,),
-    stateful: bool = False,
-) -> StepFn:
+def step_from_update(update: UpdateFn, make_inputs: InputsFn = lambda batch, key: (batch,)) -> StepFn:
     """Wraps a tensor-level ``update`` into ``step(state, batch, key) -> (state, metrics)``.
 
     Args:
-      update: ``(params, opt_state, *inputs) -> (params, opt_state, metrics)``,
-        or with ``stateful`` ``(params, opt_state, model_state, *inputs) ->
-        (params, opt_state, model_state, metrics)``.
+      update: ``(params, opt_state, model_state, *inputs) -> (params,
+        opt_state, model_state, metrics)`` (:class:`fgm.types.UpdateFn`).
       make_inputs: ``(batch, key) -> inputs``: draws the step's noise *at the
         edge* and hands it to ``update`` as ordinary tensors.
-      stateful: the model has layer state, threaded through
-        ``state.model_state`` (see ``fgm.types.StatefulUpdateFn``).
 
     Returns:
       The step; it advances ``state.step`` by one and keeps ``state.key``.
     """
 
     def step(state, batch: Any, key: random.Key):
-        inputs = make_inputs(batch, key)
-        if stateful:
-            params, opt_state, model_state, metrics = update(state.params, state.opt_state, state.model_state, *inputs)
-            state = state._replace(model_state=model_state)
-        else:
-            params, opt_state, metrics = update(state.params, state.opt_state, *inputs)
-        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+        params, opt_state, model_state, metrics = update(
+            state.params, state.opt_state, state.model_state, *make_inputs(batch, key)
+        )
+        return state._replace(params=params, opt_state=opt_state, model_state=model_state, step=state.step + 1), metrics
 
     return step
 

@@ -7,20 +7,19 @@ optax's ``GradientTransformation``). Training code talks to nothing else::
     trainer = fgm.models.vae.build(vae, optim.adam(1e-3))     # or fgm.models.gan.build(...)
     state = trainer.init(key)
     update = trainer.make_update()                           # pure tensor core
-    params, opt_state, metrics = update(state.params, state.opt_state, *trainer.inputs(batch, step_key))
+    params, opt_state, model_state, metrics = update(
+        state.params, state.opt_state, state.model_state, *trainer.inputs(batch, step_key))
+    state = state._replace(params=params, opt_state=opt_state, model_state=model_state, step=state.step + 1)
 
 The update is a function of tensors only, so ``torch.func.vmap`` maps it over
 stacked seeds (:mod:`fgm.ensemble`) and ``torch.compile`` compiles it; the
 noise it needs is drawn at the edge by ``inputs`` from an explicit key.
 
-A model with layer state (BatchNorm statistics, spectral-norm vectors; see
-``fgm.nn.stateful``) has ``trainer.stateful`` set; its state carries a
-``model_state`` tree and its update takes and returns it
-(:class:`StatefulUpdateFn`)::
-
-    params, opt_state, model_state, metrics = update(
-        state.params, state.opt_state, state.model_state, *trainer.inputs(batch, step_key))
-    state = state._replace(params=params, opt_state=opt_state, model_state=model_state, step=state.step + 1)
+Every model's update has that one signature. ``model_state`` is the layer
+state (BatchNorm statistics, spectral-norm vectors; see ``fgm.nn.stateful``):
+it goes in beside the parameters and comes back updated, and for a model
+without layer state it is an empty tree that comes back unchanged, so no
+caller needs to know which kind of model it steps.
 
 Evaluation reads ``trainer.variables(state)`` (the parameters, merged with
 the layer state where there is one), never ``state.params`` directly.
@@ -35,46 +34,37 @@ import torch
 from fgm.random import Key
 from fgm.tree import TensorTree
 
-__all__ = ["InputsFn", "Metrics", "State", "StatefulUpdateFn", "Trainer", "UpdateFn", "params_of"]
+__all__ = ["InputsFn", "Metrics", "State", "Trainer", "UpdateFn", "params_of"]
 
 # {name: scalar tensor}: what a step or an evaluation reports.
 Metrics = dict[str, torch.Tensor]
 
 
 class State(Protocol):
-    """What every training state has: a parameter tree, an optimizer state, a step count and a key.
+    """What every training state has: parameters, optimizer state, layer state, a step count and a key.
 
-    :class:`fgm.train.TrainState` (one optimizer) and
-    :class:`fgm.models.gan.GANState` (one optimizer state per player, and a
-    ``model_state`` tree of layer state) are the two implementations; both
-    are NamedTuples, so ``_replace`` works.
+    :class:`fgm.train.TrainState` (one optimizer; ``model_state`` empty
+    unless given) and :class:`fgm.models.gan.GANState` (one optimizer state
+    per player) are the two implementations; both are NamedTuples, so
+    ``_replace`` works.
     """
 
     params: TensorTree
     opt_state: TensorTree
+    model_state: TensorTree
     step: int
     key: Key
 
 
 class UpdateFn(Protocol):
-    """``(params, opt_state, *inputs) -> (params, opt_state, metrics)``: tensors in, tensors out.
-
-    Deterministic: the noise arrives in ``inputs``. ``metrics`` holds
-    ``"loss"`` (what the NaN guard watches) and the model's own scalars.
-    """
-
-    def __call__(
-        self, params: TensorTree, opt_state: TensorTree, *inputs: Any
-    ) -> tuple[TensorTree, TensorTree, Metrics]: ...
-
-
-class StatefulUpdateFn(Protocol):
     """``(params, opt_state, model_state, *inputs) -> (params, opt_state, model_state, metrics)``.
 
-    The update of a model with layer state: ``model_state`` (BatchNorm
-    statistics, spectral-norm vectors) goes in beside the parameters and
+    Tensors in, tensors out, deterministic: the noise arrives in ``inputs``.
+    ``model_state`` (BatchNorm statistics, spectral-norm vectors; an empty
+    tree for a model without layer state) goes in beside the parameters and
     comes back updated; it is not differentiated and not seen by the
-    optimizer.
+    optimizer. ``metrics`` holds ``"loss"`` (what the NaN guard watches) and
+    the model's own scalars.
     """
 
     def __call__(
@@ -128,11 +118,9 @@ class Trainer(NamedTuple):
       noise: ``(key, n, device="cpu") -> noise [n, ...]`` for :attr:`generate`,
         drawn on ``device`` (the same numbers on every device).
       variables: ``state -> variables``, the tree :attr:`evaluate` and
-        :attr:`generate` read: ``state.params`` for a stateless model
-        (:func:`params_of`, the default), the parameters merged with the
-        layer state for a stateful one.
-      stateful: the update is a :class:`StatefulUpdateFn` and the state has
-        a ``model_state`` tree (default ``False``: an :class:`UpdateFn`).
+        :attr:`generate` read: ``state.params`` for a model without layer
+        state (:func:`params_of`, the default), the parameters merged with
+        the layer state for one with it.
     """
 
     init: Any
@@ -142,4 +130,3 @@ class Trainer(NamedTuple):
     generate: Any
     noise: Any
     variables: Any = params_of
-    stateful: bool = False

@@ -41,9 +41,7 @@ def meta_inputs(experiment: models.Experiment, batch: int = 4) -> tuple:
 
 def step(experiment: models.Experiment, state, inputs, backend: str):
     update = experiment.trainer.make_update(backend=backend)
-    if experiment.trainer.stateful:
-        return update(state.params, state.opt_state, state.model_state, *inputs)
-    return update(state.params, state.opt_state, *inputs)
+    return update(state.params, state.opt_state, state.model_state, *inputs)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -92,7 +90,8 @@ def test_a_seed_ensemble_step_stays_on_meta():
     stacked = train.to_device(ensemble.stack_states(states), META)
     inputs = ensemble.stack([meta_inputs(experiment)[1] for _ in states])
     update = ensemble.vmap_update(experiment.trainer.make_update(backend="func"))
-    assert devices_of(update(stacked.params, stacked.opt_state, *inputs), floats_only=True) == {META}
+    stepped = update(stacked.params, stacked.opt_state, stacked.model_state, *inputs)
+    assert devices_of(stepped, floats_only=True) == {META}
 
 
 def test_noise_is_the_same_numbers_wherever_it_is_drawn():

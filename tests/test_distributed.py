@@ -51,10 +51,8 @@ def train_float64(name: str, steps: int = 3, batch: int = 8):
         images = torch.randint(0, 256, (batch, 1, 28, 28), dtype=torch.uint8, generator=generator)
         inputs = trainer.inputs(experiment.train_input(images, random.key(100 + t)), random.key(200 + t))
         inputs = to_float64(distributed.shard(tuple(inputs)))
-        if trainer.stateful:  # the MLP GAN's layer state is empty: nothing per-rank to average
-            params, opt_state, _, metrics = update(state.params, state.opt_state, state.model_state, *inputs)
-        else:
-            params, opt_state, metrics = update(state.params, state.opt_state, *inputs)
+        # the MLP GAN's layer state is empty, like a VAE's: nothing per-rank to average
+        params, opt_state, _, metrics = update(state.params, state.opt_state, state.model_state, *inputs)
         state = state._replace(params=params, opt_state=opt_state)
     return state.params, distributed.all_mean(metrics)
 

@@ -98,13 +98,13 @@ def _transforms():
 def test_vmapped_optimizer_equals_each_member(name):
     """Inside vmap the per-leaf path runs; it must agree with the _foreach path member by member."""
     tx = _transforms()[name]
-    update = ensemble.vmap_update(lambda p, s, g: (*_step(tx, p, s, g), {}))
+    update = ensemble.vmap_update(lambda p, s, m, g: (*_step(tx, p, s, g), m, {}))
     params = [_tree(s) for s in range(3)]
     states = [tx.init(p) for p in params]
     stacked_p, stacked_s = ensemble.stack(params), ensemble.stack(states)
     for k in range(4):
         grads = [_tree(100 * k + s) for s in range(3)]
-        stacked_p, stacked_s, _ = update(stacked_p, stacked_s, ensemble.stack(grads))
+        stacked_p, stacked_s, _, _ = update(stacked_p, stacked_s, {}, ensemble.stack(grads))
         for i in range(3):
             params[i], states[i] = _step(tx, params[i], states[i], grads[i])
     for i in range(3):
@@ -122,7 +122,7 @@ def _step(tx, params, state, grads, donate=False):
 
 def test_counters_must_be_shared():
     tx = optim.adam(1e-2)
-    update = ensemble.vmap_update(lambda p, s, g: (*_step(tx, p, s, g), {}))
+    update = ensemble.vmap_update(lambda p, s, m, g: (*_step(tx, p, s, g), m, {}))
     stacked = ensemble.stack([tx.init(_tree(0)), tx.init(_tree(1))])
     stacked = (stacked[0]._replace(count=torch.tensor([0, 1])), stacked[1])
     with pytest.raises(ValueError, match="step counters"):
@@ -178,7 +178,6 @@ class Setup(NamedTuple):
     make_update: Callable  # (backend=..., donate=...) -> update
     make_inputs: Callable  # (batch, key) -> inputs
     data: Callable  # (seed, t) -> batch
-    stateful: bool = False  # the update threads layer state (fgm.types.StatefulUpdateFn)
 
 
 _VAE_CONFIG = {
@@ -216,7 +215,6 @@ def _gan_setup() -> Setup:
         make_update=functools.partial(G.make_gan_update, gan, loss, opt, opt),
         make_inputs=lambda x, key: _double(make_inputs(x, key)),
         data=lambda seed, t: random.uniform(random.fold_in(random.key(100 + seed), t), (8, *shape)) * 2 - 1,
-        stateful=True,
     )
 
 
@@ -226,11 +224,9 @@ def test_ensemble_members_equal_separate_runs(model, donate):
     setup = _gan_setup() if model == "gan" else _vae_setup(model == "vae_flow")
     seeds = [3, 5, 7]
     singles = [setup.init(random.key(s)) for s in seeds]
-    single_step = train.step_from_update(setup.make_update(), setup.make_inputs, setup.stateful)  # autograd, no vmap
+    single_step = train.step_from_update(setup.make_update(), setup.make_inputs)  # autograd, no vmap
     ens = ensemble.stack_states(singles)
-    ens_step = ensemble.make_ensemble_step(
-        setup.make_update(backend="func", donate=donate), setup.make_inputs, setup.stateful
-    )
+    ens_step = ensemble.make_ensemble_step(setup.make_update(backend="func", donate=donate), setup.make_inputs)
     for t in range(3):
         batches = [setup.data(s, t) for s in seeds]
         ens, metrics = ens_step(ens, batches, ensemble.step_keys(ens))
@@ -242,20 +238,21 @@ def test_ensemble_members_equal_separate_runs(model, donate):
     for member, single in zip(ensemble.unstack_states(ens, type(singles[0])), singles):
         assert type(member) is type(single) and member.key == single.key
         assert tree_allclose(
-            (member.params, member.opt_state), (single.params, single.opt_state), rtol=1e-9, atol=1e-12
+            (member.params, member.opt_state, member.model_state),
+            (single.params, single.opt_state, single.model_state),
+            rtol=1e-9,
+            atol=1e-12,
         )
-        if setup.stateful:
-            assert tree_allclose(member.model_state, single.model_state, rtol=1e-9, atol=1e-12)
 
 
 def test_shared_inputs_are_broadcast_to_all_members():
     tx = optim.adam(1e-2)
-    update = lambda p, s, g: (*_step(tx, p, s, g), {})  # noqa: E731 - a one-line function beside its only use
+    update = lambda p, s, m, g: (*_step(tx, p, s, g), m, {})  # noqa: E731 - a one-line function beside its only use
     params = ensemble.stack([_tree(0), _tree(1)])
     state = ensemble.stack([tx.init(_tree(0)), tx.init(_tree(1))])
     grads = _tree(2)
-    shared = ensemble.vmap_update(update, input_dims=None)(params, state, grads)
-    stacked = ensemble.vmap_update(update)(params, state, ensemble.stack([grads, grads]))
+    shared = ensemble.vmap_update(update, input_dims=None)(params, state, {}, grads)
+    stacked = ensemble.vmap_update(update)(params, state, {}, ensemble.stack([grads, grads]))
     assert tree_equal(shared, stacked)
 
 
@@ -270,8 +267,8 @@ def test_ensemble_step_checks_its_arguments():
 @pytest.mark.parametrize("model", ["vae_std", "gan"])
 def test_recipe_step_is_its_update_and_donation_changes_nothing(model):
     setup = _gan_setup() if model == "gan" else _vae_setup(flow=False)
-    pure = train.step_from_update(setup.make_update(), setup.make_inputs, setup.stateful)
-    donating = train.step_from_update(setup.make_update(donate=True), setup.make_inputs, setup.stateful)
+    pure = train.step_from_update(setup.make_update(), setup.make_inputs)
+    donating = train.step_from_update(setup.make_update(donate=True), setup.make_inputs)
     a = setup.init(random.key(0))
     b = a._replace(params=tree_clone(a.params), opt_state=tree_clone(a.opt_state))
     for t in range(3):
@@ -302,11 +299,11 @@ def test_compiled_update_equals_eager():
 def _stacked_run(setup, update, steps=3, members=2):
     """``steps`` updates of ``members`` stacked members, each on its own data and noise."""
     states = ensemble.stack_states([setup.init(random.key(s)) for s in range(members)])
-    params, opt_state, history = states.params, states.opt_state, []
+    params, opt_state, model_state, history = states.params, states.opt_state, states.model_state, []
     for t in range(steps):
         keys = [random.fold_in(random.key(50 + m), t) for m in range(members)]
         inputs = ensemble.stack([tuple(setup.make_inputs(setup.data(m, t), k)) for m, k in enumerate(keys)])
-        params, opt_state, metrics = update(params, opt_state, *inputs)
+        params, opt_state, model_state, metrics = update(params, opt_state, model_state, *inputs)
         history.append(metrics)
     return params, opt_state, history
 

@@ -69,8 +69,8 @@ def test_the_average_follows_g_and_changes_nothing_else():
     """Training with an average takes the same D and G steps; the average is the closed form of G's path."""
     gan, loss, opt, state, make_inputs = setup()
     plain = state._replace(model_state={k: v for k, v in state.model_state.items() if k != G.EMA})
-    with_ema = train.step_from_update(G.make_gan_update(gan, loss, opt, opt, ema_decay=DECAY), make_inputs, True)
-    without = train.step_from_update(G.make_gan_update(gan, loss, opt, opt), make_inputs, True)
+    with_ema = train.step_from_update(G.make_gan_update(gan, loss, opt, opt, ema_decay=DECAY), make_inputs)
+    without = train.step_from_update(G.make_gan_update(gan, loss, opt, opt), make_inputs)
     expected = dict(state.params["generator"])
     for t in range(4):
         batch = double(data(t))
@@ -86,7 +86,7 @@ def test_the_average_follows_g_and_changes_nothing_else():
 
 def test_generate_samples_from_the_average_and_evaluate_plays_with_g():
     gan, loss, opt, state, make_inputs = setup()
-    step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt, ema_decay=DECAY), make_inputs, True)
+    step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt, ema_decay=DECAY), make_inputs)
     for t in range(3):
         state, _ = step(state, double(data(t)), train.step_key(state))
     variables = G.variables(state)
@@ -135,12 +135,10 @@ def test_resume_with_the_average_is_bit_identical(tmp_path):
 def test_ensemble_members_with_the_average_equal_single_runs():
     gan, loss, opt, _, make_inputs = setup()
     singles = [double(G.init_state(gan, opt, opt, random.key(s), ema=True)) for s in (3, 5)]
-    single_step = train.step_from_update(
-        G.make_gan_update(gan, loss, opt, opt, ema_decay=DECAY), make_inputs, stateful=True
-    )
+    single_step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt, ema_decay=DECAY), make_inputs)
     ens = ensemble.stack_states(singles)
     update = G.make_gan_update(gan, loss, opt, opt, backend="func", ema_decay=DECAY)
-    ens_step = ensemble.make_ensemble_step(update, make_inputs, stateful=True)
+    ens_step = ensemble.make_ensemble_step(update, make_inputs)
     for t in range(3):
         batches = [double(data(10 * s + t)) for s in (3, 5)]
         ens, _ = ens_step(ens, batches, ensemble.step_keys(ens))

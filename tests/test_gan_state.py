@@ -112,7 +112,7 @@ def test_stateful_game_equals_a_torch_module_loop():
     net_g, net_d = torch_twins(gan, state)
     opt_g = torch.optim.Adam(net_g.parameters(), lr=LR, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(net_d.parameters(), lr=LR, betas=(0.5, 0.999))
-    step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt), make_inputs, stateful=True)
+    step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt), make_inputs)
     for t in range(3):
         key = train.step_key(state)
         reals, d_noise, z_g = make_inputs(double(data(t, 16)), key)
@@ -166,7 +166,7 @@ def test_steps_do_not_mutate_their_inputs():
 def test_generate_and_evaluate_use_the_running_statistics():
     """Sampling is evaluation mode: torch's G.eval() with the same state_dict, and the state is untouched."""
     gan, loss, opt, state, make_inputs = setup()
-    step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt), make_inputs, stateful=True)
+    step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt), make_inputs)
     state, _ = step(state, double(data(0)), random.key(1))
     net_g, _ = torch_twins(gan, state)
     z = double(G.latent_noise(gan, random.key(2), 6))
@@ -222,11 +222,11 @@ def test_ensemble_members_equal_single_runs(donate):
     """Two members vmapped (func backend, stacked params, optimizer and layer state) against two single runs."""
     gan, loss, opt, _, make_inputs = setup()
     singles = [double(G.init_state(gan, opt, opt, random.key(s))) for s in (3, 5)]
-    single_step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt), make_inputs, stateful=True)
+    single_step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt), make_inputs)
     ens = ensemble.stack_states(singles)
-    assert isinstance(ens, ensemble.StatefulEnsembleState)
+    assert isinstance(ens, ensemble.EnsembleState) and ens.model_state["generator"]
     update = G.make_gan_update(gan, loss, opt, opt, backend="func", donate=donate)
-    ens_step = ensemble.make_ensemble_step(update, make_inputs, stateful=True)
+    ens_step = ensemble.make_ensemble_step(update, make_inputs)
     for t in range(3):
         batches = [double(data(10 * s + t)) for s in (3, 5)]
         ens, metrics = ens_step(ens, batches, ensemble.step_keys(ens))
@@ -236,8 +236,8 @@ def test_ensemble_members_equal_single_runs(donate):
                 torch.testing.assert_close(metrics[name][i], value, rtol=1e-9, atol=1e-12)
     for member, single in zip(ensemble.unstack_states(ens, G.GANState), singles):
         assert tree_allclose(member, single, rtol=1e-8, atol=1e-11)
-    # the loop's form: vmap_update(stateful=True) on the stacked trees, as experiments' member step calls it
-    mapped = ensemble.vmap_update(G.make_gan_update(gan, loss, opt, opt, backend="func"), stateful=True)
+    # the loop's form: vmap_update on the stacked trees, as experiments' member step calls it
+    mapped = ensemble.vmap_update(G.make_gan_update(gan, loss, opt, opt, backend="func"))
     inputs = ensemble.stack([make_inputs(double(data(99)), k) for k in ensemble.step_keys(ens)])
     params, opt_state, model_state, metrics = mapped(ens.params, ens.opt_state, ens.model_state, *inputs)
     assert metrics["loss"].shape == (2,) and int(model_state["generator"]["2.num_batches_tracked"][1]) == 2 * 4
@@ -247,7 +247,7 @@ def test_trainer_surface_for_the_loop():
     gan, loss, opt = dcgan(), G.get_loss("hinge"), optim.adam(LR)
     trainer = G.build(gan, loss, opt, opt)
     state = trainer.init(random.key(0))
-    assert trainer.stateful and set(trainer.variables(state)) == {"generator", "discriminator"}
+    assert set(trainer.variables(state)) == {"generator", "discriminator"}
     update = trainer.make_update()
     params, opt_state, model_state, metrics = update(
         state.params, state.opt_state, state.model_state, *trainer.inputs(data(0), random.key(1))
@@ -263,9 +263,9 @@ def test_compiled_update_equals_eager():
     """torch.compile of each player's objective and gradient (BatchNorm in G, spectral norm in D, the average of G)."""
     gan, loss, opt, state, make_inputs = setup()
     state = double(G.init_state(gan, opt, opt, random.key(0), ema=True))
-    eager = train.step_from_update(G.make_gan_update(gan, loss, opt, opt, ema_decay=0.9), make_inputs, stateful=True)
+    eager = train.step_from_update(G.make_gan_update(gan, loss, opt, opt, ema_decay=0.9), make_inputs)
     update = G.make_gan_update(gan, loss, opt, opt, donate=True, ema_decay=0.9, compile=True)
-    compiled = train.step_from_update(update, make_inputs, stateful=True)
+    compiled = train.step_from_update(update, make_inputs)
     a, b = state, double(G.init_state(gan, opt, opt, random.key(0), ema=True))  # donation consumes b
     for t in range(3):
         a, ma = eager(a, double(data(t)), train.step_key(a))

@@ -2,7 +2,9 @@
 
 import json
 import re
+from typing import Any, NamedTuple
 
+import optree
 import pytest
 import torch
 
@@ -80,6 +82,60 @@ def test_resume_equals_uninterrupted(tmp_path, mnist_root, monkeypatch, seeds):
     assert tree_equal(a.state.opt_state, b.state.opt_state)
     strip = lambda r: {k: v for k, v in r.items() if not k.endswith("_seconds")}  # noqa: E731 - wall times differ
     assert [strip(r) for r in rundir.read_metrics(straight)] == [strip(r) for r in rundir.read_metrics(split)]
+
+
+# The state layouts checkpoints had before every update took a layer state (written out here, not imported,
+# so that a change to the loader's copy of them is caught).
+OldTrainState = NamedTuple(  # noqa: UP014 - the type name "TrainState" is part of a checkpoint's structure
+    "TrainState", [("params", Any), ("opt_state", Any), ("step", int), ("key", Any)]
+)
+OldEnsembleState = NamedTuple(  # noqa: UP014 - as above
+    "EnsembleState", [("params", Any), ("opt_state", Any), ("step", int), ("keys", Any)]
+)
+OldStatefulEnsembleState = NamedTuple(  # noqa: UP014 - as above
+    "StatefulEnsembleState", [("params", Any), ("opt_state", Any), ("model_state", Any), ("step", int), ("keys", Any)]
+)
+
+
+def rewrite_in_old_layout(path):
+    """Rewrites a run's checkpoint as the code before the one update signature wrote it."""
+    run_ = rundir.load_run(path)
+    state, meta = run_.state, checkpoint.read_metadata(path / "checkpoint.pt")
+    if isinstance(state, ensemble.EnsembleState) and optree.tree_leaves(state.model_state):
+        old = OldStatefulEnsembleState(state.params, state.opt_state, state.model_state, state.step, state.keys)
+    elif isinstance(state, ensemble.EnsembleState):
+        old = OldEnsembleState(state.params, state.opt_state, state.step, state.keys)
+    else:
+        assert not optree.tree_leaves(state.model_state)
+        old = OldTrainState(state.params, state.opt_state, state.step, state.key)
+    checkpoint.save(path / "checkpoint.pt", old, meta)
+    with pytest.raises(checkpoint.CheckpointError, match="does not match"):  # the new layout differs
+        checkpoint.load(path / "checkpoint.pt", rundir.state_template(run_.experiment, run_.config))
+    return run_.state
+
+
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_a_run_in_the_old_state_layout_resumes_and_equals_uninterrupted(tmp_path, mnist_root, monkeypatch, seeds):
+    common = ["vae_std", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--seeds", str(seeds)]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert cli(*common, "--out", str(straight)) == 0
+    train_then_kill([*common, "--out", str(split)], after_epoch=1, monkeypatch=monkeypatch)
+    rewrite_in_old_layout(split)
+    assert cli(*common, "--out", str(split), "--resume") == 0
+    a, b = rundir.load_run(straight), rundir.load_run(split)
+    assert type(a.state) is type(b.state) and a.state.step == b.state.step
+    assert tree_equal((a.state.params, a.state.opt_state), (b.state.params, b.state.opt_state))
+
+
+def test_a_gan_ensemble_in_the_old_state_layout_loads(tmp_path, mnist_root):
+    out = tmp_path / "gan"
+    assert (
+        cli("gan", "mnist", *SMOKE, "--data-dir", str(mnist_root), "--epochs", "1", "--seeds", "2", "--out", str(out))
+        == 0
+    )
+    before = rewrite_in_old_layout(out)
+    after = rundir.load_run(out).state
+    assert type(after) is ensemble.EnsembleState and tree_equal(after, before)
 
 
 @pytest.mark.parametrize("model", ["vae_std", "gan"])
@@ -216,12 +272,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, mnist_ro
         def nan_after_20(**kwargs):
             update, calls = make_update(**kwargs), []
 
-            def wrapped(params, opt_state, *inputs):
+            def wrapped(params, opt_state, model_state, *inputs):
                 calls.append(1)
-                params, opt_state, metrics = update(params, opt_state, *inputs)
+                params, opt_state, model_state, metrics = update(params, opt_state, model_state, *inputs)
                 return (
                     params,
                     opt_state,
+                    model_state,
                     {**metrics, "loss": metrics["loss"] * (float("nan") if len(calls) >= 20 else 1)},
                 )
 
@@ -423,15 +480,14 @@ def test_every_model_has_the_same_surface():
         state = experiment.trainer.init(random.key(0))
         x = experiment.train_input(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8), random.key(1))
         trainer, inputs = experiment.trainer, experiment.trainer.inputs(x, random.key(2))
-        if trainer.stateful:
-            params, opt_state, model_state, metrics = trainer.make_update()(
-                state.params, state.opt_state, state.model_state, *inputs
-            )
+        params, opt_state, model_state, metrics = trainer.make_update()(
+            state.params, state.opt_state, state.model_state, *inputs
+        )
+        if name == "gan":
             assert not tree_equal(model_state, state.model_state)  # BatchNorm's statistics moved
-            stepped = state._replace(params=params, opt_state=opt_state, model_state=model_state)
         else:
-            params, opt_state, metrics = trainer.make_update()(state.params, state.opt_state, *inputs)
-            stepped = state._replace(params=params, opt_state=opt_state)
+            assert tree_equal(model_state, state.model_state)  # no layer state: it comes back as it went in
+        stepped = state._replace(params=params, opt_state=opt_state, model_state=model_state)
         assert torch.isfinite(metrics["loss"]) and not tree_equal(params, state.params)
         variables = trainer.variables(stepped)
         values = trainer.evaluate(variables, x, random.key(3))

@@ -177,7 +177,7 @@ def test_train_steps_leave_the_global_rng_alone(model, key):
 
     config = {**models.defaults(model, "mnist", "default"), "total_steps": 10}
     trainer = models.get_model(model).build(fdata.get_spec("mnist"), config).trainer
-    step = train.step_from_update(trainer.make_update(), trainer.inputs, stateful=trainer.stateful)
+    step = train.step_from_update(trainer.make_update(), trainer.inputs)
     state = trainer.init(key)
     x = random.uniform(key, (4, 1, 28, 28))
     torch.manual_seed(1234)

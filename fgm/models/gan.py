@@ -69,7 +69,7 @@ from torch import nn
 from fgm import ensemble, optim, random, train
 from fgm import nn as fnn
 from fgm.tree import TensorTree
-from fgm.types import Metrics, StatefulUpdateFn, Trainer
+from fgm.types import Metrics, Trainer, UpdateFn
 
 # --------------------------------------------------------------------------- architectures
 
@@ -977,7 +977,7 @@ def make_gan_update(
     donate: bool = False,
     ema_decay: float | None = None,
     compile: bool = False,
-) -> StatefulUpdateFn:
+) -> UpdateFn:
     """One game iteration as a pure update of tensors: D step(s), then a G step (then the average of G).
 
     Args:
@@ -1000,7 +1000,7 @@ def make_gan_update(
     Returns:
       ``update(params, opt_state, model_state, reals, d_noise, z_g) ->
       (params, opt_state, model_state, metrics)`` (a
-      ``fgm.types.StatefulUpdateFn``) with the inputs of :func:`gan_inputs`
+      ``fgm.types.UpdateFn``) with the inputs of :func:`gan_inputs`
       (one D step per entry of ``reals`` and ``d_noise``) and the metrics of
       :func:`make_gan_step`; ``model_state`` is ``GANState.model_state``.
 
@@ -1087,7 +1087,7 @@ def make_gan_step(
     """
     inputs = gan_inputs(gan, loss, d_steps_per_g_step)
     update = make_gan_update(gan, loss, g_opt, d_opt, donate=donate, ema_decay=ema_decay)
-    return train.step_from_update(update, inputs, stateful=True)
+    return train.step_from_update(update, inputs)
 
 
 def build(
@@ -1116,7 +1116,7 @@ def build(
 
     Returns:
       ``init(key) -> GANState``; ``make_update`` as :func:`make_gan_update`
-      (a ``fgm.types.StatefulUpdateFn``: ``stateful`` is set; ``compile=True``
+      (a ``fgm.types.UpdateFn``, the layer state threaded; ``compile=True``
       compiles each player's objective and gradient); ``inputs`` as
       :func:`gan_inputs`; ``evaluate(variables, x, key)`` as :func:`evaluate`
       with latents from ``key``; ``generate(variables, z)`` in ``[0, 1]``;
@@ -1130,7 +1130,7 @@ def build(
             raise ValueError("a compiled update over stacked GAN members is not offered: compile single runs instead")
         if stacked:
             update = make_gan_update(gan, loss, g_opt, d_opt, backend="func", donate=donate, ema_decay=ema_decay)
-            return ensemble.vmap_update(update, stateful=True)
+            return ensemble.vmap_update(update)
         return make_gan_update(
             gan, loss, g_opt, d_opt, backend=backend, donate=donate, ema_decay=ema_decay, compile=compile
         )
@@ -1145,7 +1145,6 @@ def build(
         generate=lambda variables, z: generate(gan, variables, z),
         noise=lambda key, n, device="cpu": latent_noise(gan, key, n, device),
         variables=variables,
-        stateful=True,
     )
 
 
