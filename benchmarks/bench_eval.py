@@ -6,7 +6,7 @@ Run from the repository root::
         [--reference 10000] [--cold] [--no-classifier] [--random-weights] [--raw-generator] [--json F]
 
 It runs the very function the runner calls at the end of a run,
-:func:`experiments.fid.sample_metrics` (one set of samples, its Inception
+:func:`fgm.metrics.samples.sample_metrics` (one set of samples, its Inception
 features extracted once and read by FID, KID and precision/recall; the
 real-data floor; the digit classifier's metrics), and prints the wall time of
 each part: sampling, Inception features of the samples, of the reference
@@ -34,10 +34,10 @@ from pathlib import Path
 
 import torch
 
-from experiments import fid, models, rundir
+from experiments import models, rundir
 from fgm import data as fdata
 from fgm import random
-from fgm.metrics import inception
+from fgm.metrics import inception, samples
 from fgm.models import gan as gan_lib
 
 PARTS = ("sampling", "inception_samples", "inception_reference", "inception_floor", "metrics", "classifier")
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the metrics and the seconds to this file")
     parser.add_argument("--data-dir", help="dataset root (default: $FGM_DATA_DIR)")
     args = parser.parse_args(argv)
-    load_network, cache_dir = inception.load_network, fid.cache_dir
+    load_network, cache_dir = inception.load_network, samples.cache_dir
     seconds: dict[str, float] = {}
     try:
         with tempfile.TemporaryDirectory() as scratch:
@@ -88,14 +88,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.random_weights:
                 inception.load_network = random_inception
             if args.cold:
-                fid.cache_dir = lambda: Path(scratch)  # the real features' cache only; the classifier's stays
+                samples.cache_dir = lambda: Path(scratch)  # the real features' cache only; the classifier's stays
             trainer, variables, what = member_variables(args)
             if args.raw_generator:
                 variables, what = {k: v for k, v in variables.items() if k != gan_lib.EMA}, what + ", raw G"
             test = fdata.load_images(args.dataset, "test", args.data_dir)[: args.reference]
             floor = fdata.load_images(args.dataset, "train", args.data_dir)[: args.samples]
             started = time.perf_counter()
-            results = fid.sample_metrics(
+            results = samples.sample_metrics(
                 trainer,
                 variables,
                 random.key(0),
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             total = time.perf_counter() - started
     finally:
-        inception.load_network, fid.cache_dir = load_network, cache_dir
+        inception.load_network, samples.cache_dir = load_network, cache_dir
     cpu = torch.backends.cpu.get_cpu_capability()
     print(f"evaluation of {what}: {args.samples} samples vs {len(test)} test images, floor train[:{len(floor)}]")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability {cpu}")

@@ -18,17 +18,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 
 from experiments import config as cfg
-from experiments import fid, figures, models, rundir
+from experiments import figures, models, rundir
 from fgm import checkpoint, distributed, ensemble, random
 from fgm import data as fdata
 from fgm import nn as fnn
-from fgm.metrics import inception
+from fgm.metrics import inception, samples
 
 
 class NonFiniteLossError(RuntimeError):
@@ -95,156 +95,183 @@ def make_member_step(experiment: models.Experiment, num_members: int, compile: b
     return step
 
 
-def train_loop(
-    experiment: models.Experiment,
-    config: dict,
-    train_images: torch.Tensor,
-    val_inputs: torch.Tensor,
-    out: Path,
-    state: Any,
-    start_epoch: int,
-    history: list[dict],
-    progress: bool = True,
-    fid_reference: torch.Tensor | None = None,
-    device: torch.device = torch.device("cpu"),
-) -> Any:
-    """Trains every member from ``start_epoch`` to ``config["epochs"]``, checkpointing every epoch.
+class Run(NamedTuple):
+    """What every piece of a run reads: the model, its config, where it writes, where it runs."""
 
-    ``state`` and ``val_inputs`` live on ``device``; ``train_images`` stay on
-    the CPU and move there one batch at a time.
+    experiment: models.Experiment
+    config: dict
+    out: Path
+    device: torch.device = torch.device("cpu")
+    progress: bool = True
+    data_dir: str | None = None
+
+    @property
+    def seeds(self) -> list[int]:
+        """The members' seeds."""
+        return self.config["seeds"]
+
+
+class Data(NamedTuple):
+    """A run's images: ``uint8`` on the CPU, model inputs on the run's device."""
+
+    train: torch.Tensor  # uint8 training images (batches move to the device one at a time)
+    val: torch.Tensor  # validation inputs
+    test: torch.Tensor  # test inputs
+    val_reference: torch.Tensor | None  # uint8 real images of the validation FID (None: no validation FID)
+    real: dict[str, torch.Tensor]  # uint8: "test" the sample metrics' reference, "train" the real-data floor's
+
+
+def train_loop(run: Run, data: Data, state: Any, start_epoch: int, history: list[dict]) -> Any:
+    """Trains every member from ``start_epoch`` to ``config["epochs"]``, checkpointing every epoch.
 
     Raises:
       NonFiniteLossError: a member's loss was NaN or infinite; nothing of the
         epoch is written, the checkpoint of the last finished epoch remains.
     """
-    seeds = config["seeds"]
-    keys = [rundir.run_keys(s) for s in seeds]
-    trainer = experiment.trainer
-    grid_noise = [trainer.noise(k.samples, 64, device) for k in keys]  # the same 64 latents every epoch
-    per_member = 8 * max(1, 8 // len(seeds))  # whole rows of 8 per member
-    step_fn = make_member_step(experiment, len(seeds), config.get("compile", False))
-    watches = [experiment.monitor() for _ in seeds] if experiment.monitor else None
-    steps_per_epoch = fdata.num_batches(train_images.shape[0], models.images_per_update(config))
-    epochs = config["epochs"]
-    bar = tqdm(
-        total=epochs * steps_per_epoch,
-        initial=start_epoch * steps_per_epoch,
-        disable=not progress,
-        unit="step",
-        dynamic_ncols=True,
-    )
+    keys = [rundir.run_keys(s) for s in run.seeds]
+    grid_noise = [run.experiment.trainer.noise(k.samples, 64, run.device) for k in keys]  # the same every epoch
+    step = make_member_step(run.experiment, len(keys), run.config.get("compile", False))
+    watches = [run.experiment.monitor() for _ in keys] if run.experiment.monitor else None
+    epochs, per_epoch = run.config["epochs"], fdata.num_batches(len(data.train), models.images_per_update(run.config))
+    done, disable = start_epoch * per_epoch, not run.progress
+    bar = tqdm(total=epochs * per_epoch, initial=done, disable=disable, unit="step", dynamic_ncols=True)
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
             started = time.perf_counter()
-            sums: dict[str, torch.Tensor] = {}
-            warnings: list[list[str]] = [[] for _ in seeds]
-            per_update = models.images_per_update(config)
-            pin = device.type == "cuda"  # page-locked batches copy to the GPU asynchronously
-            orders = [
-                fdata.batches(train_images, per_update, random.fold_in(k.data, epoch), pin_memory=pin) for k in keys
-            ]
-            for batches in zip(*orders):
-                inputs = []
-                for k, batch in zip(keys, batches):
-                    batch = batch.to(device, non_blocking=True)
-                    input_key, noise_key = rundir.step_keys(k, state.step)
-                    # every rank draws the global batch's inputs and takes its rows: the draws do not depend
-                    # on the number of processes
-                    step_inputs = trainer.inputs(experiment.train_input(batch, input_key), noise_key)
-                    inputs.append(tuple(distributed.shard(tuple(step_inputs))))
-                state, metrics = step_fn(state, inputs)
-                if distributed.world_size() > 1:
-                    metrics = distributed.all_mean(metrics)  # every rank logs, and stops on, the global values
-                    # per-rank BatchNorm statistics, averaged so the replicas stay equal (empty: a no-op)
-                    state = state._replace(model_state=distributed.all_mean(state.model_state))
-                finite = torch.isfinite(metrics["loss"])
-                if not bool(finite.all()):
-                    i = int((~finite).nonzero()[0, 0])
-                    raise NonFiniteLossError(state.step, epoch, seeds[i], {k: v[i] for k, v in metrics.items()})
-                for i, watch in enumerate(watches or []):
-                    message = watch({k: v[i] for k, v in metrics.items()}, state.step)
-                    if message and message not in warnings[i]:
-                        warnings[i].append(message)
-                        bar.write(f"warning (seed {seeds[i]}, step {state.step}): {message}")
-                for name, value in metrics.items():
-                    sums[name] = sums.get(name, 0.0) + value.double()  # float64 sums
-                bar.update(1)
-                bar.set_postfix(epoch=f"{epoch}/{epochs}", loss=f"{float(metrics['loss'].mean()):.2f}", refresh=False)
+            state, sums, warnings = train_epoch(run, step, state, data.train, epoch, keys, watches, bar)
             train_seconds = time.perf_counter() - started
             if not distributed.is_main():  # rank 0 evaluates and writes; the others wait for its checkpoint
                 distributed.barrier()
                 continue
-            members = []
-            for i, (k, params) in enumerate(zip(keys, rundir.member_variables(experiment, state, len(seeds)))):
-                record = {"seed": seeds[i]}
-                record.update({f"train_{n}": float(v[i]) / steps_per_epoch for n, v in sums.items() if n != "loss"})
-                val = evaluate_split(trainer.evaluate, params, val_inputs, k.evaluation)
-                record.update({f"val_{n}": v for n, v in val.items()})
-                fid_every = config["fid_every"]
-                if fid_reference is not None and fid_every and (epoch % fid_every == 0 or epoch == epochs):
-                    key, n, dataset = random.fold_in(k.evaluation, 1), config["fid_val_samples"], config["dataset"]
-                    record["val_fid"] = fid.model_fid(
-                        trainer, params, key, n, dataset, "val", fid_reference, False, device
-                    )
-                    record["val_fid_samples"] = n
-                if warnings[i]:
-                    record["warnings"] = warnings[i]
-                members.append(record)
-            mean, std = rundir.mean_std(members)
-            record = dict(epoch=epoch, step=state.step, members=members, mean=mean, std=std)
+            record = validate(run, state, data, epoch, {n: v / per_epoch for n, v in sums.items()}, warnings)
             record["epoch_seconds"] = round(train_seconds, 3)
-            if epoch % config["sample_every"] == 0 or epoch == epochs:
-                with torch.no_grad():
-                    grids = [
-                        trainer.generate(p, z[: 64 if len(seeds) == 1 else per_member])
-                        for p, z in zip(rundir.member_variables(experiment, state, len(seeds)), grid_noise)
-                    ]
-                figures.save_grid(torch.cat(grids), out / "samples" / f"epoch_{epoch:04d}.png")
+            if epoch % run.config["sample_every"] == 0 or epoch == epochs:
+                save_sample_grid(run, state, grid_noise, run.out / "samples" / f"epoch_{epoch:04d}.png")
             # validation, its FID and the grid: part of the study's compute, not of the training steps
             record["validation_seconds"] = round(time.perf_counter() - started - train_seconds, 3)
-            # The checkpoint carries the whole log, so the log can be rebuilt after a crash between the writes.
-            history.append(record)
-            checkpoint.save(out / rundir.CHECKPOINT, state, {"epoch": epoch, "config": config, "history": history})
-            rundir.write_metrics(out, history)
-            figures.plot_curves(history, out / "curves.png", title=out.name)
-            objective = experiment.objective
-            line = f"epoch {epoch}/{epochs}  train {objective} {mean.get('train_' + objective, float('nan')):.3f}"
-            if f"val_{objective}" in mean:
-                line += f"  val {mean['val_' + objective]:.3f}"
-            bar.write(line + f"  ({train_seconds:.1f}s{f', {len(seeds)} seeds' if len(seeds) > 1 else ''})")
+            end_epoch(run, state, history, record)
+            bar.write(epoch_line(run, record, train_seconds))
             distributed.barrier()  # every rank starts the next epoch once this one is on disk
     finally:
         bar.close()
     return state
 
 
-def test_member(
-    experiment: models.Experiment,
-    config: dict,
-    params: Any,
-    keys: rundir.RunKeys,
-    test_inputs: torch.Tensor,
-    real: dict[str, torch.Tensor],
-    progress: bool = True,
-    data_dir: str | None = None,
-) -> dict:
+def train_epoch(run: Run, step: Callable, state: Any, images: torch.Tensor, epoch: int, keys: list, watches, bar):
+    """One pass over the training images: ``(state, float64 sums of each metric [M], warnings per member)``."""
+    sums: dict[str, torch.Tensor] = {}
+    warnings: list[list[str]] = [[] for _ in keys]
+    per_update, pin = models.images_per_update(run.config), run.device.type == "cuda"  # pinned: async copies
+    orders = [fdata.batches(images, per_update, random.fold_in(k.data, epoch), pin_memory=pin) for k in keys]
+    for batches in zip(*orders, strict=True):
+        state, metrics = step(state, step_inputs(run, keys, batches, state.step))
+        if distributed.world_size() > 1:
+            metrics = distributed.all_mean(metrics)  # every rank logs, and stops on, the global values
+            # per-rank BatchNorm statistics, averaged so the replicas stay equal (empty: a no-op)
+            state = state._replace(model_state=distributed.all_mean(state.model_state))
+        check_finite(metrics, state.step, epoch, run.seeds)
+        for i, watch in enumerate(watches or []):
+            message = watch({k: v[i] for k, v in metrics.items()}, state.step)
+            if message and message not in warnings[i]:
+                warnings[i].append(message)
+                bar.write(f"warning (seed {run.seeds[i]}, step {state.step}): {message}")
+        for name, value in metrics.items():
+            sums[name] = sums.get(name, 0.0) + value.double()
+        bar.update(1)
+        loss = float(metrics["loss"].mean())
+        bar.set_postfix(epoch=f"{epoch}/{run.config['epochs']}", loss=f"{loss:.2f}", refresh=False)
+    return state, sums, warnings
+
+
+def step_inputs(run: Run, keys: list, batches: tuple, step: int) -> list[tuple]:
+    """Each member's update inputs for its batch (``uint8``, on the CPU) at step ``step``, on the run's device.
+
+    Every rank draws the global batch's inputs and takes its rows: the draws do
+    not depend on the number of processes.
+    """
+    inputs = []
+    for k, batch in zip(keys, batches, strict=True):
+        input_key, noise_key = rundir.step_keys(k, step)
+        model_input = run.experiment.train_input(batch.to(run.device, non_blocking=True), input_key)
+        inputs.append(tuple(distributed.shard(tuple(run.experiment.trainer.inputs(model_input, noise_key)))))
+    return inputs
+
+
+def check_finite(metrics: dict, step: int, epoch: int, seeds: list[int]) -> None:
+    """Raises :class:`NonFiniteLossError` for the first member whose loss is NaN or infinite."""
+    finite = torch.isfinite(metrics["loss"])
+    if not bool(finite.all()):
+        i = int((~finite).nonzero()[0, 0])
+        raise NonFiniteLossError(step, epoch, seeds[i], {k: v[i] for k, v in metrics.items()})
+
+
+def validate(run: Run, state: Any, data: Data, epoch: int, train: dict, warnings: list[list[str]]) -> dict:
+    """The epoch's record: per member its training means, validation metrics and FID, warnings; mean and std."""
+    members = []
+    variables = rundir.member_variables(run.experiment, state, len(run.seeds))
+    for i, (k, params) in enumerate(zip(map(rundir.run_keys, run.seeds), variables, strict=True)):
+        record = {"seed": run.seeds[i], **{f"train_{n}": float(v[i]) for n, v in train.items() if n != "loss"}}
+        val = evaluate_split(run.experiment.trainer.evaluate, params, data.val, k.evaluation)
+        record.update({f"val_{n}": v for n, v in val.items()})
+        fid_every = run.config["fid_every"]
+        if data.val_reference is not None and fid_every and (epoch % fid_every == 0 or epoch == run.config["epochs"]):
+            n, dataset = run.config["fid_val_samples"], run.config["dataset"]
+            args = (random.fold_in(k.evaluation, 1), n, dataset, "val", data.val_reference, False, run.device)
+            record["val_fid"], record["val_fid_samples"] = samples.model_fid(run.experiment.trainer, params, *args), n
+        if warnings[i]:
+            record["warnings"] = warnings[i]
+        members.append(record)
+    mean, std = rundir.mean_std(members)
+    return dict(epoch=epoch, step=state.step, members=members, mean=mean, std=std)
+
+
+def save_sample_grid(run: Run, state: Any, grid_noise: list[torch.Tensor], path: Path) -> None:
+    """Every member's samples of the fixed latents, in whole rows of 8 (64 for one member), as one PNG."""
+    per_member = 64 if len(run.seeds) == 1 else 8 * max(1, 8 // len(run.seeds))
+    with torch.no_grad():
+        grids = [
+            run.experiment.trainer.generate(p, z[:per_member])
+            for p, z in zip(rundir.member_variables(run.experiment, state, len(run.seeds)), grid_noise, strict=True)
+        ]
+    figures.save_grid(torch.cat(grids), path)
+
+
+def end_epoch(run: Run, state: Any, history: list[dict], record: dict) -> None:
+    """Appends the epoch's record and writes the checkpoint, ``metrics.jsonl`` and the curves."""
+    # The checkpoint carries the whole log, so the log can be rebuilt after a crash between the writes.
+    history.append(record)
+    meta = {"epoch": record["epoch"], "config": run.config, "history": history}
+    checkpoint.save(run.out / rundir.CHECKPOINT, state, meta)
+    rundir.write_metrics(run.out, history)
+    figures.plot_curves(history, run.out / "curves.png", title=run.out.name)
+
+
+def epoch_line(run: Run, record: dict, train_seconds: float) -> str:
+    """The epoch's log line: the objective's training mean and validation value, the training time."""
+    objective, mean, seeds = run.experiment.objective, record["mean"], run.seeds
+    line = f"epoch {record['epoch']}/{run.config['epochs']}  train {objective} "
+    line += f"{mean.get('train_' + objective, float('nan')):.3f}"
+    if f"val_{objective}" in mean:
+        line += f"  val {mean['val_' + objective]:.3f}"
+    return line + f"  ({train_seconds:.1f}s{f', {len(seeds)} seeds' if len(seeds) > 1 else ''})"
+
+
+def test_member(run: Run, params: Any, keys: rundir.RunKeys, data: Data) -> dict:
     """One member's test metrics: its own evaluation, the IWAE NLL and the sample metrics (each with its N and K).
 
-    Everything runs on ``test_inputs``' device (``params`` are there too).
-
-    ``real``: ``uint8`` images, ``"test"`` the sample metrics' reference and
-    ``"train"`` the real-data floor's images (:func:`experiments.fid.sample_metrics`).
+    Everything runs on the run's device (``params`` are there too); the
+    sample metrics compare with ``data.real`` (:func:`fgm.metrics.samples.sample_metrics`).
     """
+    config, experiment = run.config, run.experiment
     spec = fdata.get_spec(config["dataset"])
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    test = evaluate_split(experiment.trainer.evaluate, params, test_inputs, keys.test)
+    test = evaluate_split(experiment.trainer.evaluate, params, data.test, keys.test)
     seconds["test_objective"] = time.perf_counter() - started
     if experiment.log_likelihood is not None and config["nll_samples"]:
         started = time.perf_counter()
-        log_px = mean_log_likelihood(
-            experiment, params, test_inputs, random.fold_in(keys.test, 1), config["nll_samples"], progress=progress
-        )
+        key, k = random.fold_in(keys.test, 1), config["nll_samples"]
+        log_px = mean_log_likelihood(experiment, params, data.test, key, k, progress=run.progress)
         seconds["nll"] = time.perf_counter() - started
         test["nll"] = -log_px
         if spec.likelihood == "discretized_logistic":
@@ -252,21 +279,8 @@ def test_member(
     results = {f"test_{k}": v for k, v in test.items()}
     if config["fid_samples"]:
         key, n, dataset = random.fold_in(keys.test, 2), config["fid_samples"], config["dataset"]
-        classifier = config["classifier_metrics"]
-        results |= fid.sample_metrics(
-            experiment.trainer,
-            params,
-            key,
-            n,
-            dataset,
-            real["test"],
-            real["train"],
-            classifier,
-            data_dir,
-            progress,
-            test_inputs.device,
-            seconds,
-        )
+        real = (data.real["test"], data.real["train"], config["classifier_metrics"], run.data_dir, run.progress)
+        results |= samples.sample_metrics(experiment.trainer, params, key, n, dataset, *real, run.device, seconds)
     results["eval_seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     return results
 
@@ -316,7 +330,43 @@ def train(
       ValueError, fgm.data.DataError, fgm.checkpoint.CheckpointError,
       fgm.metrics.inception.InceptionWeightsError: bad input, before any training.
     """
-    device = torch.device(device)
+    device = start_ranks(config, torch.device(device))
+    check_out(out, resume)
+    images = {split: fdata.load_images(config["dataset"], split, data_dir) for split in fdata.SPLITS}
+    train_images = limit(images["train"], config["train_limit"])
+    per_epoch = fdata.num_batches(train_images.shape[0], models.images_per_update(config))
+    config["total_steps"] = config["epochs"] * per_epoch
+    run = Run(models.build(config), config, out, device, progress and distributed.is_main(), data_dir)
+    check_compile(run)
+    if device.type == "cuda":
+        # cuDNN's default TF32 convolutions round to a 10-bit mantissa (~1e-3 relative): full float32 keeps a GPU
+        # run within float rounding of a CPU run, at no measured cost for these networks (docs/devices.md)
+        torch.backends.cudnn.allow_tf32 = False
+    data = load_data(run, images, train_images)
+    state, start_epoch, history = initial_state(run, resume)
+    if config["fid_samples"] or config["fid_every"]:
+        inception.make_feature_extractor()  # fail before training, not after, if the weights are missing
+    if distributed.is_main():
+        rundir.write_json(out / rundir.CONFIG, config)
+        announce(run, data, state)
+    started = time.perf_counter()
+    try:
+        state = train_loop(run, data, state, start_epoch, history)
+    except NonFiniteLossError as exc:
+        kept = (
+            f"the checkpoint of epoch {exc.epoch - 1} in {out / rundir.CHECKPOINT}"
+            if exc.epoch > 1
+            else "no checkpoint"
+        )
+        print(f"error: {exc}. Stopped; kept {kept}.", file=sys.stderr)
+        return 3
+    if distributed.is_main():
+        write_results(run, state, data, time.perf_counter() - started)
+    return 0
+
+
+def start_ranks(config: dict, device: torch.device) -> torch.device:
+    """Joins the process group of a ``torchrun`` start (if any); the device of this rank."""
     if distributed.initialize(device) > 1:
         if len(config["seeds"]) > 1:
             raise ValueError("--seeds N trains a vmapped ensemble in one process; under torchrun train one seed a run")
@@ -326,8 +376,11 @@ def train(
             )
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    main = distributed.is_main()
-    progress = progress and main
+    return device
+
+
+def check_out(out: Path, resume: bool) -> None:
+    """Refuses to overwrite a run, and to resume one that is not there."""
     ckpt_path = out / rundir.CHECKPOINT
     if ckpt_path.exists() and not resume:
         raise ValueError(
@@ -335,100 +388,76 @@ def train(
         )
     if resume and not ckpt_path.exists():
         raise ValueError(f"--resume: no checkpoint at {ckpt_path}")
-    images = {split: fdata.load_images(config["dataset"], split, data_dir) for split in fdata.SPLITS}
-    train_images = limit(images["train"], config["train_limit"])
-    config["total_steps"] = config["epochs"] * fdata.num_batches(
-        train_images.shape[0], models.images_per_update(config)
-    )
-    experiment = models.build(config)
-    if config.get("compile"):  # refused for models (or seed ensembles of models) without it, before any work
-        stacked = {"stacked": True} if len(config["seeds"]) > 1 else {}
+
+
+def check_compile(run: Run) -> None:
+    """Refuses ``--compile`` for models (or seed ensembles of models) without it, before any work."""
+    if run.config.get("compile"):
+        stacked = {"stacked": True} if len(run.seeds) > 1 else {}
         try:
-            experiment.trainer.make_update(compile=True, **stacked)
+            run.experiment.trainer.make_update(compile=True, **stacked)
         except TypeError as error:  # a registered model's make_update without the keyword
-            raise ValueError(f"--compile{' with --seeds N' if stacked else ''} is not offered by this model: {error}")
-    if device.type == "cuda":
-        # cuDNN's default TF32 convolutions round to a 10-bit mantissa (~1e-3 relative): full float32 keeps a GPU
-        # run within float rounding of a CPU run, at no measured cost for these networks (docs/devices.md)
-        torch.backends.cudnn.allow_tf32 = False
-    val_inputs = experiment.eval_input(limit(images["val"], config["val_limit"])).to(device)
-    test_inputs = experiment.eval_input(limit(images["test"], config["test_limit"])).to(device)
-    state = rundir.state_template(experiment, config, device)
-    start_epoch, history = 0, []
-    if resume:
-        saved = rundir.read_config(out)  # a corrupt config.json is refused
-        state, meta = rundir.load_state(ckpt_path, state)
-        changed = cfg.changed_settings(rundir.with_later_settings(meta.get("config", saved)), config)
-        if changed:
-            diffs = ", ".join(f"{k}: {meta['config'].get(k)!r} -> {config.get(k)!r}" for k in changed)
-            raise checkpoint.CheckpointError(f"{ckpt_path} was written with a different config ({diffs})")
-        start_epoch, history = meta["epoch"], meta.get("history", [])
-        if main:
-            rundir.write_metrics(out, history)
-            print(f"resuming {out} from epoch {start_epoch} (step {state.step})")
-    if config["fid_samples"] or config["fid_every"]:
-        inception.make_feature_extractor()  # fail before training, not after, if the weights are missing
-    seeds = config["seeds"]
-    if main:
-        rundir.write_json(out / rundir.CONFIG, config)
-        ranks = f" × {distributed.world_size()} processes" if distributed.world_size() > 1 else ""
-        print(
-            f"{config['model']} on {config['dataset']}, seed{'s' if len(seeds) > 1 else ''} "
-            f"{', '.join(map(str, seeds))}: {train_images.shape[0]} train / {val_inputs.shape[0]} val / "
-            f"{test_inputs.shape[0]} test images, profile {config['profile']}, {config['epochs']} epochs, "
-            f"on {device}{ranks}"
-        )
-        print(parameter_table(experiment, rundir.member_params(state, len(seeds))[0]))
-    started = time.perf_counter()
-    try:
-        val_reference = limit(images["val"], config["fid_val_samples"]) if config["fid_every"] else None
-        state = train_loop(
-            experiment,
-            config,
-            train_images,
-            val_inputs,
-            out,
-            state,
-            start_epoch,
-            history,
-            progress,
-            val_reference,
-            device,
-        )
-    except NonFiniteLossError as exc:
-        kept = f"the checkpoint of epoch {exc.epoch - 1} in {ckpt_path}" if exc.epoch > 1 else "no checkpoint"
-        print(f"error: {exc}. Stopped; kept {kept}.", file=sys.stderr)
-        return 3
-    elapsed = time.perf_counter() - started
-    if not main:
-        return 0
-    reference = limit(images["test"], config["fid_reference_count"])
-    real = {"test": reference, "train": train_images[: config["fid_samples"]]}
-    write_results(experiment, config, out, state, test_inputs, real, elapsed, progress, data_dir)
-    return 0
+            raise ValueError(
+                f"--compile{' with --seeds N' if stacked else ''} is not offered by this model: {error}"
+            ) from error
 
 
-def write_results(
-    experiment: models.Experiment,
-    config: dict,
-    out: Path,
-    state: Any,
-    test_inputs: torch.Tensor,
-    real: dict[str, torch.Tensor],
-    elapsed: float,
-    progress: bool = True,
-    data_dir: str | None = None,
-) -> dict:
+def load_data(run: Run, images: dict[str, torch.Tensor], train_images: torch.Tensor) -> Data:
+    """The run's :class:`Data` from the splits' ``uint8`` images, limited as the config says."""
+    config, to_input = run.config, run.experiment.eval_input
+    val_reference = limit(images["val"], config["fid_val_samples"]) if config["fid_every"] else None
+    real = {
+        "test": limit(images["test"], config["fid_reference_count"]),
+        "train": train_images[: config["fid_samples"]],
+    }
+    val = to_input(limit(images["val"], config["val_limit"])).to(run.device)
+    return Data(
+        train_images, val, to_input(limit(images["test"], config["test_limit"])).to(run.device), val_reference, real
+    )
+
+
+def initial_state(run: Run, resume: bool) -> tuple[Any, int, list[dict]]:
+    """``(state, epochs done, history)``: fresh, or the checkpoint's when resuming (refused if the config changed)."""
+    state = rundir.state_template(run.experiment, run.config, run.device)
+    if not resume:
+        return state, 0, []
+    ckpt_path = run.out / rundir.CHECKPOINT
+    saved = rundir.read_config(run.out)  # a corrupt config.json is refused
+    state, meta = rundir.load_state(ckpt_path, state)
+    changed = cfg.changed_settings(rundir.with_later_settings(meta.get("config", saved)), run.config)
+    if changed:
+        diffs = ", ".join(f"{k}: {meta['config'].get(k)!r} -> {run.config.get(k)!r}" for k in changed)
+        raise checkpoint.CheckpointError(f"{ckpt_path} was written with a different config ({diffs})")
+    if distributed.is_main():
+        rundir.write_metrics(run.out, meta.get("history", []))
+        print(f"resuming {run.out} from epoch {meta['epoch']} (step {state.step})")
+    return state, meta["epoch"], meta.get("history", [])
+
+
+def announce(run: Run, data: Data, state: Any) -> None:
+    """Prints what is trained on what, where, and the parameter table."""
+    config, seeds = run.config, run.seeds
+    ranks = f" × {distributed.world_size()} processes" if distributed.world_size() > 1 else ""
+    print(
+        f"{config['model']} on {config['dataset']}, seed{'s' if len(seeds) > 1 else ''} "
+        f"{', '.join(map(str, seeds))}: {data.train.shape[0]} train / {data.val.shape[0]} val / "
+        f"{data.test.shape[0]} test images, profile {config['profile']}, {config['epochs']} epochs, "
+        f"on {run.device}{ranks}"
+    )
+    print(parameter_table(run.experiment, rundir.member_params(state, len(seeds))[0]))
+
+
+def write_results(run: Run, state: Any, data: Data, elapsed: float) -> dict:
     """Tests every member (:func:`test_member`), writes ``results.json`` and the figures; returns the results."""
-    seeds = config["seeds"]
+    config, seeds, out = run.config, run.seeds, run.out
     history = rundir.read_metrics(out)
     members = []
-    variables = rundir.member_variables(experiment, state, len(seeds))
-    for i, (seed, params) in enumerate(zip(seeds, variables)):
-        test = test_member(experiment, config, params, rundir.run_keys(seed), test_inputs, real, progress, data_dir)
+    variables = rundir.member_variables(run.experiment, state, len(seeds))
+    for i, (seed, params) in enumerate(zip(seeds, variables, strict=True)):
+        test = test_member(run, params, rundir.run_keys(seed), data)
         final_val = {k: v for k, v in history[-1]["members"][i].items() if k.startswith("val_")} if history else {}
         members.append({"seed": seed, **test, "final_val": final_val})
-    write_figures(experiment, config, out, variables, test_inputs)
+    write_figures(run.experiment, config, out, variables, data.test)
     mean, std = rundir.mean_std(members)
     val_mean, val_std = rundir.mean_std([m["final_val"] for m in members])
     results = {
@@ -438,7 +467,7 @@ def write_results(
         "seeds": seeds,
         "epochs": config["epochs"],
         "steps": state.step,
-        "num_test": int(test_inputs.shape[0]),
+        "num_test": int(data.test.shape[0]),
         "nll_samples": config["nll_samples"] if "test_nll" in mean else None,
         "members": members,
         "mean": {**mean, "final_val": val_mean},
@@ -449,16 +478,16 @@ def write_results(
         "members_trained_together": len(seeds),
         "this_invocation_seconds": round(elapsed, 1),
         "code": rundir.code_version(),  # the commit that tested (and, unless resumed across commits, trained) it
-        "device": str(test_inputs.device),  # where it was tested (a resumed run may have trained elsewhere)
+        "device": str(data.test.device),  # where it was tested (a resumed run may have trained elsewhere)
         "parameters": {
             name: fnn.count_params(tree) for name, tree in rundir.member_params(state, len(seeds))[0].items()
         },
     }
     rundir.write_json(out / rundir.RESULTS, results)
-    key = f"test_{experiment.objective}"
+    key, objective = f"test_{run.experiment.objective}", run.experiment.objective
     spread = f" ± {std[key]:.3f}" if std.get(key) is not None else ""
     print(
-        f"test {experiment.objective}: {mean[key]:.3f}{spread} ({test_inputs.shape[0]} images"
+        f"test {objective}: {mean[key]:.3f}{spread} ({data.test.shape[0]} images"
         f"{f', mean ± std over {len(seeds)} seeds' if len(seeds) > 1 else ''}); results in {out}"
     )
     return results

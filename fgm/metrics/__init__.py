@@ -12,6 +12,8 @@
 * ``fgm.metrics.evaluate``: FID, KID and precision/recall of one pair of feature sets.
 * ``fgm.metrics.classifier``: a digit classifier trained on the data set; class
   coverage, confidence and its own feature space.
+* ``fgm.metrics.samples``: every metric above of a model's samples against real
+  images, from one set of samples (what a run reports).
 
 Submodules are imported on first access (``fgm.metrics.fid``) or explicitly
 (``from fgm.metrics import fid``): the Inception network pulls in torchvision,
@@ -20,7 +22,7 @@ which takes seconds to import, and only FID needs it.
 
 import importlib
 
-_SUBMODULES = ("classifier", "evaluate", "fid", "frechet", "inception", "kid", "nll", "precision_recall")
+_SUBMODULES = ("classifier", "evaluate", "fid", "frechet", "inception", "kid", "nll", "precision_recall", "samples")
 
 __all__ = list(_SUBMODULES)
 
