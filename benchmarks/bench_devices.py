@@ -35,7 +35,7 @@ import torch
 from experiments import config as cfg
 from experiments import models, train
 from fgm import data as fdata
-from fgm import random
+from fgm import ensemble, random
 from fgm import train as ftrain
 from fgm.metrics import inception
 
@@ -57,7 +57,7 @@ def build(model: str, dataset: str) -> tuple[models.Experiment, dict]:
 def step_seconds(experiment: models.Experiment, config: dict, device: torch.device, steps: int) -> float:
     """Median seconds of one donated update on ``device`` (batch copied from the CPU each step)."""
     spec = fdata.get_spec(config["dataset"])
-    step = train.make_member_step(experiment, 1)
+    step = ensemble.member_step(experiment.trainer, 1)
     state = ftrain.to_device(experiment.trainer.init(random.key(0)), device)
     images = torch.randint(0, 256, (models.images_per_update(config), *spec.shape), dtype=torch.uint8)
     if device.type == "cuda":
@@ -85,7 +85,7 @@ def iwae_seconds(experiment: models.Experiment, config: dict, device: torch.devi
         experiment.log_likelihood(params, x[:2], random.key(0), 100)  # warm-up
         sync(device)
         t0 = time.perf_counter()
-        train.mean_log_likelihood(experiment, params, x, random.key(1), 5000, batch_size=100, progress=False)
+        train.mean_log_likelihood(experiment, params, x, random.key(1), 5000, progress=False)
         sync(device)
     return time.perf_counter() - t0
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from experiments import config as cfg
@@ -30,33 +29,6 @@ from fgm import data as fdata
 from fgm import random
 from fgm.metrics import evaluate, inception, samples
 from fgm.metrics import fid as fid_lib
-
-
-def images_from_file(path: Path) -> torch.Tensor:
-    """Images from ``.npy``/``.npz``/``.pt`` as ``float [N, C, H, W]`` in ``[0, 1]``."""
-    if path.suffix == ".pt":
-        array = torch.load(path, map_location="cpu", weights_only=True)
-    elif path.suffix == ".npy":
-        array = torch.from_numpy(np.load(path))
-    elif path.suffix == ".npz":
-        with np.load(path) as archive:
-            array = torch.from_numpy(archive[archive.files[0]])
-    else:
-        raise ValueError(f"{path}: unsupported image file (use .npy, .npz or .pt)")
-    if not isinstance(array, torch.Tensor):
-        raise ValueError(f"{path}: expected a tensor of images, got {type(array).__name__}")
-    if array.ndim == 3:
-        array = array[:, None]
-    if array.ndim != 4:
-        raise ValueError(f"{path}: expected images [N, C, H, W], [N, H, W, C] or [N, H, W], got {tuple(array.shape)}")
-    if array.shape[1] not in (1, 3) and array.shape[-1] in (1, 3):
-        array = array.permute(0, 3, 1, 2)
-    if array.dtype == torch.uint8:
-        return array.float() / 255.0
-    array = array.float()
-    if array.min() < 0 or array.max() > 1:
-        raise ValueError(f"{path}: float images must lie in [0, 1] (got [{array.min():.3g}, {array.max():.3g}])")
-    return array
 
 
 def features(source: str, extractor, args) -> tuple[torch.Tensor, str]:
@@ -82,7 +54,7 @@ def features(source: str, extractor, args) -> tuple[torch.Tensor, str]:
     if path.suffix in (".npy", ".npz", ".pt"):
         if not path.exists():
             raise ValueError(f"{path}: no such file")
-        images = images_from_file(path)
+        images = fid_lib.images_from_file(path)
         found = fid_lib.image_features(images, extractor, progress=progress, desc=path.name)
         return found, f"{len(images)} images of {path}"
     parts = source.split(":")

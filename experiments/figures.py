@@ -1,7 +1,7 @@
 """Pictures of a run, written to its directory: learning curves, sample grids, interpolations, progression.
 
 Every function here takes numbers or images and writes files; the maths of
-the interpolation paths is in :mod:`experiments.interpolate`.
+the interpolation paths is in :mod:`fgm.interpolate`.
 """
 
 from __future__ import annotations
@@ -20,20 +20,26 @@ import torch
 import torchvision
 from PIL import Image, ImageDraw
 
-from experiments import interpolate
-from experiments.interpolate import Strip
-from fgm import random
+from fgm import interpolate, random
 
 INDEX = "index.json"
 PROGRESSION_GIF = "progression.gif"
 PROGRESSION_PNG = "progression.png"
-_REAL_FRAME = (1.0, 0.0, 0.0)  # red
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> None:
     """Saves ``[N, C, H, W]`` images in ``[0, 1]`` as one PNG grid."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torchvision.utils.save_image(images.detach().cpu().clamp(0, 1), str(path), nrow=nrow, padding=2, pad_value=1.0)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Lays out a matplotlib figure, writes it as ``path`` (folders made) and closes it."""
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return Path(path)
 
 
 def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
@@ -65,32 +71,7 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _frame(images: torch.Tensor, colour=_REAL_FRAME) -> torch.Tensor:
-    """RGB copies of ``[N, C, H, W]`` images with a 1-pixel coloured frame."""
-    x = images.expand(-1, 3, -1, -1).clone() if images.shape[1] == 1 else images.clone()
-    c = torch.tensor(colour, dtype=x.dtype, device=x.device)[None, :, None]
-    x[:, :, 0, :] = c
-    x[:, :, -1, :] = c
-    x[:, :, :, 0] = c
-    x[:, :, :, -1] = c
-    return x
-
-
-def _strip_grid(strip: Strip) -> tuple[torch.Tensor, int]:
-    """``([N, C, H, W], images per row)`` of a strip, real ends framed."""
-    p, w = strip.images.shape[:2]
-    images = strip.images
-    if strip.real_a is None:
-        return images.reshape(p * w, *images.shape[2:]), w
-    gen = images.expand(-1, -1, 3, -1, -1) if images.shape[2] == 1 else images
-    rows = torch.cat([_frame(strip.real_a)[:, None], gen, _frame(strip.real_b)[:, None]], dim=1)
-    return rows.reshape(p * (w + 2), *rows.shape[2:]), w + 2
+    save_figure(fig, path)
 
 
 def write_interpolations(
@@ -136,7 +117,7 @@ def write_interpolations(
     index = dict(weights=weights_list, pairs=pairs, seed=interpolate.INTERPOLATION_SEED, test_indices=test_indices)
     index["kinds"] = {}
     for kind, strip in strips.items():
-        grid, nrow = _strip_grid(strip)
+        grid, nrow = interpolate.strip_grid(strip)
         path = folder / f"{kind}.png"
         save_grid(grid, path, nrow=nrow)
         written[kind] = path
@@ -224,8 +205,4 @@ def write_progression(out: str | Path, max_columns: int = 12, nrow: int = 8) -> 
         ax.set(xticks=[], yticks=[])
         ax.set_xlabel(f"epoch {epoch}", fontsize=8)
     fig.suptitle("same latents through training", fontsize=9)
-    fig.tight_layout()
-    png = folder / PROGRESSION_PNG
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return [gif, png]
+    return [gif, save_figure(fig, folder / PROGRESSION_PNG)]

@@ -33,9 +33,8 @@ import torch
 from torch import nn
 
 from experiments import config as cfg
-from experiments import interpolate
 from experiments.config import Setting
-from fgm import bijectors, distributed, optim, random
+from fgm import bijectors, distributed, interpolate, optim, random
 from fgm import data as fdata
 from fgm.metrics import nll as nll_lib
 from fgm.models import gan as gan_lib
@@ -76,21 +75,13 @@ class Experiment(NamedTuple):
 
 
 class Metric(NamedTuple):
-    """A number of a model's own that the report shows: ``test_<name>`` in the table, ``<name>`` on the curves.
+    """A number of a model's own that the report shows: ``test_<name>`` in the table, ``<name>`` on the curves."""
 
-    Attributes:
-      name: logged as ``train_<name>``/``val_<name>`` per epoch and ``test_<name>`` in ``results.json``.
-      title: the table column's title.
-      digits: decimals shown.
-      curve: the learning-curve panel's title (``None``: no panel).
-      compared: whether the report lists the differences between models on it.
-    """
-
-    name: str
-    title: str
-    digits: int
-    curve: str | None = None
-    compared: bool = True
+    name: str  # logged as train_<name>/val_<name> per epoch and test_<name> in results.json
+    title: str  # the table column's title
+    digits: int  # decimals shown
+    curve: str | None = None  # the learning-curve panel's title (None: no panel)
+    compared: bool = True  # whether the report lists the differences between models on it
 
 
 def batch_images(config: dict) -> int:
@@ -379,15 +370,8 @@ GAN_METRICS = (
 
 
 def gan_sample_variables(gan: gan_lib.GAN, variables: dict, raw: bool, batch_stats: int, key: random.Key):
-    """``(variables, description)`` that draw a GAN's samples: G's moving average if any, or G itself.
-
-    Args:
-      gan: the model.
-      variables: a member's variables (with ``generator_ema`` when G is averaged).
-      raw: sample from G itself, not its moving average.
-      batch_stats: with ``N > 0``, the average with BatchNorm statistics of its own, from ``N`` batches.
-      key: the statistics' latents.
-    """
+    """``(variables, description)`` that draw a GAN's samples: G itself (``raw``), or G's moving average with
+    BatchNorm statistics of its own from ``batch_stats`` batches (latents from ``key``), or as they are."""
     if raw:
         return {k: v for k, v in variables.items() if k != gan_lib.EMA}, ", raw G"
     if batch_stats and gan_lib.EMA in variables:

@@ -419,11 +419,7 @@ def curves_figure(groups: list[Group], path: Path) -> Path | None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return figures.save_figure(fig, path, dpi=100)
 
 
 def class_shares(group: Group) -> np.ndarray | None:
@@ -471,11 +467,7 @@ def classes_figure(groups: list[Group], path: Path, reference: list[float] | Non
     ax.set_ylim(0, 1.3 * max(top, 0.13))  # room for the legend above the bars
     ax.set(xticks=classes, xlabel="class (the dataset classifier's reading)", ylabel="share of samples")
     ax.legend(fontsize=7, ncol=len(shares) + 2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return figures.save_figure(fig, path, dpi=110)
 
 
 def side_by_side(panels: list[tuple[str, Path]], path: Path, width: float = 4.0) -> Path | None:
@@ -495,11 +487,7 @@ def side_by_side(panels: list[tuple[str, Path]], path: Path, width: float = 4.0)
         ax.imshow(image, interpolation="nearest")
         ax.set_title(title, fontsize=10)
         ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return figures.save_figure(fig, path, dpi=110)
 
 
 def test_label_shares(dataset: str, data_dir: str | None = None) -> list[float] | None:

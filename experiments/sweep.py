@@ -146,14 +146,6 @@ def run_job(job: Job, args: argparse.Namespace, extra: list[str]) -> Outcome:
     return Outcome(job, status, time.perf_counter() - started)
 
 
-def missing_files(dataset: str, data_dir: str | None) -> tuple[Path, list[str]]:
-    """``(data directory, files of dataset absent from it)``; reads nothing."""
-    root = fdata.resolve_data_dir(data_dir)
-    return root, [
-        f for f in fdata.get_spec(dataset).raw_files if not (root / f).is_file() and not (root / (f + ".gz")).is_file()
-    ]
-
-
 def summary(outcomes: list[Outcome], no_data: dict) -> str:
     """The table printed at the end of a sweep, and the datasets that had no data."""
     lines = ["", "summary:"]
@@ -187,14 +179,14 @@ def main(argv: list[str]) -> int:
     outcomes: list[Outcome] = []
     no_data: dict[str, tuple[Path, list[str]]] = {}
     for dataset in datasets:
-        root, missing = missing_files(dataset, args.data_dir)
+        root, missing = fdata.missing_files(dataset, args.data_dir)
         if missing and args.download and not args.dry_run:
             try:
                 for split in ("train", "test"):
                     fdata.load_images(dataset, split, args.data_dir, download=True)
             except (fdata.DataError, ValueError, OSError) as exc:
                 print(f"{dataset}: download failed: {str(exc).splitlines()[0]}")
-            root, missing = missing_files(dataset, args.data_dir)
+            root, missing = fdata.missing_files(dataset, args.data_dir)
         if missing:
             no_data[dataset] = (root, missing)
             continue

@@ -28,6 +28,7 @@ from experiments import figures, models, rundir
 from fgm import checkpoint, distributed, ensemble, random
 from fgm import data as fdata
 from fgm import nn as fnn
+from fgm.metrics import evaluate as evaluate_lib
 from fgm.metrics import inception, samples
 
 
@@ -40,59 +41,20 @@ class NonFiniteLossError(RuntimeError):
         super().__init__(f"non-finite loss at step {step} (epoch {epoch}, seed {seed}): {shown}")
 
 
-def evaluate_split(
-    evaluate: Callable, params: Any, inputs: torch.Tensor, key: random.Key, batch_size: int = 1000
-) -> dict[str, float]:
-    """Averages ``evaluate(params, x, key_i)`` over a whole split (one fixed key per batch index)."""
-    totals: dict[str, float] = {}
+def evaluate_split(evaluate: Callable, params: Any, inputs: torch.Tensor, key: random.Key) -> dict[str, float]:
+    """The model's own evaluation averaged over a split in batches of 1000 (``fgm.metrics.evaluate.split_means``)."""
     with torch.no_grad():
-        for i, start in enumerate(range(0, inputs.shape[0], batch_size)):
-            for name, v in evaluate(params, inputs[start : start + batch_size], random.fold_in(key, i)).items():
-                totals[name] = totals.get(name, 0.0) + float(v.double().sum())
-    return {name: total / inputs.shape[0] for name, total in totals.items()}
+        return evaluate_lib.split_means(evaluate, params, inputs, key, 1000)
 
 
-def mean_log_likelihood(
-    experiment: models.Experiment,
-    params: Any,
-    inputs: torch.Tensor,
-    key: random.Key,
-    k: int,
-    batch_size: int = 100,
-    progress: bool = True,
-) -> float:
-    """Mean IWAE ``log p(x)`` over a split (nats per image), with a progress bar."""
-    total = 0.0
-    starts = range(0, inputs.shape[0], batch_size)
-    for i, start in enumerate(tqdm(starts, disable=not progress, desc=f"test NLL (K={k})", unit="batch")):
-        values = experiment.log_likelihood(params, inputs[start : start + batch_size], random.fold_in(key, i), k)
-        total += float(values.double().sum())
-    return total / inputs.shape[0]
+def mean_log_likelihood(experiment: models.Experiment, params, inputs, key, k: int, progress: bool = True) -> float:
+    """Mean estimate of ``log p(x)`` over a split with ``k`` importance samples (nats per image), in batches of 100."""
 
+    def log_px(p, x, key_i):
+        return {"log_px": experiment.log_likelihood(p, x, key_i, k)}
 
-def make_member_step(experiment: models.Experiment, num_members: int, compile: bool = False):
-    """``step(state, inputs_per_member) -> (state, metrics [M])``: the plain update (M = 1) or its vmap.
-
-    The loop drops each state once stepped, so the update may reuse its
-    buffers (donation: the same numbers bit for bit, no fresh buffers).
-    """
-    trainer = experiment.trainer
-    if num_members == 1:
-        update = trainer.make_update(donate=True, **({"compile": True} if compile else {}))
-    elif compile:  # the trainer's own stacked update: all members' gradient compiled as one vmapped graph
-        update = trainer.make_update(donate=True, compile=True, stacked=True)
-    else:
-        update = ensemble.vmap_update(trainer.make_update(backend="func", donate=True))
-
-    def step(state, inputs: list[tuple]):
-        args = inputs[0] if num_members == 1 else ensemble.stack(inputs)
-        # layer state (BatchNorm statistics, power iterations; empty for most models) goes in and out
-        params, opt_state, model_state, metrics = update(state.params, state.opt_state, state.model_state, *args)
-        if num_members == 1:
-            metrics = {k: v.reshape(1) for k, v in metrics.items()}
-        return state._replace(params=params, opt_state=opt_state, model_state=model_state, step=state.step + 1), metrics
-
-    return step
+    desc = f"test NLL (K={k})" if progress else None
+    return evaluate_lib.split_means(log_px, params, inputs, key, 100, desc)["log_px"]
 
 
 class Run(NamedTuple):
@@ -130,7 +92,7 @@ def train_loop(run: Run, data: Data, state: Any, start_epoch: int, history: list
     """
     keys = [rundir.run_keys(s) for s in run.seeds]
     grid_noise = [run.experiment.trainer.noise(k.samples, 64, run.device) for k in keys]  # the same every epoch
-    step = make_member_step(run.experiment, len(keys), run.config.get("compile", False))
+    step = ensemble.member_step(run.experiment.trainer, len(keys), run.config.get("compile", False))
     watches = [run.experiment.monitor() for _ in keys] if run.experiment.monitor else None
     epochs, per_epoch = run.config["epochs"], fdata.num_batches(len(data.train), models.images_per_update(run.config))
     done, disable = start_epoch * per_epoch, not run.progress
@@ -285,24 +247,6 @@ def test_member(run: Run, params: Any, keys: rundir.RunKeys, data: Data) -> dict
     return results
 
 
-def parameter_table(experiment: models.Experiment, params: dict) -> str:
-    """Per network: layers, output shapes, parameter counts; then any other parameters (a flow prior)."""
-    lines, total = [], 0
-    for name, subtree in params.items():
-        count = fnn.count_params(subtree)
-        total += count
-        if count:
-            lines.append(f"{name}: {count:,} parameters")
-        if name in experiment.networks:
-            template, shape = experiment.networks[name]
-            lines += [
-                f"    {layer:<10} {kind:<16} {str(list(s)):<20} {n:>10,}"
-                for layer, kind, s, n in fnn.describe(template, shape)
-            ]
-    lines.append(f"total: {total:,} parameters")
-    return "\n".join(lines)
-
-
 def limit(images: torch.Tensor, n: int | None) -> torch.Tensor:
     return images if n is None else images[:n]
 
@@ -444,7 +388,7 @@ def announce(run: Run, data: Data, state: Any) -> None:
         f"{data.test.shape[0]} test images, profile {config['profile']}, {config['epochs']} epochs, "
         f"on {run.device}{ranks}"
     )
-    print(parameter_table(run.experiment, rundir.member_params(state, len(seeds))[0]))
+    print(fnn.parameter_table(rundir.member_params(state, len(seeds))[0], run.experiment.networks))
 
 
 def write_results(run: Run, state: Any, data: Data, elapsed: float) -> dict:

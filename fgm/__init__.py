@@ -19,8 +19,9 @@ Modules (each usable on its own):
   Fréchet distance with streaming feature statistics (``fgm.metrics.frechet``)
   and FID (``fgm.metrics.fid``).
 * ``fgm.data``: MNIST / SVHN loading, splits, batching, binarisation.
+* ``fgm.interpolate``: latent paths and the interpolation strips of a VAE or a GAN.
 
-``fgm.data``, ``fgm.models`` and ``fgm.metrics`` are imported on first access
+``fgm.data``, ``fgm.interpolate``, ``fgm.models`` and ``fgm.metrics`` are imported on first access
 (``fgm.data`` and FID import torchvision, which takes seconds). A guided tour
 with runnable examples is in ``docs/api.md``.
 """
@@ -31,7 +32,7 @@ from fgm import bijectors, checkpoint, distributed, distributions, ensemble, nn,
 
 __version__ = "0.1.0"
 
-_LAZY = ("data", "metrics", "models")
+_LAZY = ("data", "interpolate", "metrics", "models")
 
 __all__ = [
     "bijectors",
@@ -40,6 +41,7 @@ __all__ = [
     "distributed",
     "distributions",
     "ensemble",
+    "interpolate",
     "metrics",
     "models",
     "nn",

@@ -93,6 +93,7 @@ __all__ = [
     "get_spec",
     "load",
     "load_images",
+    "missing_files",
     "num_batches",
     "register_dataset",
     "resolve_data_dir",
@@ -255,6 +256,13 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     if data_dir is None or str(data_dir) == "":
         data_dir = os.environ.get("FGM_DATA_DIR") or "data"
     return Path(data_dir).expanduser().resolve()
+
+
+def missing_files(dataset: str, data_dir: str | os.PathLike | None = None) -> tuple[Path, list[str]]:
+    """``(data directory, the dataset's raw files absent from it, gzipped or not)``; reads nothing."""
+    root = resolve_data_dir(data_dir)
+    files = get_spec(dataset).raw_files
+    return root, [f for f in files if not (root / f).is_file() and not (root / (f + ".gz")).is_file()]
 
 
 def _dir_origin(data_dir: str | os.PathLike | None) -> str:

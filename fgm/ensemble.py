@@ -43,12 +43,14 @@ import torch
 
 from fgm import optim, random, train
 from fgm.tree import TensorTree, tree_map
+from fgm.types import Trainer
 
 __all__ = [
     "EnsembleState",
     "make_ensemble_step",
     "make_update",
     "member",
+    "member_step",
     "num_members",
     "stack",
     "stack_states",
@@ -331,5 +333,33 @@ def make_ensemble_step(
         return ensemble._replace(
             params=params, opt_state=opt_state, model_state=model_state, step=ensemble.step + 1
         ), metrics
+
+    return step
+
+
+def member_step(trainer: Trainer, num_members: int, compile: bool = False) -> Callable:
+    """``step(state, inputs_per_member) -> (state, metrics [M])``: a trainer's plain update (M = 1) or its vmap.
+
+    ``state`` is the trainer's state (M = 1) or the stacked :class:`EnsembleState`;
+    ``inputs_per_member`` holds one tuple of update inputs per member, and every
+    metric comes back with a leading axis of M. The caller drops each state once
+    stepped, so the update may reuse its buffers (donation: the same numbers bit
+    for bit, no fresh buffers). With ``compile`` and M > 1 it is the trainer's own
+    stacked update: all members' gradient compiled as one vmapped graph.
+    """
+    if num_members == 1:
+        update = trainer.make_update(donate=True, **({"compile": True} if compile else {}))
+    elif compile:
+        update = trainer.make_update(donate=True, compile=True, stacked=True)
+    else:
+        update = vmap_update(trainer.make_update(backend="func", donate=True))
+
+    def step(state, inputs: list[tuple]):
+        args = inputs[0] if num_members == 1 else stack(inputs)
+        # layer state (BatchNorm statistics, power iterations; empty for most models) goes in and out
+        params, opt_state, model_state, metrics = update(state.params, state.opt_state, state.model_state, *args)
+        if num_members == 1:
+            metrics = {k: v.reshape(1) for k, v in metrics.items()}
+        return state._replace(params=params, opt_state=opt_state, model_state=model_state, step=state.step + 1), metrics
 
     return step

@@ -60,6 +60,7 @@ __all__ = [
     "init_params",
     "init_state",
     "merge",
+    "parameter_table",
     "power_iteration",
     "spectral_normalize",
     "sequential_program",
@@ -550,3 +551,26 @@ def describe(template: nn.Module, example_input_shape: tuple[int, ...]) -> list[
         for h in hooks:
             h.remove()
     return rows
+
+
+def parameter_table(params: dict[str, TensorTree], networks: dict[str, tuple[nn.Module, tuple[int, ...]]]) -> str:
+    """Per subtree of ``params``: its parameter count, and for a network its layers (:func:`describe`); the total.
+
+    Args:
+      params: ``{name: parameter tree}`` (e.g. ``{"encoder", "decoder", "prior"}``).
+      networks: ``{name: (template, example input shape)}`` of the subtrees that are networks.
+    """
+    lines, total = [], 0
+    for name, subtree in params.items():
+        count = count_params(subtree)
+        total += count
+        if count:
+            lines.append(f"{name}: {count:,} parameters")
+        if name in networks:
+            template, shape = networks[name]
+            lines += [
+                f"    {layer:<10} {kind:<16} {str(list(s)):<20} {n:>10,}"
+                for layer, kind, s, n in describe(template, shape)
+            ]
+    lines.append(f"total: {total:,} parameters")
+    return "\n".join(lines)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from experiments import figures, interpolate, run, train
+from experiments import figures, run, train
+from fgm import interpolate
 
 from .test_interpolate import binary_images, build, params_of, perturbed
 

@@ -1,13 +1,13 @@
-"""Latent interpolations: paths, strips and their statistics (experiments/interpolate.py)."""
+"""Latent interpolations: paths, strips and their statistics (fgm/interpolate.py)."""
 
 import optree
 import pytest
 import torch
 
 from experiments import config as cfg
-from experiments import interpolate, models
+from experiments import models
 from fgm import data as fdata
-from fgm import random
+from fgm import interpolate, random
 from fgm.models import vae as vae_lib
 
 

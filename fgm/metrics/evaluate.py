@@ -14,16 +14,18 @@ and every metric reads the same matrices::
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
+from tqdm.auto import tqdm
 
 from fgm import random
 from fgm.metrics import kid as kid_lib
 from fgm.metrics import precision_recall as pr_lib
 from fgm.metrics.fid import FIDResult, fid_from_features
 
-__all__ = ["FeatureMetrics", "feature_metrics"]
+__all__ = ["FeatureMetrics", "feature_metrics", "split_means"]
 
 
 class FeatureMetrics(NamedTuple):
@@ -94,3 +96,25 @@ def feature_metrics(
     kid_result = kid_lib.kid(generated, real, k, kid_subsets, kid_subset_size)
     pr = pr_lib.precision_recall(generated, real, pr_k) if with_precision_recall else None
     return FeatureMetrics(fid_result, kid_result, pr)
+
+
+def split_means(
+    evaluate: Callable[[Any, torch.Tensor, random.Key], dict[str, torch.Tensor]],
+    params: Any,
+    inputs: torch.Tensor,
+    key: random.Key,
+    batch_size: int,
+    desc: str | None = None,
+) -> dict[str, float]:
+    """Per-example values averaged over a whole split: ``evaluate(params, x_i, fold_in(key, i)) -> {name: [B]}``.
+
+    Batch ``i`` of ``inputs`` (rows ``i·batch_size`` on) gets the key
+    ``fold_in(key, i)``, so the result depends on the key and the batch size
+    only; sums are float64. ``desc`` shows a progress bar with that title.
+    """
+    totals: dict[str, float] = {}
+    starts = range(0, inputs.shape[0], batch_size)
+    for i, start in enumerate(tqdm(starts, disable=desc is None, desc=desc, unit="batch")):
+        for name, v in evaluate(params, inputs[start : start + batch_size], random.fold_in(key, i)).items():
+            totals[name] = totals.get(name, 0.0) + float(v.double().sum())
+    return {name: total / inputs.shape[0] for name, total in totals.items()}

@@ -57,6 +57,7 @@ __all__ = [
     "image_features",
     "image_fingerprint",
     "image_statistics",
+    "images_from_file",
     "load_npz",
     "save_npz",
     "statistics_key",
@@ -553,3 +554,30 @@ def load_npz(path: str | os.PathLike) -> NpzStatistics:
     if mean.dim() != 1 or cov.shape != (mean.shape[0], mean.shape[0]):
         raise ValueError(f"{path}: mu {tuple(mean.shape)} and sigma {tuple(cov.shape)} do not fit [D] and [D, D]")
     return NpzStatistics(mean, cov, count)
+
+
+def images_from_file(path: Path) -> torch.Tensor:
+    """Images from ``.npy``/``.npz``/``.pt`` as ``float [N, C, H, W]`` in ``[0, 1]``."""
+    if path.suffix == ".pt":
+        array = torch.load(path, map_location="cpu", weights_only=True)
+    elif path.suffix == ".npy":
+        array = torch.from_numpy(np.load(path))
+    elif path.suffix == ".npz":
+        with np.load(path) as archive:
+            array = torch.from_numpy(archive[archive.files[0]])
+    else:
+        raise ValueError(f"{path}: unsupported image file (use .npy, .npz or .pt)")
+    if not isinstance(array, torch.Tensor):
+        raise ValueError(f"{path}: expected a tensor of images, got {type(array).__name__}")
+    if array.ndim == 3:
+        array = array[:, None]
+    if array.ndim != 4:
+        raise ValueError(f"{path}: expected images [N, C, H, W], [N, H, W, C] or [N, H, W], got {tuple(array.shape)}")
+    if array.shape[1] not in (1, 3) and array.shape[-1] in (1, 3):
+        array = array.permute(0, 3, 1, 2)
+    if array.dtype == torch.uint8:
+        return array.float() / 255.0
+    array = array.float()
+    if array.min() < 0 or array.max() > 1:
+        raise ValueError(f"{path}: float images must lie in [0, 1] (got [{array.min():.3g}, {array.max():.3g}])")
+    return array

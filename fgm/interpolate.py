@@ -1,6 +1,6 @@
 """Latent interpolations: paths between two latent points, and the strips of images along them.
 
-Pure functions, no file I/O (``experiments.figures`` writes the pictures).
+Pure functions, no file I/O (the command line's ``experiments.figures`` writes the pictures).
 Two latent points ``a`` and ``b`` are joined by ``n`` interior points plus
 both ends (:func:`interpolation_weights`, ``n = 10`` by default: 12 images,
 weights ``0, 1/11, ..., 1``); ``w = 0`` is exactly ``a`` and ``w = 1``
@@ -38,9 +38,25 @@ import torch
 from fgm import random
 from fgm.models import gan as gan_lib
 
+__all__ = [
+    "INTERIOR_POINTS",
+    "INTERPOLATION_SEED",
+    "PAIRS",
+    "Strip",
+    "gan_interpolations",
+    "interpolation_weights",
+    "lerp",
+    "path_statistics",
+    "slerp",
+    "strip_grid",
+    "test_pairs",
+    "vae_interpolations",
+]
+
 INTERPOLATION_SEED = 6  # fixed across runs and seeds: the same pairs everywhere
 INTERIOR_POINTS = 10  # the study asks for "10 points between the two original points"
-PAIRS = 6
+PAIRS = 6  # pairs (rows) per kind of strip
+_REAL_FRAME = (1.0, 0.0, 0.0)  # red
 
 
 class Strip(NamedTuple):
@@ -157,34 +173,43 @@ def vae_interpolations(
         push, draws, space = (lambda u: u), "two prior draws z ~ N(0, I)", "latent space z (the prior is N(0, I))"
     else:
         draws, space = "two base draws u ~ N(0, I)", "the flow's base space u, decoded at z = f(u)"
-    how = _weights_text(weights)
     with torch.no_grad():
         strips = _noise_strips(lambda u: decode(push(u)), noise_a, noise_b, weights, draws, space)
         if flow is not None:
             z_a, z_b = vae.prior.sample(params["prior"], noise_a), vae.prior.sample(params["prior"], noise_b)
             strips["prior_latent"] = Strip(
                 decode(lerp(z_a, z_b, weights)),
-                f"the same draws mapped to latent space, z = f(u), linear path in latent space z; {how}",
+                f"the same draws mapped to latent space, z = f(u), linear path in latent space z; "
+                f"{_weights_text(weights)}",
             )
         if images_a is not None and images_b is not None:
-            real_a, real_b = _display(vae, images_a), _display(vae, images_b)
-            mu_a, mu_b = vae.encode(params["encoder"], images_a)[0], vae.encode(params["encoder"], images_b)[0]
-            strips["test_latent"] = Strip(
-                decode(lerp(mu_a, mu_b, weights)),
-                f"posterior means μ(x) of two test images (shown framed at both ends), linear path in latent "
-                f"space z; {how}",
-                real_a,
-                real_b,
-            )
-            if flow is not None:
-                u_a, u_b = (flow.inverse_and_log_det(params["prior"], mu)[0] for mu in (mu_a, mu_b))
-                strips["test_base"] = Strip(
-                    decode(push(lerp(u_a, u_b, weights))),
-                    f"the same posterior means mapped to base space, u = f⁻¹(μ(x)), linear path in base space u, "
-                    f"decoded at z = f(u); {how}",
-                    real_a,
-                    real_b,
-                )
+            strips |= _test_strips(vae, params, images_a, images_b, weights, decode, push, flow)
+    return strips
+
+
+def _test_strips(vae, params, images_a, images_b, weights, decode, push, flow) -> dict[str, Strip]:
+    """:func:`vae_interpolations`' strips between the encodings of two test images (``test_latent``, ``test_base``)."""
+    how = _weights_text(weights)
+    real_a, real_b = _display(vae, images_a), _display(vae, images_b)
+    mu_a, mu_b = vae.encode(params["encoder"], images_a)[0], vae.encode(params["encoder"], images_b)[0]
+    strips = {
+        "test_latent": Strip(
+            decode(lerp(mu_a, mu_b, weights)),
+            f"posterior means μ(x) of two test images (shown framed at both ends), linear path in latent "
+            f"space z; {how}",
+            real_a,
+            real_b,
+        )
+    }
+    if flow is not None:
+        u_a, u_b = (flow.inverse_and_log_det(params["prior"], mu)[0] for mu in (mu_a, mu_b))
+        strips["test_base"] = Strip(
+            decode(push(lerp(u_a, u_b, weights))),
+            f"the same posterior means mapped to base space, u = f⁻¹(μ(x)), linear path in base space u, "
+            f"decoded at z = f(u); {how}",
+            real_a,
+            real_b,
+        )
     return strips
 
 
@@ -229,6 +254,28 @@ def _noise_strips(render, noise_a, noise_b, weights: torch.Tensor, draws: str, s
             render(slerp(noise_a, noise_b, weights)), f"the same draws, spherical path (slerp) in {space}; {how}"
         ),
     }
+
+
+def _frame(images: torch.Tensor, colour=_REAL_FRAME) -> torch.Tensor:
+    """RGB copies of ``[N, C, H, W]`` images with a 1-pixel coloured frame."""
+    x = images.expand(-1, 3, -1, -1).clone() if images.shape[1] == 1 else images.clone()
+    c = torch.tensor(colour, dtype=x.dtype, device=x.device)[None, :, None]
+    x[:, :, 0, :] = c
+    x[:, :, -1, :] = c
+    x[:, :, :, 0] = c
+    x[:, :, :, -1] = c
+    return x
+
+
+def strip_grid(strip: Strip) -> tuple[torch.Tensor, int]:
+    """``([P · W', C, H, W], W')``: a strip's images row by row, its real ends (if any) framed in red."""
+    p, w = strip.images.shape[:2]
+    images = strip.images
+    if strip.real_a is None:
+        return images.reshape(p * w, *images.shape[2:]), w
+    gen = images.expand(-1, -1, 3, -1, -1) if images.shape[2] == 1 else images
+    rows = torch.cat([_frame(strip.real_a)[:, None], gen, _frame(strip.real_b)[:, None]], dim=1)
+    return rows.reshape(p * (w + 2), *rows.shape[2:]), w + 2
 
 
 def path_statistics(images: torch.Tensor) -> dict[str, float]:
