@@ -79,7 +79,7 @@ def ours_step(params, grads, lr: float) -> Callable[[], None]:
 
 def torch_step(params, grads, lr: float, foreach: bool) -> Callable[[], None]:
     leaves = [p.clone().requires_grad_(True) for p in optree.tree_leaves(params)]
-    for p, g in zip(leaves, optree.tree_leaves(grads)):
+    for p, g in zip(leaves, optree.tree_leaves(grads), strict=True):
         p.grad = g.clone()
     opt = torch.optim.Adam(leaves, lr=lr, foreach=foreach)
     return opt.step

@@ -77,7 +77,7 @@ def time_interleaved(fns: dict[str, Callable[[random.Key], object]], rounds: int
     """``{name: median seconds per call}``; each call gets a fresh key, calls interleaved in random order."""
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     root = random.key(1)
-    for name, fn in fns.items():
+    for fn in fns.values():
         for i in range(warmup):
             fn(random.fold_in(root, i))
     sync()

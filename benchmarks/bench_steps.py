@@ -165,7 +165,9 @@ def max_abs_diff(a: TensorTree, b: TensorTree) -> float:
     leaves_b, spec_b = optree.tree_flatten(b)
     if spec_a != spec_b:
         raise ValueError(f"the two trees differ in structure: {spec_a} vs {spec_b}")
-    return max((float((x.double() - y.double()).abs().max()) for x, y in zip(leaves_a, leaves_b)), default=0.0)
+    return max(
+        (float((x.double() - y.double()).abs().max()) for x, y in zip(leaves_a, leaves_b, strict=True)), default=0.0
+    )
 
 
 # --------------------------------------------------------------------------- VAEs
@@ -249,7 +251,7 @@ class TorchGAN:
         self.only_g = only_g
 
     def step(self, reals, d_latents, z_g) -> tuple[torch.Tensor, torch.Tensor]:
-        for real, z in zip(reals, d_latents):
+        for real, z in zip(reals, d_latents, strict=True):
             with torch.no_grad():
                 fake = self.g(z)  # training mode: batch statistics, running statistics move
             d_loss = (F.softplus(-self.d(real).squeeze(-1)) + F.softplus(self.d(fake).squeeze(-1))).mean()

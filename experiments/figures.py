@@ -57,14 +57,16 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     names = sorted(names, key=lambda n: (n not in ("neg_elbo", "loss"), n))
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
     epochs = [r["epoch"] for r in records]
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=True):
         for split, style in (("train", "-"), ("val", "--")):
             # Some metrics (validation FID) exist only every few epochs: join the epochs that have them.
             points = [
-                (e, r[f"{split}_{name}"]) for e, r in zip(epochs, records) if r.get(f"{split}_{name}") is not None
+                (e, r[f"{split}_{name}"])
+                for e, r in zip(epochs, records, strict=True)
+                if r.get(f"{split}_{name}") is not None
             ]
             if points:
-                ax.plot(*zip(*points), style, marker="o", markersize=3, label=split)
+                ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=split)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -200,7 +202,7 @@ def write_progression(out: str | Path, max_columns: int = 12, nrow: int = 8) -> 
     col = 0.8  # inches per column
     size = (col * len(columns) + 0.3, col * height / width + 0.7)
     fig, axes = plt.subplots(1, len(columns), figsize=size, squeeze=False)
-    for ax, (epoch, image) in zip(axes[0], columns):
+    for ax, (epoch, image) in zip(axes[0], columns, strict=True):
         ax.imshow(image, interpolation="nearest")
         ax.set(xticks=[], yticks=[])
         ax.set_xlabel(f"epoch {epoch}", fontsize=8)

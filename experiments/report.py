@@ -181,7 +181,7 @@ def curve_points(group: Group, every: int = 10) -> dict:
     histories = [h for _, _, _, h in group.runs]
     logged_keys = {k for h in histories for r in h for m in r["members"] for k in m}
     keys = sorted(k for k in logged_keys if k.startswith(("train_", "val_")))
-    series = {key: dict(zip(*_series(histories, key)[:2])) for key in keys}
+    series = {key: dict(zip(*_series(histories, key)[:2], strict=True)) for key in keys}
     logged = sorted({e for s in series.values() for e in s})
     if not logged:
         return {}
@@ -411,7 +411,7 @@ def curves_figure(groups: list[Group], path: Path) -> Path | None:
     fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.flat[len(drawn_panels) :]:
         ax.set_visible(False)
-    for ax, (title, lines) in zip(axes.flat, drawn_panels):
+    for ax, (title, lines) in zip(axes.flat, drawn_panels, strict=False):
         for label, style, colour, epochs, mean, std in lines:
             ax.plot(epochs, mean, style, color=colour, marker="o", markersize=2.5, label=label)
             ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
@@ -483,7 +483,7 @@ def side_by_side(panels: list[tuple[str, Path]], path: Path, width: float = 4.0)
             images.append((title, np.asarray(im.convert("RGB"))))
     aspect = max(im.shape[0] / im.shape[1] for _, im in images)
     fig, axes = plt.subplots(1, len(images), figsize=(width * len(images), width * aspect + 0.5), squeeze=False)
-    for ax, (title, image) in zip(axes[0], images):
+    for ax, (title, image) in zip(axes[0], images, strict=True):
         ax.imshow(image, interpolation="nearest")
         ax.set_title(title, fontsize=10)
         ax.axis("off")

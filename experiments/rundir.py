@@ -124,7 +124,7 @@ def write_metrics(run: Path, history: list[dict]) -> None:
 def mean_std(members: list[dict]) -> tuple[dict, dict]:
     """Mean and sample std (``ddof = 1``; ``None`` for one member) of every number all members have."""
     mean, std = {}, {}
-    for key, value in members[0].items():
+    for key in members[0]:
         values = [m.get(key) for m in members]
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             mean[key] = math.fsum(values) / len(values)

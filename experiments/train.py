@@ -443,7 +443,7 @@ def write_figures(
     """Curves, each member's interpolations (``interpolations/[s<seed>/]``) and the sample progression."""
     seeds = config["seeds"]
     figures.plot_curves(rundir.read_metrics(out), out / "curves.png", title=out.name)
-    for seed, member in zip(seeds, params):
+    for seed, member in zip(seeds, params, strict=True):
         folder = out / rundir.INTERPOLATIONS / (f"s{seed}" if len(seeds) > 1 else "")
         figures.write_interpolations(experiment, member, folder, test_inputs, config["interpolation_points"])
     figures.write_progression(out)

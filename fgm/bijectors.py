@@ -104,18 +104,18 @@ def chain(bijectors: Sequence[Bijector]) -> Bijector:
 
     def init(key):
         keys = random.split(key, max(len(bijectors), 1))
-        return {n: b.init(k) for n, b, k in zip(names, bijectors, keys)}
+        return {n: b.init(k) for n, b, k in zip(names, bijectors, keys, strict=True)}
 
     def forward_and_log_det(params, x):
         total = x.new_zeros(x.shape[0])
-        for n, b in zip(names, bijectors):
+        for n, b in zip(names, bijectors, strict=True):
             x, log_det = b.forward_and_log_det(params[n], x)
             total = total + log_det
         return x, total
 
     def inverse_and_log_det(params, y):
         total = y.new_zeros(y.shape[0])
-        for n, b in zip(reversed(names), reversed(bijectors)):
+        for n, b in zip(reversed(names), reversed(bijectors), strict=True):
             y, log_det = b.inverse_and_log_det(params[n], y)
             total = total + log_det
         return y, total
@@ -147,7 +147,7 @@ def permute(permutation: Sequence[int]) -> Bijector:
 def _conditioner(dim: int, hidden: Sequence[int]) -> nn.Module:
     layers: list[nn.Module] = []
     sizes = [dim, *hidden]
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [nn.Linear(fan_in, fan_out), nn.ELU()]
     layers.append(nn.Linear(sizes[-1], 2 * dim))
     return nn.Sequential(*layers)

@@ -131,7 +131,7 @@ def load(path: str | os.PathLike, template: TensorTree) -> tuple[TensorTree, dic
             "by a different model, dataset or configuration?"
         )
     names = [".".join(map(str, p)) for p in optree.tree_paths(template, none_is_leaf=True)]
-    for name, saved, expected in zip(names, leaves, t_leaves):
+    for name, saved, expected in zip(names, leaves, t_leaves, strict=True):
         if isinstance(expected, torch.Tensor):
             if not isinstance(saved, torch.Tensor) or saved.shape != expected.shape or saved.dtype != expected.dtype:
                 got = f"{tuple(saved.shape)} {saved.dtype}" if isinstance(saved, torch.Tensor) else type(saved).__name__
@@ -143,7 +143,7 @@ def load(path: str | os.PathLike, template: TensorTree) -> tuple[TensorTree, dic
                 f"{path}: leaf '{name}' is {type(saved).__name__}, expected {type(expected).__name__}"
             )
     # Each tensor goes where the template's leaf is: a GPU checkpoint resumes on the CPU and the other way.
-    leaves = [s.to(e.device) if isinstance(e, torch.Tensor) else s for s, e in zip(leaves, t_leaves)]
+    leaves = [s.to(e.device) if isinstance(e, torch.Tensor) else s for s, e in zip(leaves, t_leaves, strict=True)]
     return optree.tree_unflatten(t_spec, leaves), content["metadata"]
 
 

@@ -115,7 +115,7 @@ def all_mean(tree: TensorTree) -> TensorTree:
         flat = torch.cat([leaves[i].detach().reshape(-1) for i in indices])  # one message per dtype
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         flat /= n
-        for i, part in zip(indices, flat.split([leaves[i].numel() for i in indices])):
+        for i, part in zip(indices, flat.split([leaves[i].numel() for i in indices]), strict=True):
             out[i] = part.view(leaves[i].shape)
     return optree.tree_unflatten(treedef, out)
 

@@ -89,7 +89,7 @@ def stack(trees: Sequence[TensorTree]) -> TensorTree:
         leaves, other = optree.tree_flatten(tree)
         if other != spec:
             raise ValueError(f"tree {i} has structure {other}, expected {spec}")
-        for column, leaf in zip(columns, leaves):
+        for column, leaf in zip(columns, leaves, strict=True):
             column.append(leaf)
     return optree.tree_unflatten(spec, [torch.stack([t.detach() for t in column]) for column in columns])
 
@@ -165,7 +165,7 @@ def unstack_states(ensemble: EnsembleState, state_type: type = train.TrainState)
     return [
         # member(), not unstack(): an empty layer state has no axis to count
         state_type(params=p, opt_state=o, model_state=member(ensemble.model_state, i), step=ensemble.step, key=k)
-        for i, (p, o, k) in enumerate(zip(params, opt_states, ensemble.keys))
+        for i, (p, o, k) in enumerate(zip(params, opt_states, ensemble.keys, strict=True))
     ]
 
 
@@ -287,7 +287,7 @@ def make_update(
 
 def _split(leaves: list[torch.Tensor], mask: list[bool]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """``(leaves where not mask, leaves where mask)``."""
-    return [t for t, m in zip(leaves, mask) if not m], [t for t, m in zip(leaves, mask) if m]
+    return [t for t, m in zip(leaves, mask, strict=True) if not m], [t for t, m in zip(leaves, mask, strict=True) if m]
 
 
 def _merge(batched: list[torch.Tensor], shared: list[torch.Tensor], mask: list[bool]) -> list[torch.Tensor]:
@@ -326,7 +326,7 @@ def make_ensemble_step(
         m = len(ensemble.keys)
         if len(batches) != m or len(keys) != m:
             raise ValueError(f"{m} members need {m} batches and {m} keys, got {len(batches)} and {len(keys)}")
-        inputs = stack([tuple(make_inputs(b, k)) for b, k in zip(batches, keys)])
+        inputs = stack([tuple(make_inputs(b, k)) for b, k in zip(batches, keys, strict=True)])
         params, opt_state, model_state, metrics = mapped(
             ensemble.params, ensemble.opt_state, ensemble.model_state, *inputs
         )

@@ -430,7 +430,7 @@ def _batch_norm_forward(module: _BatchNorm, prefix: str, context: _Context, x: t
         module.eps,
     )
     if new is not None and context.updates is not None:
-        for name, value in zip(("running_mean", "running_var", "num_batches_tracked"), new):
+        for name, value in zip(("running_mean", "running_var", "num_batches_tracked"), new, strict=True):
             context.updates[prefix + name] = value
     return y
 

@@ -313,7 +313,7 @@ def _adam_step(
     # the two extra in-place passes of the reciprocal form below. Donated
     # gradients are no longer needed here, so their buffers take it instead.
     if donate and _writable(grads):
-        for g, n in zip(grads, nu):
+        for g, n in zip(grads, nu, strict=True):
             if _is_wrapped(g):  # vmap has no batching rule for out=
                 g.copy_(n).sqrt_()
             else:
@@ -515,7 +515,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         # Pure calls do not pass the keyword, so user transformations without it still chain.
         extra = {"donate": True} if donate else {}
         new_state = []
-        for t, s in zip(transforms, state):
+        for t, s in zip(transforms, state, strict=True):
             updates, s = t.update(updates, s, params, **extra)
             new_state.append(s)
         return updates, tuple(new_state)
@@ -686,7 +686,7 @@ def apply_updates(params: Params, updates: Updates, *, donate: bool = False) -> 
         return params
     with torch.no_grad():
         new = op("add", leaves, u)
-    for p, q in zip(leaves, new):
+    for p, q in zip(leaves, new, strict=True):
         if p.requires_grad:
             q.requires_grad_(True)
     return optree.tree_unflatten(treedef, new)

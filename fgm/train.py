@@ -135,7 +135,7 @@ def value_and_grad(
             loss, aux = loss_fn(leaves, *args)
             flat, spec = optree.tree_flatten(leaves)
             grads = torch.autograd.grad(loss, flat, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(flat, grads)]
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(flat, grads, strict=True)]
         return (loss.detach(), aux), optree.tree_unflatten(spec, grads)
 
     return fn

@@ -108,7 +108,7 @@ def tree_equal(a: TensorTree, b: TensorTree) -> bool:
     leaves_b, spec_b = optree.tree_flatten(b)
     if spec_a != spec_b:
         return False
-    return all(_leaf_equal(x, y) for x, y in zip(leaves_a, leaves_b))
+    return all(_leaf_equal(x, y) for x, y in zip(leaves_a, leaves_b, strict=True))
 
 
 def tree_allclose(a: TensorTree, b: TensorTree, rtol: float = 1e-5, atol: float = 1e-8) -> bool:
@@ -127,7 +127,7 @@ def tree_allclose(a: TensorTree, b: TensorTree, rtol: float = 1e-5, atol: float 
         return False
     return all(
         torch.allclose(x, y, rtol=rtol, atol=atol) if isinstance(x, torch.Tensor) else x == y
-        for x, y in zip(leaves_a, leaves_b)
+        for x, y in zip(leaves_a, leaves_b, strict=True)
     )
 
 

@@ -333,7 +333,7 @@ def test_batches_cover_each_index_once():
     assert torch.equal(torch.cat(out).sort().values, idx)
     assert torch.equal(torch.cat(out), fr.permutation(fr.key(7), n))
     same = list(data.batches(idx, bs, fr.key(7), drop_last=False))
-    assert all(torch.equal(p, q) for p, q in zip(out, same))
+    assert all(torch.equal(p, q) for p, q in zip(out, same, strict=True))
     other = torch.cat(list(data.batches(idx, bs, fr.key(8), drop_last=False)))
     assert not torch.equal(torch.cat(out), other)
 

@@ -119,7 +119,7 @@ def test_batches_move_one_at_a_time_and_keep_their_order():
     assert [b.device for b in plain] == [torch.device("cpu")] * 3
     if torch.cuda.is_available():  # page-locked batches: the same values, copied asynchronously
         pinned = list(fdata.batches(images, 3, random.key(0), pin_memory=True))
-        assert all(b.is_pinned() for b in pinned) and all(torch.equal(a, b) for a, b in zip(plain, pinned))
+        assert all(b.is_pinned() for b in pinned) and all(torch.equal(a, b) for a, b in zip(plain, pinned, strict=True))
 
 
 def test_device_names_resolve_or_say_what_is_allowed(monkeypatch):
@@ -187,7 +187,10 @@ def test_a_gpu_step_matches_the_cpu_step(name, monkeypatch):
         cpu_opt, gpu_opt = cpu_opt["discriminator"], gpu_opt["discriminator"]
     assert tree.tree_allclose([cpu_opt, *cpu_rest], [gpu_opt, *gpu_rest], rtol=1e-3, atol=1e-5)
     lr = cfg.PROFILES["smoke"]["lr"]  # the largest of the smoke profile's rates (the GAN's is 2e-4)
-    diffs = [float((a - b).abs().max()) for a, b in zip(tree.tree_leaves(cpu_params), tree.tree_leaves(gpu_params))]
+    diffs = [
+        float((a - b).abs().max())
+        for a, b in zip(tree.tree_leaves(cpu_params), tree.tree_leaves(gpu_params), strict=True)
+    ]
     assert max(diffs) <= 2 * lr + 1e-6
 
 

@@ -37,7 +37,7 @@ def test_stack_unstack_round_trip():
     stacked = ensemble.stack(trees)
     assert stacked[0]["w"].shape == (3, 3, 4) and stacked[1].shape == (3, 2)
     assert ensemble.num_members(stacked) == 3
-    assert all(tree_equal(a, b) for a, b in zip(ensemble.unstack(stacked), trees))
+    assert all(tree_equal(a, b) for a, b in zip(ensemble.unstack(stacked), trees, strict=True))
     assert tree_equal(ensemble.member(stacked, 1), trees[1])
     # new memory: stacking copies, so the members' trees stay independent
     stacked[0]["w"].zero_()
@@ -63,7 +63,7 @@ def test_stack_states_round_trip_keeps_keys_steps_and_optimizer_state():
     assert stacked.step == 1 and stacked.keys == tuple(random.key(s) for s in range(3))
     assert stacked.opt_state[0].count.tolist() == [1, 1, 1]
     back = ensemble.unstack_states(stacked)
-    assert all(tree_equal(a, b) for a, b in zip(back, states))
+    assert all(tree_equal(a, b) for a, b in zip(back, states, strict=True))
     assert ensemble.step_keys(stacked) == [train.step_key(s) for s in states]
     with pytest.raises(ValueError, match="same step"):
         ensemble.stack_states([states[0], states[1]._replace(step=2)])
@@ -235,7 +235,7 @@ def test_ensemble_members_equal_separate_runs(model, donate):
             for name, value in m.items():
                 torch.testing.assert_close(metrics[name][i], value, rtol=1e-10, atol=1e-12)
     assert ens.step == 3 and all(s.step == 3 for s in singles)
-    for member, single in zip(ensemble.unstack_states(ens, type(singles[0])), singles):
+    for member, single in zip(ensemble.unstack_states(ens, type(singles[0])), singles, strict=True):
         assert type(member) is type(single) and member.key == single.key
         assert tree_allclose(
             (member.params, member.opt_state, member.model_state),

@@ -59,7 +59,7 @@ def test_cache_round_trip_computes_once(key, tmp_path):
     first = FID.cached_statistics(tmp_path, cache_key, compute)
     second = FID.cached_statistics(tmp_path, dict(reversed(list(cache_key.items()))), compute)  # order-free
     assert len(calls) == 1
-    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
     assert [p.name for p in tmp_path.iterdir()] == [FID.cache_path(tmp_path, cache_key).name]  # no temp files left
 
 

@@ -34,7 +34,7 @@ def test_update_is_pure(key):
     stats = F.update_stats(F.init_stats(3), random.normal(key, (5, 3)))
     before = [t.clone() for t in stats]
     F.update_stats(stats, random.normal(key, (4, 3)))
-    assert all(torch.equal(a, b) for a, b in zip(before, stats))
+    assert all(torch.equal(a, b) for a, b in zip(before, stats, strict=True))
 
 
 def test_distance_of_a_set_with_itself_is_zero(key):

@@ -111,7 +111,7 @@ def test_each_d_step_takes_its_own_real_batch(key, loss):
     reals, d_noise, z_g = G.gan_inputs(gan, adv, d_steps_per_g_step=2)(x, step_key)
     assert [r.shape[0] for r in reals] == [16, 16] and z_g.shape[0] == 16
     expected = state
-    for real, noise in zip((x[:16], x[16:]), d_noise):
+    for real, noise in zip((x[:16], x[16:]), d_noise, strict=True):
         expected, _ = G.discriminator_step(gan, adv, opt, expected, real, *noise)
     expected, _ = G.generator_step(gan, adv, opt, expected, z_g)
     stepped, _ = G.make_gan_step(gan, adv, opt, opt, d_steps_per_g_step=2)(state, x, step_key)

@@ -144,7 +144,7 @@ def test_ensemble_members_with_the_average_equal_single_runs():
         ens, _ = ens_step(ens, batches, ensemble.step_keys(ens))
         for i in range(2):
             singles[i], _ = single_step(singles[i], batches[i], train.step_key(singles[i]))
-    for member, single in zip(ensemble.unstack_states(ens, G.GANState), singles):
+    for member, single in zip(ensemble.unstack_states(ens, G.GANState), singles, strict=True):
         assert tree_allclose(member.model_state[G.EMA], single.model_state[G.EMA], rtol=1e-8, atol=1e-11)
 
 

@@ -77,7 +77,7 @@ def test_gradient_penalty_gradient_wrt_critic_params_matches_the_hand_penalty(ke
     leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}  # the library uses autograd
 
     def grads(penalty_fn):
-        return dict(zip(leaves, torch.autograd.grad(penalty_fn(leaves).sum(), list(leaves.values()))))
+        return dict(zip(leaves, torch.autograd.grad(penalty_fn(leaves).sum(), list(leaves.values())), strict=True))
 
     got = grads(lambda p: G.gradient_penalty(discriminate, p, real, fake, alpha))
     want = grads(lambda p: hand_penalty(p, real, fake, alpha))

@@ -117,7 +117,9 @@ def test_stateful_game_equals_a_torch_module_loop():
         key = train.step_key(state)
         reals, d_noise, z_g = make_inputs(double(data(t, 16)), key)
         state, metrics = step(state, double(data(t, 16)), key)
-        for real, (z,) in zip(reals, d_noise):  # the D steps: G draws fakes in training mode, without a graph
+        for real, (z,) in zip(
+            reals, d_noise, strict=True
+        ):  # the D steps: G draws fakes in training mode, without a graph
             with torch.no_grad():
                 fake = net_g(z)
             d_loss = (F.softplus(-net_d(real).squeeze(-1)) + F.softplus(net_d(fake).squeeze(-1))).mean()
@@ -234,7 +236,7 @@ def test_ensemble_members_equal_single_runs(donate):
             singles[i], m = single_step(singles[i], batches[i], train.step_key(singles[i]))
             for name, value in m.items():
                 torch.testing.assert_close(metrics[name][i], value, rtol=1e-9, atol=1e-12)
-    for member, single in zip(ensemble.unstack_states(ens, G.GANState), singles):
+    for member, single in zip(ensemble.unstack_states(ens, G.GANState), singles, strict=True):
         assert tree_allclose(member, single, rtol=1e-8, atol=1e-11)
     # the loop's form: vmap_update on the stacked trees, as experiments' member step calls it
     mapped = ensemble.vmap_update(G.make_gan_update(gan, loss, opt, opt, backend="func"))

@@ -177,6 +177,6 @@ def test_test_pairs_are_fixed_and_distinct():
     assert (a, b) == interpolate.test_pairs(100, 6)
     assert len(set(a + b)) == 12
     a, b = interpolate.test_pairs(3, 6)  # fewer images than needed: reused, never paired with itself
-    assert all(i != j for i, j in zip(a, b))
+    assert all(i != j for i, j in zip(a, b, strict=True))
     with pytest.raises(ValueError, match="at least two test images"):
         interpolate.test_pairs(1)

@@ -55,7 +55,7 @@ def test_kid_with_the_same_subsets_equals_torch_fidelity(key):
     a, b = shifted_sets(key)
     result = K.kid(a, b, random.fold_in(key, 7), num_subsets=20, subset_size=250)
     idx_a, idx_b = K.subset_indices(random.fold_in(key, 7), a.shape[0], b.shape[0], 20, 250)
-    ref = np.array([tf_kid.kernel_mmd(a[ia].numpy(), b[ib].numpy()) for ia, ib in zip(idx_a, idx_b)])
+    ref = np.array([tf_kid.kernel_mmd(a[ia].numpy(), b[ib].numpy()) for ia, ib in zip(idx_a, idx_b, strict=True)])
     np.testing.assert_allclose(K.subset_mmd2(a, b, idx_a, idx_b).numpy(), ref, rtol=1e-10)
     assert result.mean == pytest.approx(ref.mean(), rel=1e-10)
     assert result.std == pytest.approx(ref.std(), rel=1e-8)  # np.std: ddof = 0, as torch-fidelity reports

@@ -45,7 +45,7 @@ def test_direct_path_is_bitwise_functional_call_with_gradients(name, dtype):
     cotangent = random.normal(random.key(2), out.shape, dtype=dtype)
     grads = torch.autograd.grad(out, [x, *params.values()], cotangent)
     expected_grads = torch.autograd.grad(expected, [x, *params.values()], cotangent)
-    assert all(torch.equal(a, b) for a, b in zip(grads, expected_grads))
+    assert all(torch.equal(a, b) for a, b in zip(grads, expected_grads, strict=True))
 
 
 @pytest.mark.parametrize("name", ["mnist_mlp_decoder", "mnist_conv_decoder"])
@@ -75,7 +75,7 @@ def test_direct_path_under_vmap_and_func_grad(name):
 def test_any_plain_mlp_is_bitwise_functional_call(sizes, activation, bias):
     def build():
         layers = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
             layers += [nn.Linear(a, b, bias=bias), activation()]
         return nn.Sequential(*layers)
 

@@ -1,4 +1,5 @@
 import functools
+import itertools
 import math
 import warnings
 
@@ -32,11 +33,11 @@ def _clone(tree):
 def _tree_equal(a, b):
     la, sa = optree.tree_flatten(a)
     lb, sb = optree.tree_flatten(b)
-    return sa == sb and all(x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(la, lb))
+    return sa == sb and all(x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(la, lb, strict=True))
 
 
 def _max_abs_diff(a, b):
-    return max((x - y).abs().max().item() for x, y in zip(optree.tree_leaves(a), optree.tree_leaves(b)))
+    return max((x - y).abs().max().item() for x, y in zip(optree.tree_leaves(a), optree.tree_leaves(b), strict=True))
 
 
 @functools.cache
@@ -87,7 +88,7 @@ def _run_against_torch(tx, torch_opt_fn, steps=150, dtype=torch.float64):
     # The comparison means something only if every parameter really moved
     # (about lr per step, as the gradients keep their signs).
     start = optree.tree_leaves(_tree(SHAPES, 0, dtype))
-    assert min((p - q).abs().min().item() for p, q in zip(optree.tree_leaves(params), start)) > 0.1
+    assert min((p - q).abs().min().item() for p, q in zip(optree.tree_leaves(params), start, strict=True)) > 0.1
     return worst, state
 
 
@@ -166,7 +167,7 @@ def test_schedule_values():
     assert math.isclose(cos(50), 0.6, rel_tol=1e-15)
     assert math.isclose(cos(100), 0.2, rel_tol=1e-15) and cos(500) == cos(100)
     values = [cos(k) for k in range(101)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(values))
 
     with pytest.raises(ValueError):
         optim.exponential_decay(1.0, 0.5, 0)
@@ -229,7 +230,7 @@ def test_clip_by_global_norm():
     assert _global_norm(clipped) <= 1.5 * (1 + 1e-6)
     assert math.isclose(_global_norm(clipped), 1.5, rel_tol=1e-6)
     ratio = _global_norm(big) / _global_norm(clipped)
-    for x, y in zip(optree.tree_leaves(big), optree.tree_leaves(clipped)):
+    for x, y in zip(optree.tree_leaves(big), optree.tree_leaves(clipped), strict=True):
         torch.testing.assert_close(x / ratio, y, rtol=1e-6, atol=0)
 
     small = {"a": torch.tensor([0.3, -0.4]), "b": {"c": torch.full((2, 3), 0.1)}}

@@ -168,6 +168,7 @@ def test_member_i_equals_the_single_run_with_seed_i(tmp_path, mnist_root, model)
         zip(
             fdata.batches(images, 64, random.fold_in(keys[1].data, 1)),
             fdata.batches(images, 64, random.fold_in(rundir.run_keys(5).data, 1)),
+            strict=True,
         )
     ):
         ka, kb = rundir.step_keys(keys[1], t), rundir.step_keys(rundir.run_keys(5), t)

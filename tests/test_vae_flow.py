@@ -68,7 +68,7 @@ def test_loss_gradient_wrt_the_prior_is_minus_the_gradient_of_log_prior():
 
     g_loss = torch.func.grad(loss_of_prior)(params["prior"])
     g_logp = torch.func.grad(mean_log_prior)(params["prior"])
-    for a, b in zip(torch.utils._pytree.tree_leaves(g_loss), torch.utils._pytree.tree_leaves(g_logp)):
+    for a, b in zip(torch.utils._pytree.tree_leaves(g_loss), torch.utils._pytree.tree_leaves(g_logp), strict=True):
         assert torch.allclose(a, -b, atol=1e-6)
     # a step that makes the aggregate posterior more likely lowers the loss
     stepped = tree_map(lambda p, g: p + 1e-2 * g, params["prior"], g_logp)
@@ -91,7 +91,7 @@ def test_flow_parameters_get_gradients_and_change_after_a_step(key):
     prior_before = torch.utils._pytree.tree_leaves(before["prior"])
     prior_after = torch.utils._pytree.tree_leaves(state.params["prior"])
     assert len(prior_after) == 4 * 4  # 4 couplings x (2 weights + 2 biases)
-    assert all(not torch.equal(a, b) for a, b in zip(prior_before, prior_after))
+    assert all(not torch.equal(a, b) for a, b in zip(prior_before, prior_after, strict=True))
     # the optimizer state tracks the prior too
     adam_state = state.opt_state[0]
     assert set(adam_state.mu) == {"encoder", "decoder", "prior"}

@@ -125,7 +125,7 @@ def subset_mmd2(
     Returns:
       ``float64 [S]``.
     """
-    values = [mmd2_unbiased(features_a[ia], features_b[ib]) for ia, ib in zip(idx_a, idx_b)]
+    values = [mmd2_unbiased(features_a[ia], features_b[ib]) for ia, ib in zip(idx_a, idx_b, strict=True)]
     return torch.tensor(values, dtype=torch.float64)
 
 

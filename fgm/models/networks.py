@@ -54,7 +54,7 @@ def mlp(sizes: list[int], activation=nn.ELU) -> list[nn.Module]:
       A list of modules for ``nn.Sequential(*layers)``; ``[B, in] -> [B, out]``.
     """
     layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(fan_in, fan_out))
         if i < len(sizes) - 2:
             layers.append(activation())
