@@ -129,7 +129,7 @@ def register_model(
       order: the report's place for the model (``None``: after the ordered ones,
         in registration order).
       metrics: the model's own test metrics and curves in the report (the sample
-        metrics and the NLL are every model's).
+        metrics and the NLL are every model's); the first is in ``all``'s summary.
       images_per_update: ``config -> training images one update reads`` (an epoch
         is that many images per step).
     """
@@ -285,7 +285,7 @@ _VAE = {
 }
 
 
-# (key, title, digits, curve title): what the report shows of a VAE beside the NLL
+# What the report shows of a VAE beside the NLL (the first: the sweep's summary line too)
 VAE_METRICS = (
     Metric("neg_elbo", "test −ELBO ↓ (nats)", 2, "negative ELBO (nats)"),
     Metric("recon", "reconstruction (nats)", 2, "reconstruction (nats)"),
@@ -362,10 +362,10 @@ _GAN_OVERRIDES = {
     ("svhn", "smoke"): {"lr": 2e-4},
 }
 GAN_METRICS = (
-    Metric("d_real", "test D(x)", 3, "D(x)"),
-    Metric("d_fake", "test D(G(z))", 3, "D(G(z))"),
     Metric("d_loss", "test D loss", 3, "D loss", compared=False),  # D and G losses are no quality measure
     Metric("g_loss", "test G loss", 3, "G loss", compared=False),
+    Metric("d_real", "test D(x)", 3, "D(x)"),
+    Metric("d_fake", "test D(G(z))", 3, "D(G(z))"),
 )
 
 

@@ -156,7 +156,8 @@ def summary(outcomes: list[Outcome], no_data: dict) -> str:
         results = o.job.out / rundir.RESULTS
         if o.status in ("trained", "resumed", "done") and results.exists():
             mean = json.loads(results.read_text()).get("mean", {})
-            names = ("test_nll", "test_neg_elbo", "test_fid", "test_d_loss")
+            own = [f"test_{m.name}" for m in models.get_model(o.job.model).metrics[:1]]  # its objective
+            names = ("test_nll", *own, "test_fid")
             shown = [f"{k}={mean[k]:.3f}" for k in names if isinstance(mean.get(k), (int, float))]
             if shown:
                 lines.append(f"      {', '.join(shown)}")
