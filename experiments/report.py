@@ -57,13 +57,8 @@ SPARE_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", 
 
 def model_order(names) -> list[str]:
     """Models in the report's order: by their registered ``order``, then the others in registration order."""
-    position = list(models.MODELS)
-
-    def rank(name: str) -> tuple:
-        order = models.get_model(name).order
-        return (order is None, order or 0, position.index(name))
-
-    return sorted(names, key=rank)
+    position, order = list(models.MODELS), {name: models.get_model(name).order for name in names}
+    return sorted(names, key=lambda name: (order[name] is None, order[name] or 0, position.index(name)))
 
 
 def colours(names) -> dict[str, str]:
@@ -381,7 +376,7 @@ def curves_figure(groups: list[Group], path: Path) -> Path | None:
     """Train (dashed) and validation (solid) curves of every model of a dataset; mean with a ±1 std band."""
     own = [(m.name, m.curve) for g in groups for m in models.get_model(g.model).metrics if m.curve]
     panels = [*dict.fromkeys(own), ("fid", "validation FID (small N: a trend)")]
-    colour = colours([g.model for g in groups])
+    colour_of = colours([g.model for g in groups])
     drawn_panels = []
     for name, title in panels:
         lines = []
@@ -389,7 +384,7 @@ def curves_figure(groups: list[Group], path: Path) -> Path | None:
             for split, style in (("val", "-"), ("train", "--")):
                 epochs, mean, std = _series([h for *_, h in g.runs], f"{split}_{name}")
                 if epochs:
-                    lines.append((f"{g.model} {split}", style, colour[g.model], epochs, mean, std))
+                    lines.append((f"{g.model} {split}", style, colour_of[g.model], epochs, mean, std))
         if lines:
             drawn_panels.append((title, lines))
     # over- or under-fitting is read from this difference, too small to see on the curves' scale; the
@@ -401,7 +396,7 @@ def curves_figure(groups: list[Group], path: Path) -> Path | None:
         keep = [i for i, e in enumerate(epochs) if e >= GAP_FROM_EPOCH]
         if keep:
             line = ([epochs[i] for i in keep], gap[keep], gap_std[keep])
-            gaps.append((f"{g.model} val − train", "-", colour[g.model], *line))
+            gaps.append((f"{g.model} val − train", "-", colour_of[g.model], *line))
     if gaps:
         drawn_panels.insert(1, (f"generalisation gap, val − train −ELBO (from epoch {GAP_FROM_EPOCH})", gaps))
     if not drawn_panels:
@@ -438,7 +433,7 @@ def classes_figure(groups: list[Group], path: Path, reference: list[float] | Non
     shares = {model: rows for model, rows in shares.items() if rows is not None}
     if not shares:
         return None
-    colour = colours([g.model for g in groups])
+    colour_of = colours([g.model for g in groups])
     classes = np.arange(next(iter(shares.values())).shape[1])
     width = 0.8 / len(shares)
     fig, ax = plt.subplots(figsize=(9, 3.4))
@@ -451,7 +446,7 @@ def classes_figure(groups: list[Group], path: Path, reference: list[float] | Non
             width,
             yerr=std,
             capsize=2,
-            color=colour[model],
+            color=colour_of[model],
             label=f"{model} ({len(rows)} seed{'s' if len(rows) > 1 else ''})",
         )
     if reference is not None:

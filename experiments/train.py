@@ -8,6 +8,14 @@ bit in their inputs (tested) and to vmap's float rounding in their numbers
 (batched matrix products round differently from unbatched ones). Everything
 is a function of (seed, step, epoch): a run resumed from the checkpoint of
 epoch ``e`` continues exactly as if never stopped.
+
+:func:`train` checks its input (:func:`start_ranks`, :func:`check_out`,
+:func:`check_compile`), reads the data (:func:`load_data`) and the state
+(:func:`initial_state`), then :func:`train_loop` runs the epochs: per epoch
+:func:`train_epoch` (per step :func:`step_inputs` and :func:`check_finite`),
+:func:`validate`, :func:`save_sample_grid`, :func:`end_epoch` (checkpoint and
+log); :func:`write_results` tests every member (:func:`test_member`) and
+draws the figures (:func:`write_figures`).
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ def mean_log_likelihood(experiment: models.Experiment, params, inputs, key, k: i
     return evaluate_lib.split_means(log_px, params, inputs, key, 100, desc)["log_px"]
 
 
-class Run(NamedTuple):
+class Setup(NamedTuple):
     """What every piece of a run reads: the model, its config, where it writes, where it runs."""
 
     experiment: models.Experiment
@@ -83,7 +91,7 @@ class Data(NamedTuple):
     real: dict[str, torch.Tensor]  # uint8: "test" the sample metrics' reference, "train" the real-data floor's
 
 
-def train_loop(run: Run, data: Data, state: Any, start_epoch: int, history: list[dict]) -> Any:
+def train_loop(run: Setup, data: Data, state: Any, start_epoch: int, history: list[dict]) -> Any:
     """Trains every member from ``start_epoch`` to ``config["epochs"]``, checkpointing every epoch.
 
     Raises:
@@ -119,7 +127,7 @@ def train_loop(run: Run, data: Data, state: Any, start_epoch: int, history: list
     return state
 
 
-def train_epoch(run: Run, step: Callable, state: Any, images: torch.Tensor, epoch: int, keys: list, watches, bar):
+def train_epoch(run: Setup, step: Callable, state: Any, images: torch.Tensor, epoch: int, keys: list, watches, bar):
     """One pass over the training images: ``(state, float64 sums of each metric [M], warnings per member)``."""
     sums: dict[str, torch.Tensor] = {}
     warnings: list[list[str]] = [[] for _ in keys]
@@ -145,7 +153,7 @@ def train_epoch(run: Run, step: Callable, state: Any, images: torch.Tensor, epoc
     return state, sums, warnings
 
 
-def step_inputs(run: Run, keys: list, batches: tuple, step: int) -> list[tuple]:
+def step_inputs(run: Setup, keys: list, batches: tuple, step: int) -> list[tuple]:
     """Each member's update inputs for its batch (``uint8``, on the CPU) at step ``step``, on the run's device.
 
     Every rank draws the global batch's inputs and takes its rows: the draws do
@@ -167,7 +175,7 @@ def check_finite(metrics: dict, step: int, epoch: int, seeds: list[int]) -> None
         raise NonFiniteLossError(step, epoch, seeds[i], {k: v[i] for k, v in metrics.items()})
 
 
-def validate(run: Run, state: Any, data: Data, epoch: int, train: dict, warnings: list[list[str]]) -> dict:
+def validate(run: Setup, state: Any, data: Data, epoch: int, train: dict, warnings: list[list[str]]) -> dict:
     """The epoch's record: per member its training means, validation metrics and FID, warnings; mean and std."""
     members = []
     variables = rundir.member_variables(run.experiment, state, len(run.seeds))
@@ -187,7 +195,7 @@ def validate(run: Run, state: Any, data: Data, epoch: int, train: dict, warnings
     return dict(epoch=epoch, step=state.step, members=members, mean=mean, std=std)
 
 
-def save_sample_grid(run: Run, state: Any, grid_noise: list[torch.Tensor], path: Path) -> None:
+def save_sample_grid(run: Setup, state: Any, grid_noise: list[torch.Tensor], path: Path) -> None:
     """Every member's samples of the fixed latents, in whole rows of 8 (64 for one member), as one PNG."""
     per_member = 64 if len(run.seeds) == 1 else 8 * max(1, 8 // len(run.seeds))
     with torch.no_grad():
@@ -198,7 +206,7 @@ def save_sample_grid(run: Run, state: Any, grid_noise: list[torch.Tensor], path:
     figures.save_grid(torch.cat(grids), path)
 
 
-def end_epoch(run: Run, state: Any, history: list[dict], record: dict) -> None:
+def end_epoch(run: Setup, state: Any, history: list[dict], record: dict) -> None:
     """Appends the epoch's record and writes the checkpoint, ``metrics.jsonl`` and the curves."""
     # The checkpoint carries the whole log, so the log can be rebuilt after a crash between the writes.
     history.append(record)
@@ -208,7 +216,7 @@ def end_epoch(run: Run, state: Any, history: list[dict], record: dict) -> None:
     figures.plot_curves(history, run.out / "curves.png", title=run.out.name)
 
 
-def epoch_line(run: Run, record: dict, train_seconds: float) -> str:
+def epoch_line(run: Setup, record: dict, train_seconds: float) -> str:
     """The epoch's log line: the objective's training mean and validation value, the training time."""
     objective, mean, seeds = run.experiment.objective, record["mean"], run.seeds
     line = f"epoch {record['epoch']}/{run.config['epochs']}  train {objective} "
@@ -218,7 +226,7 @@ def epoch_line(run: Run, record: dict, train_seconds: float) -> str:
     return line + f"  ({train_seconds:.1f}s{f', {len(seeds)} seeds' if len(seeds) > 1 else ''})"
 
 
-def test_member(run: Run, params: Any, keys: rundir.RunKeys, data: Data) -> dict:
+def test_member(run: Setup, params: Any, keys: rundir.RunKeys, data: Data) -> dict:
     """One member's test metrics: its own evaluation, the IWAE NLL and the sample metrics (each with its N and K).
 
     Everything runs on the run's device (``params`` are there too); the
@@ -280,7 +288,7 @@ def train(
     train_images = limit(images["train"], config["train_limit"])
     per_epoch = fdata.num_batches(train_images.shape[0], models.images_per_update(config))
     config["total_steps"] = config["epochs"] * per_epoch
-    run = Run(models.build(config), config, out, device, progress and distributed.is_main(), data_dir)
+    run = Setup(models.build(config), config, out, device, progress and distributed.is_main(), data_dir)
     check_compile(run)
     if device.type == "cuda":
         # cuDNN's default TF32 convolutions round to a 10-bit mantissa (~1e-3 relative): full float32 keeps a GPU
@@ -334,7 +342,7 @@ def check_out(out: Path, resume: bool) -> None:
         raise ValueError(f"--resume: no checkpoint at {ckpt_path}")
 
 
-def check_compile(run: Run) -> None:
+def check_compile(run: Setup) -> None:
     """Refuses ``--compile`` for models (or seed ensembles of models) without it, before any work."""
     if run.config.get("compile"):
         stacked = {"stacked": True} if len(run.seeds) > 1 else {}
@@ -346,7 +354,7 @@ def check_compile(run: Run) -> None:
             ) from error
 
 
-def load_data(run: Run, images: dict[str, torch.Tensor], train_images: torch.Tensor) -> Data:
+def load_data(run: Setup, images: dict[str, torch.Tensor], train_images: torch.Tensor) -> Data:
     """The run's :class:`Data` from the splits' ``uint8`` images, limited as the config says."""
     config, to_input = run.config, run.experiment.eval_input
     val_reference = limit(images["val"], config["fid_val_samples"]) if config["fid_every"] else None
@@ -360,7 +368,7 @@ def load_data(run: Run, images: dict[str, torch.Tensor], train_images: torch.Ten
     )
 
 
-def initial_state(run: Run, resume: bool) -> tuple[Any, int, list[dict]]:
+def initial_state(run: Setup, resume: bool) -> tuple[Any, int, list[dict]]:
     """``(state, epochs done, history)``: fresh, or the checkpoint's when resuming (refused if the config changed)."""
     state = rundir.state_template(run.experiment, run.config, run.device)
     if not resume:
@@ -378,7 +386,7 @@ def initial_state(run: Run, resume: bool) -> tuple[Any, int, list[dict]]:
     return state, meta["epoch"], meta.get("history", [])
 
 
-def announce(run: Run, data: Data, state: Any) -> None:
+def announce(run: Setup, data: Data, state: Any) -> None:
     """Prints what is trained on what, where, and the parameter table."""
     config, seeds = run.config, run.seeds
     ranks = f" × {distributed.world_size()} processes" if distributed.world_size() > 1 else ""
@@ -391,7 +399,7 @@ def announce(run: Run, data: Data, state: Any) -> None:
     print(fnn.parameter_table(rundir.member_params(state, len(seeds))[0], run.experiment.networks))
 
 
-def write_results(run: Run, state: Any, data: Data, elapsed: float) -> dict:
+def write_results(run: Setup, state: Any, data: Data, elapsed: float) -> dict:
     """Tests every member (:func:`test_member`), writes ``results.json`` and the figures; returns the results."""
     config, seeds, out = run.config, run.seeds, run.out
     history = rundir.read_metrics(out)

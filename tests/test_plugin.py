@@ -100,3 +100,24 @@ def test_a_run_of_a_model_not_imported_names_the_module(plugin, tmp_path, mnist_
         assert "model 'tiny_vae', which is not registered" in err and "pass --import my_models" in err, err
     assert run.main([*argv[:2], "--resume", "--out", str(out), "--data-dir", str(mnist_root)]) == 2
     assert "unknown model 'tiny_vae'" in (err := capsys.readouterr().err) and "--import" in err
+
+
+def test_the_registration_is_checked_and_is_what_the_pipeline_reads(plugin):
+    import my_models  # noqa: F401 - registers tiny_vae
+
+    entry = models.get_model("tiny_vae")
+    assert entry.module == "my_models" and entry.metrics == models.VAE_METRICS
+    assert models.defaults("tiny_vae", "mnist", "smoke")["lr"] == 2e-3  # its override, there only
+    assert models.defaults("tiny_vae", "mnist", "default")["lr"] == config.PROFILES["default"]["lr"]
+    assert models.defaults("tiny_vae", "svhn", "smoke")["lr"] == config.PROFILES["smoke"]["lr"]
+    for overrides, message in (
+        ({("mnist", "nope"): {}}, "override for unknown profile 'nope'"),
+        ({("mnist", "smoke"): {"widht": 3}}, "override of 'widht' for \\(mnist, smoke\\) is not a setting of it"),
+        ({("mnist", "smoke"): {"lr": 0}}, "override lr for \\(mnist, smoke\\): 0.0 is not allowed"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            models.register_model("bad", settings={"width": (8, None)}, overrides=overrides)(entry.build)
+    assert "bad" not in models.MODELS
+    models.register_model("twice", images_per_update=lambda c: 2 * c["batch_size"])(entry.build)
+    assert models.images_per_update({"model": "twice", "batch_size": 8}) == 16  # an epoch has half the steps
+    assert models.images_per_update({"model": "tiny_vae", "batch_size": 8}) == 8
