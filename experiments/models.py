@@ -240,14 +240,14 @@ def build_gan(spec: fdata.DatasetSpec, config: dict) -> gan_lib.GAN:
         raise ValueError(f"gan: no built-in ConvNet for shape {tuple(spec.shape)} (1×28×28 or 32×32); try arch=mlp")
     if config["arch"] == "mlp" or (config["arch"] == "auto" and not (mnist_shaped or conv_fits)):
         _architecture(spec, "gan")  # binarised data, or a clear error
-        build_g = functools.partial(gan_lib.mlp_generator, d, spec.shape, tuple(config["g_hidden"]))
-        build_d = functools.partial(gan_lib.mlp_discriminator, spec.shape, tuple(config["d_hidden"]))
+        build_g = functools.partial(networks.mnist_mlp_generator, d, tuple(config["g_hidden"]), spec.shape)
+        build_d = functools.partial(networks.mnist_mlp_discriminator, tuple(config["d_hidden"]), spec.shape)
     elif mnist_shaped:
-        build_g = functools.partial(gan_lib.mnist_dcgan_generator, d, config["width"], config["g_batchnorm"])
-        build_d = functools.partial(gan_lib.mnist_dcgan_discriminator, config["width"], config["d_spectral_norm"])
+        build_g = functools.partial(networks.mnist_conv_generator, d, config["width"], config["g_batchnorm"])
+        build_d = functools.partial(networks.mnist_conv_discriminator, config["width"], config["d_spectral_norm"])
     else:
-        build_g = functools.partial(gan_lib.dcgan_generator, d, c, config["width"])
-        build_d = functools.partial(gan_lib.dcgan_discriminator, c, config["width"])
+        build_g = functools.partial(networks.svhn_conv_generator, d, config["width"], c)
+        build_d = functools.partial(networks.svhn_conv_discriminator, config["width"], c)
     return gan_lib.make_gan(build_g, build_d, d, spec.shape)
 
 

@@ -2,9 +2,11 @@
 
 * ``fgm.models.vae``: the VAE (:func:`~fgm.models.vae.make_vae`, ELBO, likelihoods,
   standard-normal and flow priors).
-* ``fgm.models.networks``: the encoder/decoder architectures the CLI uses (MNIST MLPs,
-  SVHN ConvNets); any ``nn.Module`` of the right shapes works instead.
-* ``fgm.models.gan``: the GAN (generators, discriminators, adversarial losses, D/G steps).
+* ``fgm.models.networks``: the architectures the CLI uses, the VAE's encoders/decoders and
+  the GAN's generators/discriminators (MLPs, MNIST and SVHN ConvNets); any ``nn.Module`` of
+  the right shapes works instead.
+* ``fgm.models.gan``: the GAN (model, adversarial losses, moving average of G, objectives,
+  and ``build``, its Trainer), a package of one module per concern.
 
 Submodules are imported on first access (``fgm.models.gan``) or explicitly
 (``from fgm.models import vae``).
