@@ -2,6 +2,8 @@
 
 * ``fgm.models.vae``: the VAE (:func:`~fgm.models.vae.make_vae`, ELBO, likelihoods,
   standard-normal and flow priors).
+* ``fgm.models.vamp``: the VampPrior, a mixture of the encoder's posteriors at learned
+  pseudo-inputs (:func:`~fgm.models.vamp.with_vamp_prior`).
 * ``fgm.models.networks``: the encoder/decoder architectures the CLI uses (MNIST MLPs,
   SVHN ConvNets); any ``nn.Module`` of the right shapes works instead.
 * ``fgm.models.gan``: the GAN (generators, discriminators, adversarial losses, D/G steps).
@@ -12,7 +14,7 @@ Submodules are imported on first access (``fgm.models.gan``) or explicitly
 
 import importlib
 
-_SUBMODULES = ("gan", "networks", "vae")
+_SUBMODULES = ("gan", "networks", "vae", "vamp")
 
 __all__ = list(_SUBMODULES)
 
