@@ -24,6 +24,10 @@ A model with layer state (BatchNorm statistics, spectral-norm vectors; see
 
 Evaluation reads ``trainer.variables(state)`` (the parameters, merged with
 the layer state where there is one), never ``state.params`` directly.
+
+A model with a likelihood bound by importance sampling (the IWAE bound of
+:mod:`fgm.metrics.nll`) describes itself as an :class:`ImportanceModel`: a
+proposal and a log joint (:func:`fgm.models.vae.importance_model` for a VAE).
 """
 
 from __future__ import annotations
