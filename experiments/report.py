@@ -31,7 +31,7 @@ from experiments import figures, models, rundir
 from fgm import data as fdata
 
 plt = figures.plt
-MODEL_ORDER = ("vae_std", "vae_flow", "gan")
+MODEL_ORDER = ("vae_std", "vae_flow", "vae_vamp", "gan")
 # (results key, column title, digits): the test metrics compared across models
 METRICS = (
     ("test_fid", "test FID ↓", 2),
@@ -58,7 +58,7 @@ METRICS = (
 )
 GAP_FROM_EPOCH = 5
 NOT_COMPARED = ("floor_fid", "floor_precision", "floor_recall", "test_d_loss", "test_g_loss")
-_COLOURS = {"vae_std": "tab:blue", "vae_flow": "tab:orange", "gan": "tab:green"}
+_COLOURS = {"vae_std": "tab:blue", "vae_flow": "tab:orange", "vae_vamp": "tab:red", "gan": "tab:green"}
 
 
 class Group(NamedTuple):

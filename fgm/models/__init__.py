@@ -2,6 +2,8 @@
 
 * ``fgm.models.vae``: the VAE (:func:`~fgm.models.vae.make_vae`, ELBO, likelihoods,
   standard-normal and flow priors).
+* ``fgm.models.vamp``: the VampPrior, a mixture of the encoder's posteriors at learned
+  pseudo-inputs (:func:`~fgm.models.vamp.with_vamp_prior`).
 * ``fgm.models.networks``: the architectures the CLI uses, the VAE's encoders/decoders and
   the GAN's generators/discriminators (MLPs, MNIST and SVHN ConvNets); any ``nn.Module`` of
   the right shapes works instead.
@@ -14,7 +16,7 @@ Submodules are imported on first access (``fgm.models.gan``) or explicitly
 
 import importlib
 
-_SUBMODULES = ("gan", "networks", "vae")
+_SUBMODULES = ("gan", "networks", "vae", "vamp")
 
 __all__ = list(_SUBMODULES)
 
