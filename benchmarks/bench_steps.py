@@ -8,7 +8,7 @@ Run from the repository root::
 Each model is the registered one (``experiments.models``) with its MNIST
 settings of the default profile (``experiments.config.defaults``): batch 128
 for the VAEs; batch 64 for the GAN, whose default networks are the DCGAN-style
-ConvNets (``fgm.models.gan.mnist_dcgan_generator``/``_discriminator``, width
+ConvNets (``fgm.models.networks.mnist_conv_generator``/``_discriminator``, width
 80, BatchNorm in G). ``gan_mlp`` is the same GAN with ``arch=mlp``, the MLP
 pair that was the default before.
 

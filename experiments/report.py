@@ -51,8 +51,8 @@ METRICS = (
 )
 GAP_FROM_EPOCH = 5
 NOT_COMPARED = ("floor_fid", "floor_precision", "floor_recall")  # the floor is the data's, the same for every model
-# colours of the models whose registration names none, in the report's order
-SPARE_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+# colours of the models whose registration names none, in the report's order (those no model has)
+SPARE_COLOURS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray", "tab:red")
 
 
 def model_order(names) -> list[str]:
@@ -63,8 +63,8 @@ def model_order(names) -> list[str]:
 
 def colours(names) -> dict[str, str]:
     """Each model's colour: its registered one, else the next spare colour (in the order given)."""
-    names = list(names)
-    spare = iter(SPARE_COLOURS * len(names))  # enough to go round
+    names, taken = list(names), {entry.colour for entry in models.MODELS.values()}
+    spare = iter([c for c in SPARE_COLOURS if c not in taken] * len(names) or SPARE_COLOURS)  # enough to go round
     return {name: models.get_model(name).colour or next(spare) for name in names}
 
 

@@ -13,8 +13,8 @@ Modules (each usable on its own):
 * ``fgm.ensemble``: seed ensembles: stacked states and a ``vmap``-ped train step.
 * ``fgm.distributed``: data-parallel training over ``torch.distributed``
   (gradients averaged inside the update, batches sharded by rank).
-* ``fgm.models``: the VAE (``fgm.models.vae``), its architectures
-  (``fgm.models.networks``) and the GAN (``fgm.models.gan``).
+* ``fgm.models``: the VAE (``fgm.models.vae``), the GAN (``fgm.models.gan``)
+  and their architectures (``fgm.models.networks``).
 * ``fgm.metrics``: the IWAE negative log-likelihood (``fgm.metrics.nll``), the
   Fréchet distance with streaming feature statistics (``fgm.metrics.frechet``)
   and FID (``fgm.metrics.fid``).

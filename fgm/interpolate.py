@@ -16,7 +16,10 @@ The kinds of strips:
   ``u``, then ``z = f(u)``).
 * ``prior_noise_slerp``: the same pairs on the spherical path.
 * ``prior_latent`` (flow prior only): the *latent* points ``z = f(u_a)``,
-  ``f(u_b)`` of the same pairs, interpolated linearly in ``z``.
+  ``f(u_b)`` of the same pairs, interpolated linearly in ``z``. For a prior
+  whose noise is no point of a continuous space (the VampPrior's carries the
+  choice of a mixture component), the only prior strip: two prior draws
+  ``z_a, z_b ~ p(z)``, interpolated linearly in ``z``.
 * ``test_latent`` (VAEs): posterior means ``μ(x_a)``, ``μ(x_b)`` of two
   test images, interpolated linearly in ``z``; the real images are shown at
   both ends of the strip (framed in red).
@@ -37,6 +40,7 @@ import torch
 
 from fgm import random
 from fgm.models import gan as gan_lib
+from fgm.models import vae as vae_lib
 
 __all__ = [
     "INTERIOR_POINTS",
@@ -141,6 +145,7 @@ def vae_interpolations(
     images_b: torch.Tensor | None,
     weights: torch.Tensor,
     flow=None,
+    noise_paths: bool = True,
 ) -> dict[str, Strip]:
     """Interpolations of a :class:`fgm.models.vae.VAE`, decoded to the likelihood's mean.
 
@@ -156,6 +161,11 @@ def vae_interpolations(
         the latent-space path of the noise pairs and the base-space path of the
         encodings; ``None`` for the standard normal prior, whose base and latent
         spaces coincide.
+      noise_paths: interpolate the prior's noise (``prior_noise``,
+        ``prior_noise_slerp``); ``False`` for a prior whose noise is not a
+        point of a continuous space (the VampPrior's holds the component
+        choice): then ``prior_latent`` joins two prior draws
+        ``z = prior_sample(noise)`` in latent space instead.
 
     Returns:
       ``{kind: Strip}``; see the module docstring for the kinds.
@@ -167,24 +177,32 @@ def vae_interpolations(
         return vae.likelihood.mean(vae.decode(params["decoder"], z.reshape(p * w, -1))).reshape(p, w, *shape)
 
     def push(u):  # base -> latent, z = f(u), on [P, W, d]
-        return vae.prior.sample(params["prior"], u.reshape(p * w, -1)).reshape(p, w, -1)
+        return vae_lib.prior_sample(vae, params, u.reshape(p * w, -1)).reshape(p, w, -1)
 
     if flow is None:  # base and latent space coincide
         push, draws, space = (lambda u: u), "two prior draws z ~ N(0, I)", "latent space z (the prior is N(0, I))"
     else:
         draws, space = "two base draws u ~ N(0, I)", "the flow's base space u, decoded at z = f(u)"
     with torch.no_grad():
-        strips = _noise_strips(lambda u: decode(push(u)), noise_a, noise_b, weights, draws, space)
-        if flow is not None:
-            z_a, z_b = vae.prior.sample(params["prior"], noise_a), vae.prior.sample(params["prior"], noise_b)
-            strips["prior_latent"] = Strip(
-                decode(lerp(z_a, z_b, weights)),
-                f"the same draws mapped to latent space, z = f(u), linear path in latent space z; "
-                f"{_weights_text(weights)}",
-            )
+        strips = (
+            _noise_strips(lambda u: decode(push(u)), noise_a, noise_b, weights, draws, space) if noise_paths else {}
+        )
+        if flow is not None or not noise_paths:
+            strips["prior_latent"] = _prior_latent_strip(vae, params, noise_a, noise_b, weights, decode, noise_paths)
         if images_a is not None and images_b is not None:
             strips |= _test_strips(vae, params, images_a, images_b, weights, decode, push, flow)
     return strips
+
+
+def _prior_latent_strip(vae, params, noise_a, noise_b, weights, decode, noise_paths: bool) -> Strip:
+    """:func:`vae_interpolations`' ``prior_latent``: two prior draws joined in latent space."""
+    z_a, z_b = vae_lib.prior_sample(vae, params, noise_a), vae_lib.prior_sample(vae, params, noise_b)
+    caption = (
+        "the same draws mapped to latent space, z = f(u)"
+        if noise_paths
+        else "two prior draws z ~ p(z) (VampPrior: a component k, then z = μ(u_k) + σ(u_k) ε)"
+    )
+    return Strip(decode(lerp(z_a, z_b, weights)), f"{caption}, linear path in latent space z; {_weights_text(weights)}")
 
 
 def _test_strips(vae, params, images_a, images_b, weights, decode, push, flow) -> dict[str, Strip]:

@@ -23,10 +23,15 @@ caller needs to know which kind of model it steps.
 
 Evaluation reads ``trainer.variables(state)`` (the parameters, merged with
 the layer state where there is one), never ``state.params`` directly.
+
+A model with a likelihood bound by importance sampling (the IWAE bound of
+:mod:`fgm.metrics.nll`) describes itself as an :class:`ImportanceModel`: a
+proposal and a log joint (:func:`fgm.models.vae.importance_model` for a VAE).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import torch
@@ -34,7 +39,15 @@ import torch
 from fgm.random import Key
 from fgm.tree import TensorTree
 
-__all__ = ["InputsFn", "Metrics", "State", "Trainer", "UpdateFn", "params_of"]
+__all__ = [
+    "ImportanceModel",
+    "InputsFn",
+    "Metrics",
+    "State",
+    "Trainer",
+    "UpdateFn",
+    "params_of",
+]
 
 # {name: scalar tensor}: what a step or an evaluation reports.
 Metrics = dict[str, torch.Tensor]
@@ -130,3 +143,28 @@ class Trainer(NamedTuple):
     generate: Any
     noise: Any
     variables: Any = params_of
+
+
+class ImportanceModel(NamedTuple):
+    """A latent-variable model as importance sampling sees it: a proposal and a log joint.
+
+    What :mod:`fgm.metrics.nll` needs to bound ``log p(x)`` (the IWAE bound)
+    of any model, not only a VAE (:func:`fgm.models.vae.importance_model`
+    builds one from a VAE). The noise is an input: ``sample`` is
+    deterministic, so the estimator maps it over the ``K`` importance
+    samples with ``torch.func.vmap``.
+
+    Attributes:
+      proposal: ``(params, x [B, ...]) -> q``: the proposal's parameters for
+        the batch (a tree of ``[B, ...]`` tensors, e.g. the encoder's
+        ``(mean, log_var)``), computed once and shared by every sample.
+      sample: ``(q, eps [B, *latent_shape]) -> (z [B, *latent_shape], log q(z|x) [B])``:
+        pushes standard-normal noise to a draw of the proposal and scores it.
+      log_joint: ``(params, x, z) -> [B]``: ``log p(x, z) = log p(x|z) + log p(z)``.
+      latent_shape: the shape of one data point's ``z`` and ``eps``, e.g. ``(d,)``.
+    """
+
+    proposal: Callable[[TensorTree, torch.Tensor], TensorTree]
+    sample: Callable[[TensorTree, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    log_joint: Callable[[TensorTree, torch.Tensor, torch.Tensor], torch.Tensor]
+    latent_shape: tuple[int, ...]

@@ -12,6 +12,7 @@ from experiments import models
 from fgm import bijectors, checkpoint, ensemble, optim, random, train
 from fgm import data as fdata
 from fgm.models import gan as G
+from fgm.models import networks
 from fgm.models import vae as vae_lib
 from fgm.tree import tree_allclose, tree_clone, tree_equal
 
@@ -207,13 +208,18 @@ def _vae_setup(flow: bool) -> Setup:
 
 def _gan_setup() -> Setup:
     shape = (1, 28, 28)
-    gan = G.make_gan(lambda: G.mlp_generator(4, shape, (8, 16)), lambda: G.mlp_discriminator(shape, (16, 8)), 4, shape)
-    loss, opt = G.get_loss("non_saturating"), optim.adam(2e-3, b1=0.5)
-    make_inputs = G.gan_inputs(gan, loss, d_steps_per_g_step=2)
+    gan = G.make_gan(
+        lambda: networks.mnist_mlp_generator(4, (8, 16), shape),
+        lambda: networks.mnist_mlp_discriminator((16, 8), shape),
+        4,
+        shape,
+    )
+    opt = optim.adam(2e-3, b1=0.5)
+    trainer = G.build(gan, G.get_loss("non_saturating"), opt, opt, d_steps_per_g_step=2)
     return Setup(
-        init=lambda key: _double(G.init_state(gan, opt, opt, key)),
-        make_update=functools.partial(G.make_gan_update, gan, loss, opt, opt),
-        make_inputs=lambda x, key: _double(make_inputs(x, key)),
+        init=lambda key: _double(trainer.init(key)),
+        make_update=trainer.make_update,
+        make_inputs=lambda x, key: _double(trainer.inputs(x, key)),
         data=lambda seed, t: random.uniform(random.fold_in(random.key(100 + seed), t), (8, *shape)) * 2 - 1,
     )
 

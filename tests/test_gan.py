@@ -1,4 +1,4 @@
-"""GAN: pure alternating steps, the adversarial losses, sizes, monitor and the CLI."""
+"""GAN: pure game iterations (the Trainer's update), the adversarial losses, sizes, monitor and the CLI."""
 
 import json
 import math
@@ -13,6 +13,7 @@ from fgm import checkpoint, optim, random, train
 from fgm import data as fdata
 from fgm import nn as fnn
 from fgm.models import gan as G
+from fgm.models import networks
 from fgm.tree import tree_clone, tree_equal
 
 LATENT = 4
@@ -21,15 +22,20 @@ SHAPE = (1, 28, 28)
 
 def small_gan(shape=SHAPE):
     return G.make_gan(
-        lambda: G.mlp_generator(LATENT, shape, (16, 32)),
-        lambda: G.mlp_discriminator(shape, (32, 16)),
+        lambda: networks.mnist_mlp_generator(LATENT, (16, 32), shape),
+        lambda: networks.mnist_mlp_discriminator((32, 16), shape),
         LATENT,
         shape,
     )
 
 
 def small_conv_gan():
-    return G.make_gan(lambda: G.dcgan_generator(LATENT, 3, 4), lambda: G.dcgan_discriminator(3, 4), LATENT, (3, 32, 32))
+    return G.make_gan(
+        lambda: networks.svhn_conv_generator(LATENT, 4, 3),
+        lambda: networks.svhn_conv_discriminator(4, 3),
+        LATENT,
+        (3, 32, 32),
+    )
 
 
 def adam(lr=1e-4):
@@ -47,6 +53,36 @@ def real_batch(key, n=16, shape=SHAPE):
     return (random.uniform(key, (n, *shape)) ** 4) * 2 - 1
 
 
+def iterate(gan, adv, state, reals, d_noise, z_g, g_opt, d_opt=None):
+    """One game iteration of the public path (``build(...).make_update()``) on the given inputs."""
+    update = G.build(gan, adv, g_opt, d_opt or g_opt).make_update()
+    params, opt_state, model_state, metrics = update(
+        state.params, state.opt_state, state.model_state, reals, d_noise, z_g
+    )
+    return state._replace(params=params, opt_state=opt_state, model_state=model_state), metrics
+
+
+def by_hand(gan, adv, opt, state, reals, d_noise, z_g):
+    """The same iteration from the public objectives and the optimizer: a D step per real batch, then a G step."""
+
+    def step(params, opt_state, player, objective):
+        _, grads = train.value_and_grad(objective)(params[player])
+        updates, player_state = opt.update(grads, opt_state[player], params[player])
+        params = {**params, player: optim.apply_updates(params[player], updates)}
+        return params, {**opt_state, player: player_state}
+
+    params, opt_state = state.params, state.opt_state
+    g_params = params["generator"]  # fixed during the D steps
+    for real, noise in zip(reals, d_noise, strict=True):  # each objective is called at once, in its own iteration
+
+        def d_objective(d, real=real, noise=noise):  # this iteration's batch, bound now
+            return G.discriminator_objective(gan, adv, d, g_params, real, *noise)
+
+        params, opt_state = step(params, opt_state, "discriminator", d_objective)
+    d_params = params["discriminator"]
+    return step(params, opt_state, "generator", lambda g: G.generator_objective(gan, adv, g, d_params, z_g))
+
+
 def sigmoid_fake(gan, params, z):
     fake, _ = gan.generate(params["generator"], {}, z, train=True)
     return torch.sigmoid(gan.discriminate(params["discriminator"], {}, fake, train=True)[0]).mean()
@@ -61,8 +97,7 @@ def test_steps_do_not_mutate_their_inputs(key):
     # one step first, so the Adam moments are non-zero and would show an in-place write
     state, _ = G.make_gan_step(gan, loss, opt, opt)(state, x, random.fold_in(key, 3))
     before = tree_clone((state.params, state.opt_state, x, z))
-    G.discriminator_step(gan, loss, opt, state, x, z)
-    G.generator_step(gan, loss, opt, state, z)
+    iterate(gan, loss, state, (x,), ((z,),), z, opt)
     G.make_gan_step(gan, loss, opt, opt)(state, x, random.fold_in(key, 4))
     assert tree_equal(before, (state.params, state.opt_state, x, z))
 
@@ -81,17 +116,19 @@ def test_same_key_gives_bitwise_the_same_step(key, loss):
 
 
 def test_d_step_leaves_the_generator_alone_and_vice_versa(key):
+    """With one player's learning rate at 0, a game iteration moves the other player's parameters only."""
     gan, loss, opt, state = setup(key)
     x, z = real_batch(random.fold_in(key, 1)), G.latent_noise(gan, random.fold_in(key, 2), 16)
-    after_d, _ = G.discriminator_step(gan, loss, opt, state, x, z)
-    assert after_d.params["generator"] is state.params["generator"]
-    assert after_d.opt_state["generator"] is state.opt_state["generator"]
-    assert not tree_equal(after_d.params["discriminator"], state.params["discriminator"])
-    assert after_d.step == state.step
-    after_g, _ = G.generator_step(gan, loss, opt, state, z)
-    assert after_g.params["discriminator"] is state.params["discriminator"]
-    assert after_g.opt_state["discriminator"] is state.opt_state["discriminator"]
-    assert not tree_equal(after_g.params["generator"], state.params["generator"])
+    frozen = adam(0.0)
+    for g_opt, d_opt, moved, still in (
+        (frozen, opt, "discriminator", "generator"),
+        (opt, frozen, "generator", "discriminator"),
+    ):
+        start = G.init_state(gan, g_opt, d_opt, key)
+        new, _ = iterate(gan, loss, start, (x,), ((z,),), z, g_opt, d_opt)
+        assert tree_equal(new.params[still], start.params[still])
+        assert not tree_equal(new.params[moved], start.params[moved])
+        assert new.step == start.step  # the update does not count: the step function does
 
 
 def test_d_steps_per_g_step_counts_optimizer_updates(key):
@@ -110,12 +147,9 @@ def test_each_d_step_takes_its_own_real_batch(key, loss):
     x, step_key = real_batch(random.fold_in(key, 1), n=32), random.fold_in(key, 2)
     reals, d_noise, z_g = G.gan_inputs(gan, adv, d_steps_per_g_step=2)(x, step_key)
     assert [r.shape[0] for r in reals] == [16, 16] and z_g.shape[0] == 16
-    expected = state
-    for real, noise in zip((x[:16], x[16:]), d_noise, strict=True):
-        expected, _ = G.discriminator_step(gan, adv, opt, expected, real, *noise)
-    expected, _ = G.generator_step(gan, adv, opt, expected, z_g)
+    expected, expected_opt = by_hand(gan, adv, opt, state, (x[:16], x[16:]), d_noise, z_g)
     stepped, _ = G.make_gan_step(gan, adv, opt, opt, d_steps_per_g_step=2)(state, x, step_key)
-    assert tree_equal(stepped.params, expected.params)
+    assert tree_equal(stepped.params, expected) and tree_equal(stepped.opt_state, expected_opt)
     with pytest.raises(ValueError, match="cannot be split into 3"):
         G.gan_inputs(gan, adv, d_steps_per_g_step=3)(x, step_key)
 
@@ -129,10 +163,10 @@ def test_one_d_step_decreases_the_d_loss_on_fixed_data_and_noise(seed, loss):
     k = random.key(seed)
     gan, adv, opt, state = setup(k, loss)
     x, z = real_batch(random.fold_in(k, 1)), G.latent_noise(gan, random.fold_in(k, 2), 16)
-    d_loss = lambda s: G.discriminator_objective(gan, adv, s.params["discriminator"], s.params["generator"], x, z)[0]  # noqa: E731 - a one-line function beside its only use
-    new, metrics = G.discriminator_step(gan, adv, opt, state, x, z)
-    assert torch.equal(metrics["d_loss"], d_loss(state))  # metrics are from before the update
-    assert d_loss(new) < d_loss(state)
+    d_loss = lambda d: G.discriminator_objective(gan, adv, d, state.params["generator"], x, z)[0]  # noqa: E731 - a one-line function beside its only use
+    new, metrics = iterate(gan, adv, state, (x,), ((z,),), z, opt)
+    assert torch.equal(metrics["d_loss"], d_loss(state.params["discriminator"]))  # from before the update
+    assert d_loss(new.params["discriminator"]) < d_loss(state.params["discriminator"])  # against the G it played
 
 
 @settings(max_examples=5, deadline=None)
@@ -140,9 +174,10 @@ def test_one_d_step_decreases_the_d_loss_on_fixed_data_and_noise(seed, loss):
 def test_one_g_step_raises_d_of_g_z_for_fixed_noise(seed):
     k = random.key(seed)
     gan, adv, opt, state = setup(k, "non_saturating")
-    z = G.latent_noise(gan, random.fold_in(k, 2), 16)
-    new, metrics = G.generator_step(gan, adv, opt, state, z)
-    assert sigmoid_fake(gan, new.params, z) > sigmoid_fake(gan, state.params, z)
+    x, z = real_batch(random.fold_in(k, 1)), G.latent_noise(gan, random.fold_in(k, 2), 16)
+    new, metrics = iterate(gan, adv, state, (x,), ((z,),), z, opt)
+    before_g = {"generator": state.params["generator"], "discriminator": new.params["discriminator"]}  # after D's step
+    assert sigmoid_fake(gan, new.params, z) > sigmoid_fake(gan, before_g, z)
     assert (
         G.generator_objective(gan, adv, new.params["generator"], new.params["discriminator"], z)[0] < metrics["g_loss"]
     )
@@ -151,8 +186,9 @@ def test_one_g_step_raises_d_of_g_z_for_fixed_noise(seed):
 @pytest.mark.parametrize("loss", ["hinge", "minimax", "wgan_gp"])
 def test_one_g_step_decreases_each_generator_loss(key, loss):
     gan, adv, opt, state = setup(key, loss)
-    z = G.latent_noise(gan, random.fold_in(key, 2), 16)
-    new, metrics = G.generator_step(gan, adv, opt, state, z)
+    x, z = real_batch(random.fold_in(key, 1)), G.latent_noise(gan, random.fold_in(key, 2), 16)
+    d_noise = ((z, G.interpolation_weights(random.fold_in(key, 3), 16)),) if adv.gradient_penalty else ((z,),)
+    new, metrics = iterate(gan, adv, state, (x,), d_noise, z, opt)
     assert (
         G.generator_objective(gan, adv, new.params["generator"], new.params["discriminator"], z)[0] < metrics["g_loss"]
     )

@@ -10,6 +10,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from fgm import checkpoint, ensemble, optim, random, train
 from fgm.models import gan as G
+from fgm.models import networks
 from fgm.tree import tree_allclose, tree_equal
 from tests.test_gan_state import data, dcgan, double  # the same small DCGAN (BatchNorm in G, spectral norm in D)
 
@@ -69,8 +70,8 @@ def test_the_average_follows_g_and_changes_nothing_else():
     """Training with an average takes the same D and G steps; the average is the closed form of G's path."""
     gan, loss, opt, state, make_inputs = setup()
     plain = state._replace(model_state={k: v for k, v in state.model_state.items() if k != G.EMA})
-    with_ema = train.step_from_update(G.make_gan_update(gan, loss, opt, opt, ema_decay=DECAY), make_inputs)
-    without = train.step_from_update(G.make_gan_update(gan, loss, opt, opt), make_inputs)
+    with_ema = train.step_from_update(G.build(gan, loss, opt, opt, ema_decay=DECAY).make_update(), make_inputs)
+    without = train.step_from_update(G.build(gan, loss, opt, opt).make_update(), make_inputs)
     expected = dict(state.params["generator"])
     for t in range(4):
         batch = double(data(t))
@@ -86,7 +87,7 @@ def test_the_average_follows_g_and_changes_nothing_else():
 
 def test_generate_samples_from_the_average_and_evaluate_plays_with_g():
     gan, loss, opt, state, make_inputs = setup()
-    step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt, ema_decay=DECAY), make_inputs)
+    step = train.step_from_update(G.build(gan, loss, opt, opt, ema_decay=DECAY).make_update(), make_inputs)
     for t in range(3):
         state, _ = step(state, double(data(t)), train.step_key(state))
     variables = G.variables(state)
@@ -105,12 +106,13 @@ def test_a_state_and_an_update_that_disagree_are_refused():
     gan, loss, opt, state, make_inputs = setup(ema=True)
     inputs = make_inputs(double(data(0)), random.key(1))
     with pytest.raises(ValueError, match="no ema_decay"):
-        G.make_gan_update(gan, loss, opt, opt)(state.params, state.opt_state, state.model_state, *inputs)
+        G.build(gan, loss, opt, opt).make_update()(state.params, state.opt_state, state.model_state, *inputs)
     _, _, _, plain, _ = setup(ema=False)
     with pytest.raises(ValueError, match="holds no average"):
-        G.make_gan_update(gan, loss, opt, opt, ema_decay=0.9)(plain.params, plain.opt_state, plain.model_state, *inputs)
+        update = G.build(gan, loss, opt, opt, ema_decay=0.9).make_update()
+        update(plain.params, plain.opt_state, plain.model_state, *inputs)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        G.make_gan_update(gan, loss, opt, opt, ema_decay=1.0)
+        G.build(gan, loss, opt, opt, ema_decay=1.0).make_update()
 
 
 def test_resume_with_the_average_is_bit_identical(tmp_path):
@@ -135,9 +137,10 @@ def test_resume_with_the_average_is_bit_identical(tmp_path):
 def test_ensemble_members_with_the_average_equal_single_runs():
     gan, loss, opt, _, make_inputs = setup()
     singles = [double(G.init_state(gan, opt, opt, random.key(s), ema=True)) for s in (3, 5)]
-    single_step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt, ema_decay=DECAY), make_inputs)
+    trainer = G.build(gan, loss, opt, opt, ema_decay=DECAY)
+    single_step = train.step_from_update(trainer.make_update(), make_inputs)
     ens = ensemble.stack_states(singles)
-    update = G.make_gan_update(gan, loss, opt, opt, backend="func", ema_decay=DECAY)
+    update = trainer.make_update(backend="func")
     ens_step = ensemble.make_ensemble_step(update, make_inputs)
     for t in range(3):
         batches = [double(data(10 * s + t)) for s in (3, 5)]
@@ -165,7 +168,7 @@ def test_recomputed_batch_stats_equal_torch_batchnorm_reset_and_run_in_training_
     key = random.key(3)
     new = G.recompute_batch_stats(gan, other, g_state, key, num_batches=4, batch_size=16)
 
-    module = G.mnist_dcgan_generator(8, 4, True).double()
+    module = networks.mnist_conv_generator(8, 4, True).double()
     module.load_state_dict({**other, **g_state})
     for layer in module.modules():
         if isinstance(layer, nn.modules.batchnorm._BatchNorm):

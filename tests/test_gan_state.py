@@ -17,6 +17,7 @@ from fgm import checkpoint, ensemble, optim, random, train
 from fgm import data as fdata
 from fgm import nn as fnn
 from fgm.models import gan as G
+from fgm.models import networks
 from fgm.tree import tree_allclose, tree_clone, tree_equal, tree_map
 
 LATENT, WIDTH, LR = 8, 4, 2e-3
@@ -24,8 +25,8 @@ LATENT, WIDTH, LR = 8, 4, 2e-3
 
 def dcgan(batchnorm=True, spectral=True, latent=LATENT, width=WIDTH):
     return G.make_gan(
-        functools.partial(G.mnist_dcgan_generator, latent, width, batchnorm),
-        functools.partial(G.mnist_dcgan_discriminator, width, spectral),
+        functools.partial(networks.mnist_conv_generator, latent, width, batchnorm),
+        functools.partial(networks.mnist_conv_discriminator, width, spectral),
         latent,
         (1, 28, 28),
     )
@@ -95,8 +96,8 @@ def test_dcgan_parameter_count_within_25_percent_of_the_vae(batchnorm, spectral)
 def torch_twins(gan, state):
     """The two networks as ordinary float64 nn.Modules (training mode) holding fgm's parameters and buffers."""
     builds = {
-        "generator": lambda: G.mnist_dcgan_generator(LATENT, WIDTH, True),
-        "discriminator": lambda: G.mnist_dcgan_discriminator(WIDTH, True),
+        "generator": lambda: networks.mnist_conv_generator(LATENT, WIDTH, True),
+        "discriminator": lambda: networks.mnist_conv_discriminator(WIDTH, True),
     }
     nets = []
     for name, build in builds.items():
@@ -112,7 +113,7 @@ def test_stateful_game_equals_a_torch_module_loop():
     net_g, net_d = torch_twins(gan, state)
     opt_g = torch.optim.Adam(net_g.parameters(), lr=LR, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(net_d.parameters(), lr=LR, betas=(0.5, 0.999))
-    step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt), make_inputs)
+    step = train.step_from_update(G.build(gan, loss, opt, opt).make_update(), make_inputs)
     for t in range(3):
         key = train.step_key(state)
         reals, d_noise, z_g = make_inputs(double(data(t, 16)), key)
@@ -139,15 +140,27 @@ def test_stateful_game_equals_a_torch_module_loop():
 
 
 def test_d_step_moves_both_networks_state_but_only_the_d_parameters():
+    """Each player's objective moves both networks' layer state; a frozen player's parameters stay."""
     gan, loss, opt, state, make_inputs = setup()
     reals, ((z,),), z_g = make_inputs(double(data(0)), random.key(5))
-    after_d, _ = G.discriminator_step(gan, loss, opt, state, reals[0], z)
-    assert after_d.params["generator"] is state.params["generator"]
-    assert not tree_equal(after_d.model_state["generator"], state.model_state["generator"])  # G in training mode
-    assert not tree_equal(after_d.model_state["discriminator"], state.model_state["discriminator"])
-    after_g, _ = G.generator_step(gan, loss, opt, state, z_g)
-    assert after_g.params["discriminator"] is state.params["discriminator"]
-    assert not tree_equal(after_g.model_state["discriminator"], state.model_state["discriminator"])
+    params, model_state = state.params, state.model_state
+    _, (_, after_d) = G.discriminator_objective_and_state(
+        gan, loss, params["discriminator"], params["generator"], model_state, reals[0], z
+    )
+    assert not tree_equal(after_d["generator"], model_state["generator"])  # G draws the fakes in training mode
+    assert not tree_equal(after_d["discriminator"], model_state["discriminator"])
+    _, (_, after_g) = G.generator_objective_and_state(
+        gan, loss, params["generator"], params["discriminator"], model_state, z_g
+    )
+    assert not tree_equal(after_g["discriminator"], model_state["discriminator"])  # D judges in training mode
+    frozen = optim.adam(0.0)
+    for g_opt, d_opt, still in ((frozen, opt, "generator"), (opt, frozen, "discriminator")):
+        start = double(G.init_state(gan, g_opt, d_opt, random.key(0)))
+        params, _, model_state, _ = G.build(gan, loss, g_opt, d_opt).make_update()(
+            start.params, start.opt_state, start.model_state, reals, ((z,),), z_g
+        )
+        assert tree_equal(params[still], start.params[still])
+        assert not tree_equal(model_state[still], start.model_state[still])
 
 
 def test_steps_do_not_mutate_their_inputs():
@@ -158,17 +171,16 @@ def test_steps_do_not_mutate_their_inputs():
     before = tree_clone(trees(state))
     x = data(1)
     step(state, x, random.key(2))
-    reals, ((z,),), z_g = make_inputs(x, random.key(3))
-    G.discriminator_step(gan, loss, opt, state, reals[0], z)
-    G.generator_step(gan, loss, opt, state, z_g)
-    G.generate(gan, G.variables(state), z)
+    reals, d_noise, z_g = make_inputs(x, random.key(3))
+    G.build(gan, loss, opt, opt).make_update()(state.params, state.opt_state, state.model_state, reals, d_noise, z_g)
+    G.generate(gan, G.variables(state), z_g)
     assert tree_equal(before, trees(state))
 
 
 def test_generate_and_evaluate_use_the_running_statistics():
     """Sampling is evaluation mode: torch's G.eval() with the same state_dict, and the state is untouched."""
     gan, loss, opt, state, make_inputs = setup()
-    step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt), make_inputs)
+    step = train.step_from_update(G.build(gan, loss, opt, opt).make_update(), make_inputs)
     state, _ = step(state, double(data(0)), random.key(1))
     net_g, _ = torch_twins(gan, state)
     z = double(G.latent_noise(gan, random.key(2), 6))
@@ -224,10 +236,11 @@ def test_ensemble_members_equal_single_runs(donate):
     """Two members vmapped (func backend, stacked params, optimizer and layer state) against two single runs."""
     gan, loss, opt, _, make_inputs = setup()
     singles = [double(G.init_state(gan, opt, opt, random.key(s))) for s in (3, 5)]
-    single_step = train.step_from_update(G.make_gan_update(gan, loss, opt, opt), make_inputs)
+    trainer = G.build(gan, loss, opt, opt)
+    single_step = train.step_from_update(trainer.make_update(), make_inputs)
     ens = ensemble.stack_states(singles)
     assert isinstance(ens, ensemble.EnsembleState) and ens.model_state["generator"]
-    update = G.make_gan_update(gan, loss, opt, opt, backend="func", donate=donate)
+    update = trainer.make_update(backend="func", donate=donate)
     ens_step = ensemble.make_ensemble_step(update, make_inputs)
     for t in range(3):
         batches = [double(data(10 * s + t)) for s in (3, 5)]
@@ -238,8 +251,8 @@ def test_ensemble_members_equal_single_runs(donate):
                 torch.testing.assert_close(metrics[name][i], value, rtol=1e-9, atol=1e-12)
     for member, single in zip(ensemble.unstack_states(ens, G.GANState), singles, strict=True):
         assert tree_allclose(member, single, rtol=1e-8, atol=1e-11)
-    # the loop's form: vmap_update on the stacked trees, as experiments' member step calls it
-    mapped = ensemble.vmap_update(G.make_gan_update(gan, loss, opt, opt, backend="func"))
+    # the loop's form: the update over the stacked trees (vmap_update), as experiments' member step
+    mapped = trainer.make_update(stacked=True)
     inputs = ensemble.stack([make_inputs(double(data(99)), k) for k in ensemble.step_keys(ens)])
     params, opt_state, model_state, metrics = mapped(ens.params, ens.opt_state, ens.model_state, *inputs)
     assert metrics["loss"].shape == (2,) and int(model_state["generator"]["2.num_batches_tracked"][1]) == 2 * 4
@@ -265,8 +278,9 @@ def test_compiled_update_equals_eager():
     """torch.compile of each player's objective and gradient (BatchNorm in G, spectral norm in D, the average of G)."""
     gan, loss, opt, state, make_inputs = setup()
     state = double(G.init_state(gan, opt, opt, random.key(0), ema=True))
-    eager = train.step_from_update(G.make_gan_update(gan, loss, opt, opt, ema_decay=0.9), make_inputs)
-    update = G.make_gan_update(gan, loss, opt, opt, donate=True, ema_decay=0.9, compile=True)
+    trainer = G.build(gan, loss, opt, opt, ema_decay=0.9)
+    eager = train.step_from_update(trainer.make_update(), make_inputs)
+    update = trainer.make_update(donate=True, compile=True)
     compiled = train.step_from_update(update, make_inputs)
     a, b = state, double(G.init_state(gan, opt, opt, random.key(0), ema=True))  # donation consumes b
     for t in range(3):
@@ -275,4 +289,4 @@ def test_compiled_update_equals_eager():
         assert tree_allclose(ma, mb, rtol=1e-10, atol=1e-12)
     assert tree_allclose(a, b, rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="autograd backend"):
-        G.make_gan_update(gan, G.get_loss("wgan_gp"), opt, opt, compile=True)
+        G.build(gan, G.get_loss("wgan_gp"), opt, opt).make_update(compile=True)

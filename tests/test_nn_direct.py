@@ -12,7 +12,7 @@ from torch import nn
 
 from fgm import bijectors, random
 from fgm import nn as fnn
-from fgm.models import gan, networks
+from fgm.models import networks
 
 TEMPLATES = {
     "mnist_mlp_encoder": (functools.partial(networks.mnist_mlp_encoder, 8, (16, 12)), (5, 1, 28, 28)),
@@ -21,10 +21,12 @@ TEMPLATES = {
     "mnist_conv_decoder": (functools.partial(networks.mnist_conv_decoder, 8, 4), (5, 8)),
     "svhn_conv_encoder": (functools.partial(networks.svhn_conv_encoder, 8, 4), (5, 3, 32, 32)),
     "svhn_conv_decoder": (functools.partial(networks.svhn_conv_decoder, 8, 4), (5, 8)),
-    "gan_mlp_generator": (functools.partial(gan.mlp_generator, 8, (1, 28, 28), (16, 12)), (5, 8)),
-    "gan_mlp_discriminator": (functools.partial(gan.mlp_discriminator, (1, 28, 28), (16, 12)), (5, 1, 28, 28)),
-    "dcgan_generator": (functools.partial(gan.dcgan_generator, 8, 3, 4), (5, 8)),
-    "dcgan_discriminator": (functools.partial(gan.dcgan_discriminator, 3, 4), (5, 3, 32, 32)),
+    "mnist_mlp_generator": (functools.partial(networks.mnist_mlp_generator, 8, (16, 12)), (5, 8)),
+    "mnist_mlp_discriminator": (functools.partial(networks.mnist_mlp_discriminator, (16, 12)), (5, 1, 28, 28)),
+    "mnist_conv_generator": (functools.partial(networks.mnist_conv_generator, 8, 4, False), (5, 8)),
+    "mnist_conv_discriminator": (functools.partial(networks.mnist_conv_discriminator, 4), (5, 1, 28, 28)),
+    "svhn_conv_generator": (functools.partial(networks.svhn_conv_generator, 8, 4, 3), (5, 8)),
+    "svhn_conv_discriminator": (functools.partial(networks.svhn_conv_discriminator, 4, 3), (5, 3, 32, 32)),
 }
 
 

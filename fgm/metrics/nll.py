@@ -1,4 +1,4 @@
-"""Importance-sampled negative log-likelihood of a VAE (the IWAE bound).
+"""Importance-sampled negative log-likelihood of a latent-variable model (the IWAE bound).
 
 Burda et al. (2015), appendix A: with ``K`` samples ``z_k ~ q(z|x)``,
 
@@ -7,6 +7,12 @@ Burda et al. (2015), appendix A: with ``K`` samples ``z_k ~ q(z|x)``,
 ``L_1`` is the ELBO, ``L_K`` grows with ``K`` and tends to ``log p(x)``. The
 reported NLL is ``-L_K``, an upper bound that tightens with ``K`` (state
 ``K`` with every number).
+
+Any model works that gives a proposal ``q(z|x)`` (sampled from standard
+normal noise, with its log-density) and a log joint ``log p(x, z)``: an
+:class:`fgm.types.ImportanceModel`. A :class:`fgm.models.vae.VAE` is
+accepted as it is (any prior: standard normal, flow, VampPrior) and turned
+into one by :func:`fgm.models.vae.importance_model`.
 
 Implementation notes, each guarding against a known mistake:
 
@@ -17,7 +23,8 @@ Implementation notes, each guarding against a known mistake:
   dropped when ``K`` is not a multiple of ``chunk_size``.
 * The running log-sum-exp is accumulated in float64.
 * The ``K`` decoder passes of a chunk are batched with ``torch.func.vmap``
-  over the sample axis: no Python loop over data points or samples.
+  over the sample axis: no Python loop over data points or samples. The
+  proposal's parameters (the encoder pass) are computed once per chunk.
 """
 
 from __future__ import annotations
@@ -27,32 +34,49 @@ from collections.abc import Callable
 
 import torch
 
-from fgm import distributions as D
 from fgm import random
 from fgm.models import vae as vae_lib
 from fgm.tree import TensorTree
+from fgm.types import ImportanceModel
 
-__all__ = ["compiled_log_importance_weights", "iwae_log_likelihood", "log_importance_weights", "nll"]
+__all__ = [
+    "as_importance_model",
+    "compiled_log_importance_weights",
+    "iwae_log_likelihood",
+    "log_importance_weights",
+    "nll",
+]
+
+# What the estimator takes: a model's ImportanceModel, or a VAE (converted by as_importance_model).
+Model = ImportanceModel | vae_lib.VAE
 
 
-def log_importance_weights(vae: vae_lib.VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """``log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)`` for a stack of noises.
+def as_importance_model(model: Model) -> ImportanceModel:
+    """``model`` if it is an :class:`fgm.types.ImportanceModel`, else :func:`fgm.models.vae.importance_model` of it."""
+    return model if isinstance(model, ImportanceModel) else vae_lib.importance_model(model)
+
+
+def log_importance_weights(model: Model, params: TensorTree, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """``log w_k = log p(x, z_k) - log q(z_k|x)`` for a stack of noises.
+
+    For a VAE, ``log p(x, z) = log p(x|z) + log p(z)`` and
+    ``z_k = μ(x) + σ(x) ⊙ eps_k``.
 
     Args:
-      vae: the model.
+      model: an :class:`fgm.types.ImportanceModel` or a VAE.
       params: its parameters.
-      x: ``[B, C, H, W]`` data in the likelihood's space.
-      eps: ``[k, B, d]`` standard-normal noise; ``z_k = μ(x) + σ(x) ⊙ eps_k``.
+      x: ``[B, ...]`` data (``[B, C, H, W]`` in the likelihood's space for a VAE).
+      eps: ``[k, B, *latent_shape]`` standard-normal noise, one slice per sample.
 
     Returns:
       ``[k, B]`` log-weights.
     """
-    mean, log_var = vae.encode(params["encoder"], x)
+    model = as_importance_model(model)
+    q = model.proposal(params, x)
 
     def one_sample(e):
-        z = vae_lib.reparameterize(mean, log_var, e)
-        log_lik = vae.likelihood.log_prob(vae.decode(params["decoder"], z), x)
-        return log_lik + vae.prior.log_prob(params["prior"], z) - D.diag_normal_log_prob(z, mean, log_var)
+        z, log_q = model.sample(q, e)
+        return model.log_joint(params, x, z) - log_q
 
     return torch.func.vmap(one_sample)(eps)
 
@@ -68,7 +92,7 @@ def compiled_log_importance_weights() -> Callable:
 
 
 def iwae_log_likelihood(
-    vae: vae_lib.VAE,
+    model: Model,
     params: TensorTree,
     x: torch.Tensor,
     key: random.Key,
@@ -79,9 +103,10 @@ def iwae_log_likelihood(
     """The IWAE estimate ``L_K(x)`` of ``log p(x)`` for each data point.
 
     Args:
-      vae: the model (any prior: standard normal or flow).
+      model: an :class:`fgm.types.ImportanceModel`, or a VAE (any prior:
+        standard normal, flow, VampPrior).
       params: its parameters.
-      x: ``[B, C, H, W]`` data in the likelihood's space.
+      x: ``[B, ...]`` data (``[B, C, H, W]`` in the likelihood's space for a VAE).
       key: noise key; chunk ``c`` uses ``fold_in(key, c)``.
       num_samples: ``K``.
       chunk_size: samples per vmapped chunk (memory bound).
@@ -95,6 +120,7 @@ def iwae_log_likelihood(
       ``[B]`` float64 estimates of ``log p(x)`` in nats.
     """
     log_weights = compiled_log_importance_weights() if compile else log_importance_weights
+    model = as_importance_model(model)
     if num_samples < 1 or chunk_size < 1:
         raise ValueError(f"num_samples and chunk_size must be >= 1, got {num_samples}, {chunk_size}")
     batch = x.shape[0]
@@ -104,8 +130,9 @@ def iwae_log_likelihood(
     with torch.no_grad():
         for chunk, start in enumerate(range(0, num_samples, chunk_size)):
             k = min(chunk_size, num_samples - start)  # the last chunk may be smaller: keep it
-            eps = random.normal(random.fold_in(key, chunk), (k, batch, vae.latent_dim), dtype=x.dtype, device=x.device)
-            log_w = log_weights(vae, params, x, eps).double()  # [k, B]
+            shape = (k, batch, *model.latent_shape)
+            eps = random.normal(random.fold_in(key, chunk), shape, dtype=x.dtype, device=x.device)
+            log_w = log_weights(model, params, x, eps).double()  # [k, B]
             new_max = torch.maximum(running_max, log_w.max(0).values)
             running_sum = running_sum * torch.exp(running_max - new_max) + torch.exp(log_w - new_max).sum(0)
             running_max = new_max
@@ -115,7 +142,7 @@ def iwae_log_likelihood(
 
 
 def nll(
-    vae: vae_lib.VAE,
+    model: Model,
     params: TensorTree,
     x: torch.Tensor,
     key: random.Key,
@@ -126,9 +153,9 @@ def nll(
     """``-L_K(x)``, the importance-sampled negative log-likelihood (an upper bound on ``-log p(x)``).
 
     Args:
-      vae, params, x, key, num_samples, chunk_size, compile: as in :func:`iwae_log_likelihood`.
+      model, params, x, key, num_samples, chunk_size, compile: as in :func:`iwae_log_likelihood`.
 
     Returns:
       ``[B]`` float64 nats.
     """
-    return -iwae_log_likelihood(vae, params, x, key, num_samples, chunk_size, compile)
+    return -iwae_log_likelihood(model, params, x, key, num_samples, chunk_size, compile)

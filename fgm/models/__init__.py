@@ -1,14 +1,19 @@
 """Generative models as pure functions of parameter pytrees.
 
-One submodule per model family, plus the architectures: ``fgm.models.vae``
-(the VAE: :func:`~fgm.models.vae.make_vae`, ELBO, likelihoods, priors),
-``fgm.models.gan`` (the GAN: adversarial losses, D/G steps) and
-``fgm.models.networks`` (the encoders, decoders, generators and
-discriminators the command line uses; any ``nn.Module`` of the right shapes
-works instead). A new model is a new submodule: the submodules are found on
-disk, not listed here.
+One submodule per model family, plus the architectures:
 
-Submodules are imported on first access (``fgm.models.gan``) or explicitly
+* ``fgm.models.vae``: the VAE (:func:`~fgm.models.vae.make_vae`, ELBO, likelihoods,
+  standard-normal and flow priors).
+* ``fgm.models.vamp``: the VampPrior, a mixture of the encoder's posteriors at learned
+  pseudo-inputs (:func:`~fgm.models.vamp.with_vamp_prior`).
+* ``fgm.models.networks``: the architectures the CLI uses, the VAE's encoders/decoders and
+  the GAN's generators/discriminators (MLPs, MNIST and SVHN ConvNets); any ``nn.Module`` of
+  the right shapes works instead.
+* ``fgm.models.gan``: the GAN (model, adversarial losses, moving average of G, objectives,
+  and ``build``, its Trainer), a package of one module per concern.
+
+A new model is a new submodule: the submodules are found on disk, not listed in code.
+They are imported on first access (``fgm.models.gan``) or explicitly
 (``from fgm.models import vae``).
 """
 

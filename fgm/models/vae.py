@@ -4,8 +4,11 @@ A :class:`VAE` is a bundle of pure functions (no tensors inside); its
 parameters live in a separate pytree ``{"encoder": ..., "decoder": ...,
 "prior": ...}``. The three pieces are swappable: any encoder returning
 ``[B, 2·d]`` (mean and log-variance), any decoder paired with a
-:class:`Likelihood`, and any :class:`Prior` (standard normal here; a flow
-prior implements the same protocol).
+:class:`Likelihood`, and any :class:`Prior` (standard normal and flow here;
+the VampPrior of :mod:`fgm.models.vamp`, which reads the encoder, implements
+the same protocol). Code outside a prior reaches it through
+:func:`prior_log_prob`, :func:`prior_sample` and :func:`prior_noise`, which
+hand the prior the part of the parameter tree it reads (:attr:`Prior.view`).
 
 The objective is the evidence lower bound, per data point ``x``:
 
@@ -30,7 +33,7 @@ from fgm import bijectors, ensemble, optim, random, train
 from fgm import distributions as D
 from fgm import nn as fnn
 from fgm.tree import TensorTree
-from fgm.types import Trainer
+from fgm.types import ImportanceModel, Trainer
 
 __all__ = [
     "ElboTerms",
@@ -43,11 +46,17 @@ __all__ = [
     "elbo_terms",
     "evaluate",
     "flow_prior",
+    "gaussian_noise",
     "generate",
+    "importance_model",
     "init",
     "latent_noise",
     "loss",
     "make_vae",
+    "own_params",
+    "prior_log_prob",
+    "prior_noise",
+    "prior_sample",
     "reconstruct",
     "reparameterize",
     "standard_normal_prior",
@@ -113,21 +122,55 @@ def discretized_logistic_likelihood(num_levels: int = 256) -> Likelihood:
     return Likelihood("discretized_logistic", log_prob, mean, 2)
 
 
+def gaussian_noise(key: random.Key, n: int, latent_dim: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``ε ~ N(0, I)``: the sampling noise of a prior that pushes Gaussian noise to ``z`` (standard normal, flow).
+
+    Args:
+      key: the noise key.
+      n: number of draws.
+      latent_dim: ``d``.
+      device: where to draw it (the same numbers on every device).
+
+    Returns:
+      ``[n, d]`` float32.
+    """
+    return random.normal(key, (n, latent_dim), device=device)
+
+
+def own_params(params: TensorTree) -> TensorTree:
+    """``params["prior"]``: what a prior with parameters of its own only (standard normal, flow) reads."""
+    return params["prior"]
+
+
 class Prior(NamedTuple):
-    """A prior ``p(z)`` over ``[B, d]`` latents, possibly with parameters.
+    """A prior ``p(z)`` over ``[B, d]`` latents, possibly with parameters, possibly reading the model's.
+
+    ``log_prob``, ``sample`` and ``analytic_kl`` take the tree ``view``
+    selects from the VAE's parameters: the prior's own ``params["prior"]``
+    by default, the whole ``{"encoder", "decoder", "prior"}`` tree for a
+    prior built from the encoder (the VampPrior, :mod:`fgm.models.vamp`).
+    Through the VAE, call :func:`prior_log_prob` and :func:`prior_sample`,
+    which apply ``view``.
 
     Attributes:
-      init: ``key -> params`` (``{}`` for a fixed prior).
-      log_prob: ``(params, z [B, d]) -> [B]``.
-      sample: ``(params, eps [B, d]) -> z [B, d]``: pushes base noise to ``z``.
-      analytic_kl: ``(params, mean, log_var) -> [B]`` closed-form
+      init: ``key -> params["prior"]`` (``{}`` for a fixed prior).
+      log_prob: ``(view(params), z [B, d]) -> [B]``.
+      sample: ``(view(params), noise [N, ...]) -> z [N, d]``: pushes noise drawn
+        by ``noise`` to ``z``, without drawing any itself (so it is vmappable).
+      analytic_kl: ``(view(params), mean, log_var) -> [B]`` closed-form
         ``KL(q || p)``, or ``None`` when only a Monte-Carlo estimate exists.
+      noise: ``(key, n, d, device="cpu") -> noise [N, ...]``, what ``sample``
+        takes (default :func:`gaussian_noise`, ``[N, d]``).
+      view: ``VAE params -> the tree the functions above take`` (default
+        :func:`own_params`).
     """
 
     init: Callable[[random.Key], TensorTree]
     log_prob: Callable[[TensorTree, torch.Tensor], torch.Tensor]
     sample: Callable[[TensorTree, torch.Tensor], torch.Tensor]
     analytic_kl: Callable[[TensorTree, torch.Tensor, torch.Tensor], torch.Tensor] | None
+    noise: Callable[..., torch.Tensor] = gaussian_noise
+    view: Callable[[TensorTree], TensorTree] = own_params
 
 
 def standard_normal_prior() -> Prior:
@@ -318,9 +361,9 @@ def elbo_terms(vae: VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor,
     z = reparameterize(mean, log_var, eps)
     log_likelihood = vae.likelihood.log_prob(vae.decode(params["decoder"], z), x)
     if analytic_kl and vae.prior.analytic_kl is not None:
-        kl = vae.prior.analytic_kl(params["prior"], mean, log_var)
+        kl = vae.prior.analytic_kl(vae.prior.view(params), mean, log_var)
     else:
-        kl = D.diag_normal_log_prob(z, mean, log_var) - vae.prior.log_prob(params["prior"], z)
+        kl = D.diag_normal_log_prob(z, mean, log_var) - prior_log_prob(vae, params, z)
     return ElboTerms(log_likelihood, kl)
 
 
@@ -367,18 +410,64 @@ def latent_noise(vae: VAE, key: random.Key, batch_size: int, device: torch.devic
     return random.normal(key, (batch_size, vae.latent_dim), device=device)
 
 
+def prior_log_prob(vae: VAE, params: TensorTree, z: torch.Tensor) -> torch.Tensor:
+    """``log p(z)``, the prior given the part of ``params`` it reads (:attr:`Prior.view`).
+
+    Args:
+      vae: the model definition.
+      params: ``{"encoder", "decoder", "prior"}``.
+      z: ``[B, d]``.
+
+    Returns:
+      ``[B]`` nats.
+    """
+    return vae.prior.log_prob(vae.prior.view(params), z)
+
+
+def prior_sample(vae: VAE, params: TensorTree, noise: torch.Tensor) -> torch.Tensor:
+    """``z ~ p(z)`` from noise drawn by :func:`prior_noise` (deterministic given the noise).
+
+    Args:
+      vae: the model definition.
+      params: ``{"encoder", "decoder", "prior"}``.
+      noise: ``[N, ...]`` from :func:`prior_noise` (``[N, d]`` Gaussian noise
+        for the standard normal and flow priors).
+
+    Returns:
+      ``[N, d]`` latents.
+    """
+    return vae.prior.sample(vae.prior.view(params), noise)
+
+
+def prior_noise(vae: VAE, key: random.Key, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The noise :func:`prior_sample` and :func:`generate` take, drawn from ``key``.
+
+    Args:
+      vae: the model (its prior decides the noise's shape).
+      key: the noise key.
+      n: number of draws ``N``.
+      device: where to draw it (the same numbers on every device).
+
+    Returns:
+      ``[N, ...]``: ``[N, d]`` ``ε ~ N(0, I)`` for the standard normal and flow
+      priors (the same numbers as :func:`latent_noise`).
+    """
+    return vae.prior.noise(key, n, vae.latent_dim, device)
+
+
 def generate(vae: VAE, params: TensorTree, eps: torch.Tensor) -> torch.Tensor:
-    """Images from the prior: ``z = prior.sample(ε)``, decoded to the likelihood's mean.
+    """Images from the prior: ``z = prior_sample(noise)``, decoded to the likelihood's mean.
 
     Args:
       vae: the model definition.
       params: its parameters.
-      eps: ``[N, d]`` base noise.
+      eps: ``[N, ...]`` prior noise (:func:`prior_noise`; ``[N, d]`` base
+        noise for the standard normal and flow priors).
 
     Returns:
       ``[N, C, H, W]`` in ``[0, 1]``.
     """
-    z = vae.prior.sample(params["prior"], eps)
+    z = prior_sample(vae, params, eps)
     return vae.likelihood.mean(vae.decode(params["decoder"], z))
 
 
@@ -418,6 +507,37 @@ def evaluate(vae: VAE, params: TensorTree, x: torch.Tensor, eps: torch.Tensor) -
     return values
 
 
+def importance_model(vae: VAE) -> ImportanceModel:
+    """The VAE as importance sampling sees it (for :mod:`fgm.metrics.nll`).
+
+    The proposal is the encoder's ``q(z|x) = N(μ(x), diag σ²(x))``, sampled by
+    reparameterisation; the log joint is ``log p(x|z) + log p(z)`` with the
+    model's likelihood and prior (:func:`prior_log_prob`), so the log-weight
+    ``log p(x, z) - log q(z|x)`` is the single-sample ELBO estimate.
+
+    Args:
+      vae: the model definition (any prior, any likelihood).
+
+    Returns:
+      An :class:`fgm.types.ImportanceModel` over the VAE's parameter tree,
+      ``latent_shape = (d,)``.
+    """
+
+    def proposal(params, x):
+        return vae.encode(params["encoder"], x)
+
+    def sample(q, eps):
+        mean, log_var = q
+        z = reparameterize(mean, log_var, eps)
+        return z, D.diag_normal_log_prob(z, mean, log_var)
+
+    def log_joint(params, x, z):
+        log_lik = vae.likelihood.log_prob(vae.decode(params["decoder"], z), x)
+        return log_lik + prior_log_prob(vae, params, z)
+
+    return ImportanceModel(proposal, sample, log_joint, (vae.latent_dim,))
+
+
 def build(vae: VAE, optimizer: optim.GradientTransformation) -> Trainer:
     """The VAE's training pieces (:class:`fgm.types.Trainer`), trained on the negative ELBO.
 
@@ -430,7 +550,8 @@ def build(vae: VAE, optimizer: optim.GradientTransformation) -> Trainer:
       ``init(key) -> TrainState``; ``make_update`` over :func:`loss`;
       ``inputs(x, key) -> (x, ε)``; ``evaluate(params, x, key)`` as
       :func:`evaluate` with ``ε`` from ``key``; ``generate(params, ε)`` as
-      :func:`generate`; ``noise(key, n, device="cpu") -> ε [n, d]``.
+      :func:`generate`; ``noise(key, n, device="cpu")`` as :func:`prior_noise`
+      (``ε [n, d]`` for the standard normal and flow priors).
     """
     loss_fn = functools.partial(loss, vae)
 
@@ -447,5 +568,5 @@ def build(vae: VAE, optimizer: optim.GradientTransformation) -> Trainer:
         inputs=lambda x, key: (x, latent_noise(vae, key, x.shape[0], x.device)),
         evaluate=lambda params, x, key: evaluate(vae, params, x, latent_noise(vae, key, x.shape[0], x.device)),
         generate=functools.partial(generate, vae),
-        noise=lambda key, n, device="cpu": latent_noise(vae, key, n, device),
+        noise=lambda key, n, device="cpu": prior_noise(vae, key, n, device),
     )
