@@ -242,6 +242,12 @@ def vmap_value_and_grad(loss_fn: train.LossFn, compile: bool = False) -> Callabl
     to eager), but it traces a ``vmap``: mapping the differentiated part
     first and compiling that gives one graph for all members.
 
+    The shapes are static (``dynamic=False``): every ``vmap``-ped function
+    runs the same code object, so a second one (a GAN's other player,
+    another model in the process) would otherwise count as a recompile of
+    the first with other shapes, be made dynamic, and fail to trace under
+    ``vmap`` (symbolic sizes in BatchNorm's backward), falling back to eager.
+
     Args:
       loss_fn: ``(params, *args) -> (loss, aux)`` of one member, as for
         :func:`fgm.train.value_and_grad` (``aux`` may carry layer state).
@@ -252,7 +258,7 @@ def vmap_value_and_grad(loss_fn: train.LossFn, compile: bool = False) -> Callabl
       stacked arguments (every leaf ``[M, ...]``).
     """
     fn = torch.func.vmap(train.value_and_grad(loss_fn, "func"))
-    return torch.compile(fn) if compile else fn
+    return torch.compile(fn, dynamic=False) if compile else fn
 
 
 def vmap_apply(optimizer: optim.GradientTransformation, donate: bool = False) -> Callable:

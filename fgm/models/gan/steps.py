@@ -114,10 +114,14 @@ def _generator_objective(gan: GAN, loss: AdversarialLoss):
 
 
 def _grad_fn(objective, backend: str, compile: bool = False):
-    """``value_and_grad`` of a player's objective; compiled, it is traced through ``torch.func`` (one graph)."""
-    return (
-        torch.compile(train.value_and_grad(objective, "func")) if compile else train.value_and_grad(objective, backend)
-    )
+    """``value_and_grad`` of a player's objective; compiled, it is traced through ``torch.func`` (one graph).
+
+    Static shapes: both players' functions run one code object, so the second
+    would otherwise count as a recompile of the first and be made dynamic.
+    """
+    if compile:
+        return torch.compile(train.value_and_grad(objective, "func"), dynamic=False)
+    return train.value_and_grad(objective, backend)
 
 
 # --------------------------------------------------------------------------- one game iteration
