@@ -53,10 +53,10 @@ def build(
 ) -> tuple[dict[str, Callable[[], None]], dict]:
     """``({variant: run one ensemble step}, config)`` of ``case`` (``bench_steps.CASES``), each with its own states.
 
-    With ``compile`` (models that offer it): also **sequential compile**, ``M``
-    calls of the compiled single-model step (``--compile``), and **vmap
-    compile**, the trainer's stacked update with the members' gradient
-    compiled as one graph (``--compile --seeds M``); both donate.
+    With ``compile``: also **sequential compile**, ``M`` calls of the
+    compiled single-model step (``--compile``), and **vmap compile**, the
+    trainer's stacked update with the members' gradient compiled as one
+    graph (the GAN: one per player; ``--compile --seeds M``); both donate.
     """
     config = mnist_config(case, batch_size)
     trainer = models.build(config).trainer
@@ -104,7 +104,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, help="per member, instead of the profile's; quick checks")
     parser.add_argument("--profile", type=int, metavar="N", help="also profile N ensemble steps of each implementation")
     parser.add_argument(
-        "--compile", action="store_true", help="also the compiled steps, single and stacked (models that offer them)"
+        "--compile", action="store_true", help="also the compiled steps, single and stacked (each model's --compile)"
     )
     args = parser.parse_args(argv)
     cases = args.models.split(",")
@@ -115,7 +115,7 @@ def main(argv=None):
     print(f"{args.members} members, {torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds")
     for case in cases:
         started = time.perf_counter()
-        fns, config = build(case, args.members, args.batch_size, args.compile and case.startswith("vae"))
+        fns, config = build(case, args.members, args.batch_size, args.compile)
         medians = time_interleaved(fns, args.rounds, args.warmup)
         print(f"\n{case} (batch {config['batch_size']} per member), {time.perf_counter() - started:.0f} s")
         print_table(medians, "sequential", "ratio to sequential")

@@ -57,7 +57,9 @@ __all__ = [
     "step_keys",
     "unstack",
     "unstack_states",
+    "vmap_apply",
     "vmap_update",
+    "vmap_value_and_grad",
 ]
 
 # ``step(ensemble, batches, keys) -> (ensemble, metrics)``: one batch and one key per member.
@@ -235,6 +237,59 @@ def vmap_update(update: train.UpdateFn, input_dims: Any = 0) -> train.UpdateFn:
     return stacked
 
 
+def vmap_value_and_grad(loss_fn: train.LossFn, compile: bool = False) -> Callable:
+    """The members' loss and gradient as one ``vmap``-ped function, optionally compiled as one graph.
+
+    ``torch.compile`` cannot trace inside a ``vmap`` (every frame falls back
+    to eager), but it traces a ``vmap``: mapping the differentiated part
+    first and compiling that gives one graph for all members.
+
+    The shapes are static (``dynamic=False``): every ``vmap``-ped function
+    runs the same code object, so a second one (a GAN's other player,
+    another model in the process) would otherwise count as a recompile of
+    the first with other shapes, be made dynamic, and fail to trace under
+    ``vmap`` (symbolic sizes in BatchNorm's backward), falling back to eager.
+
+    Args:
+      loss_fn: ``(params, *args) -> (loss, aux)`` of one member, as for
+        :func:`fgm.train.value_and_grad` (``aux`` may carry layer state).
+      compile: run the mapped function through ``torch.compile``.
+
+    Returns:
+      ``fn(params, *args) -> ((loss, aux), grads)`` on stacked trees and
+      stacked arguments (every leaf ``[M, ...]``).
+    """
+    fn = torch.func.vmap(train.value_and_grad(loss_fn, "func"))
+    return torch.compile(fn, dynamic=False) if compile else fn
+
+
+def vmap_apply(optimizer: optim.GradientTransformation, donate: bool = False) -> Callable:
+    """``apply(params, opt_state, grads) -> (params, opt_state)``: one optimizer step of every member, eager.
+
+    The optimizer runs under :func:`vmap_update` (step counters shared,
+    read as Python ints), outside any compiled graph: a graph would
+    specialise on the counters' values.
+
+    Args:
+      optimizer: the members' optimizer.
+      donate: update the stacked trees (and the gradients) in place
+        (see :func:`fgm.train.make_update`).
+    """
+    donation = {"donate": True} if donate else {}
+
+    def apply(params: TensorTree, opt_state: TensorTree, model_state: TensorTree, grads: TensorTree):
+        updates, opt_state = optimizer.update(grads, opt_state, params, **donation)
+        return optim.apply_updates(params, updates, donate=donate), opt_state, model_state, {}
+
+    mapped = vmap_update(apply)
+
+    def stacked(params: TensorTree, opt_state: TensorTree, grads: TensorTree) -> tuple[TensorTree, TensorTree]:
+        params, opt_state, _, _ = mapped(params, opt_state, {}, grads)
+        return params, opt_state
+
+    return stacked
+
+
 def make_update(
     loss_fn: train.LossFn,
     optimizer: optim.GradientTransformation,
@@ -248,9 +303,10 @@ def make_update(
     inside that ``vmap`` (every frame falls back to eager). Here the order is
     turned around: the members' loss and gradient are ``vmap``-ped first and
     the resulting function is what ``torch.compile`` traces, into one graph
-    for all members; the optimizer is then mapped eagerly with
-    :func:`vmap_update` (its step counters are Python ints, which a compiled
-    graph would specialise on).
+    for all members (:func:`vmap_value_and_grad`); the optimizer is then
+    mapped eagerly (:func:`vmap_apply`: its step counters are Python ints,
+    which a compiled graph would specialise on). A GAN's trainer builds its
+    two players' updates from the same two pieces.
 
     Args:
       loss_fn: ``(params, *inputs) -> (loss, metrics)`` of one member.
@@ -262,24 +318,17 @@ def make_update(
       ``update(params, opt_state, model_state, *inputs)`` on stacked trees
       and stacked inputs (``model_state`` passed through), as
       :func:`vmap_update` of the single-model update: the same
-      arithmetic, so eager it agrees with that to float rounding and
+      arithmetic, so eager it agrees with that bit for bit and
       compiled to the rounding of the fused kernels.
     """
-    grads_of = torch.func.vmap(train.value_and_grad(loss_fn, "func"))
-    grads_of = torch.compile(grads_of) if compile else grads_of
-    donation = {"donate": True} if donate else {}
-
-    def apply(params: TensorTree, opt_state: TensorTree, model_state: TensorTree, grads: TensorTree):
-        updates, opt_state = optimizer.update(grads, opt_state, params, **donation)
-        return optim.apply_updates(params, updates, donate=donate), opt_state, model_state, {}
-
-    apply_stacked = vmap_update(apply)
+    grads_of = vmap_value_and_grad(loss_fn, compile)
+    apply_stacked = vmap_apply(optimizer, donate)
 
     def update(
         params: TensorTree, opt_state: TensorTree, model_state: TensorTree, *inputs
     ) -> tuple[TensorTree, TensorTree, TensorTree, train.Metrics]:
         (loss, metrics), grads = grads_of(params, *inputs)
-        params, opt_state, model_state, _ = apply_stacked(params, opt_state, model_state, grads)
+        params, opt_state = apply_stacked(params, opt_state, grads)
         return params, opt_state, model_state, {"loss": loss, **metrics}
 
     return update

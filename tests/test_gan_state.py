@@ -290,3 +290,57 @@ def test_compiled_update_equals_eager():
     assert tree_allclose(a, b, rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="autograd backend"):
         G.build(gan, G.get_loss("wgan_gp"), opt, opt).make_update(compile=True)
+
+
+# --------------------------------------------------------------------------- compiled seed ensembles
+
+
+def _stacked_game(trainer, update, members=2, steps=3, d_steps=2):
+    """``steps`` updates of ``members`` stacked float64 members, each with its own real batches and noise."""
+    ens = ensemble.stack_states([double(trainer.init(random.key(s))) for s in range(members)])
+    params, opt_state, model_state, history = ens.params, ens.opt_state, ens.model_state, []
+    for t in range(steps):
+        batches = [double(data(100 * m + t, n=8 * d_steps)) for m in range(members)]  # one real batch per D step
+        keys = [random.fold_in(random.key(50 + m), t) for m in range(members)]
+        inputs = ensemble.stack([trainer.inputs(x, k) for x, k in zip(batches, keys, strict=True)])
+        params, opt_state, model_state, metrics = update(params, opt_state, model_state, *inputs)
+        history.append(metrics)
+    return params, opt_state, model_state, history
+
+
+def _ensemble_trainer(d_steps=2, ema_decay=0.9):
+    """BatchNorm in G, spectral norm in D, two D steps per G step, the average of G: float64 inputs."""
+    gan, loss, opt = dcgan(), G.get_loss("non_saturating"), optim.adam(LR, b1=0.5)
+    trainer = G.build(gan, loss, opt, optim.adam(LR / 2, b1=0.5), d_steps, ema_decay)
+    return trainer._replace(inputs=lambda x, k: double(trainer.inputs(x, k)))
+
+
+@pytest.mark.parametrize("donate", [False, True])
+def test_stacked_update_is_the_vmapped_update(monkeypatch, donate):
+    """``--compile --seeds N`` with torch.compile taken out: each player's gradient vmapped, then its optimizer
+    and the average mapped, is the whole single-model update vmapped, bit for bit."""
+    trainer = _ensemble_trainer()
+    whole = _stacked_game(trainer, trainer.make_update(stacked=True))
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    split = _stacked_game(trainer, trainer.make_update(stacked=True, compile=True, donate=donate))
+    assert tree_equal(whole, split)
+    params, opt_state, model_state, _ = split
+    assert int(model_state["generator"]["2.num_batches_tracked"][1]) == 3 * (2 + 1)  # 2 D steps' fakes, 1 G step
+    assert model_state[G.EMA]["updates"].tolist() == [3.0, 3.0]
+    assert opt_state["discriminator"][0].count.tolist() == [6, 6] and opt_state["generator"][0].count.tolist() == [3, 3]
+
+
+@pytest.mark.slow
+def test_compiled_stacked_update_equals_eager():
+    """One compiled graph per player for all members (the D steps share theirs), equal to eager to float64 rounding.
+
+    Not bit for bit: inductor fuses and reorders the float64 arithmetic (differences ~1e-14), as for the VAEs.
+    """
+    trainer = _ensemble_trainer()
+    eager = _stacked_game(trainer, trainer.make_update(stacked=True))
+    stats = torch._dynamo.utils.counters
+    torch._dynamo.reset()  # no cache entries from other tests' graphs (they count towards the recompile limit)
+    stats.clear()
+    compiled = _stacked_game(trainer, trainer.make_update(stacked=True, compile=True, donate=True))
+    assert tree_allclose(eager, compiled, rtol=1e-9, atol=1e-12)
+    assert stats["stats"]["unique_graphs"] == 2 and not stats["graph_break"]  # D's and G's, nothing eager

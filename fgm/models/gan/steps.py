@@ -82,23 +82,25 @@ def gan_inputs(gan: GAN, loss: AdversarialLoss, d_steps_per_g_step: int = 1) -> 
 # --------------------------------------------------------------------------- one player's step
 
 
-def _update_player(
-    params: dict,
-    opt_state: dict,
-    player: str,
-    grads: TensorTree,
-    optimizer: optim.GradientTransformation,
-    donate: bool = False,
-) -> tuple[dict, dict]:
-    """Applies ``optimizer`` to one player's subtrees; the other's are passed through as they are."""
+def _apply(optimizer: optim.GradientTransformation, donate: bool = False):
+    """``apply(params, opt_state, grads) -> (params, opt_state)``: one optimizer step of one player."""
     donation = {"donate": True} if donate else {}
-    updates, player_opt = optimizer.update(grads, opt_state[player], params[player], **donation)
-    new_params = {**params, player: optim.apply_updates(params[player], updates, donate=donate)}
-    return new_params, {**opt_state, player: player_opt}
+
+    def apply(params: TensorTree, opt_state: TensorTree, grads: TensorTree) -> tuple[TensorTree, TensorTree]:
+        updates, opt_state = optimizer.update(grads, opt_state, params, **donation)
+        return optim.apply_updates(params, updates, donate=donate), opt_state
+
+    return apply
+
+
+def _update_player(params: dict, opt_state: dict, player: str, grads: TensorTree, apply) -> tuple[dict, dict]:
+    """Applies ``apply`` to one player's subtrees; the other's are passed through as they are."""
+    player_params, player_opt = apply(params[player], opt_state[player], grads)
+    return {**params, player: player_params}, {**opt_state, player: player_opt}
 
 
 def _discriminator_objective(gan: GAN, loss: AdversarialLoss):
-    def objective(d_params, g_params, model_state, real, z, alpha):
+    def objective(d_params, g_params, model_state, real, z, alpha=None):
         return discriminator_objective_and_state(gan, loss, d_params, g_params, model_state, real, z, alpha)
 
     return objective
@@ -112,10 +114,14 @@ def _generator_objective(gan: GAN, loss: AdversarialLoss):
 
 
 def _grad_fn(objective, backend: str, compile: bool = False):
-    """``value_and_grad`` of a player's objective; compiled, it is traced through ``torch.func`` (one graph)."""
-    return (
-        torch.compile(train.value_and_grad(objective, "func")) if compile else train.value_and_grad(objective, backend)
-    )
+    """``value_and_grad`` of a player's objective; compiled, it is traced through ``torch.func`` (one graph).
+
+    Static shapes: both players' functions run one code object, so the second
+    would otherwise count as a recompile of the first and be made dynamic.
+    """
+    if compile:
+        return torch.compile(train.value_and_grad(objective, "func"), dynamic=False)
+    return train.value_and_grad(objective, backend)
 
 
 # --------------------------------------------------------------------------- one game iteration
@@ -141,6 +147,33 @@ def _check_inputs(reals: tuple, d_noise: tuple, model_state: dict, ema_decay: fl
         )
 
 
+def _game(d_grad, g_grad, d_apply, g_apply, average_update, ema_decay: float | None) -> UpdateFn:
+    """One game iteration from its pieces: each player's gradient (with layer state) and optimizer step, the average.
+
+    The same loop serves one model and, with every piece mapped over the
+    members, a seed ensemble (see :func:`_make_update`).
+    """
+
+    def update(params, opt_state, model_state, reals: tuple, d_noise: tuple, z_g: torch.Tensor):
+        _check_inputs(reals, d_noise, model_state, ema_decay)
+        average = model_state.get(EMA)
+        model_state = {"generator": model_state["generator"], "discriminator": model_state["discriminator"]}
+        for real, noise in zip(reals, d_noise, strict=True):
+            # noise: (z,) or (z, alpha); no None argument, which vmap cannot map
+            (_, (d_metrics, model_state)), grads = d_grad(
+                params["discriminator"], params["generator"], model_state, real, *noise
+            )
+            params, opt_state = _update_player(params, opt_state, "discriminator", grads, d_apply)
+        (_, (g_metrics, model_state)), grads = g_grad(params["generator"], params["discriminator"], model_state, z_g)
+        params, opt_state = _update_player(params, opt_state, "generator", grads, g_apply)
+        if average is not None:
+            model_state[EMA] = average_update(average, params["generator"])
+        metrics = {"loss": d_metrics["d_loss"] + g_metrics["g_loss"], **d_metrics, **g_metrics}
+        return params, opt_state, model_state, metrics
+
+    return update
+
+
 def _make_update(
     gan: GAN,
     loss: AdversarialLoss,
@@ -153,36 +186,38 @@ def _make_update(
     compile: bool = False,
     stacked: bool = False,
 ) -> UpdateFn:
-    """The Trainer's ``make_update``: D step(s), then a G step, then the average of G (see :func:`build`)."""
+    """The Trainer's ``make_update``: D step(s), then a G step, then the average of G (see :func:`build`).
+
+    Stacked and compiled, the order of ``vmap`` and ``torch.compile`` is
+    turned around as in :func:`fgm.ensemble.make_update` (``torch.compile``
+    cannot trace inside a ``vmap``): each player's objective and gradient,
+    layer state in and out, is ``vmap``-ped over the members and compiled
+    as one graph per player; the optimizers (step counters shared) and the
+    average of G are mapped eagerly. The same arithmetic as the whole
+    update ``vmap``-ped, so it agrees with that to the fused kernels' rounding.
+    """
+    if stacked and not compile:
+        return ensemble.vmap_update(_make_update(gan, loss, g_opt, d_opt, ema_decay, backend="func", donate=donate))
+    _check_options(loss, "func" if stacked else backend, compile, ema_decay)
+    d_objective, g_objective = _discriminator_objective(gan, loss), _generator_objective(gan, loss)
+    average = functools.partial(ema_update, decay=ema_decay)
     if stacked:
-        if compile:
-            # the players' updates interleave gradients, optimizer steps and layer state inside one vmap,
-            # which torch.compile cannot trace into (fgm.ensemble.make_update covers single-loss models)
-            raise ValueError("a compiled update over stacked GAN members is not offered: compile single runs instead")
-        single = _make_update(gan, loss, g_opt, d_opt, ema_decay, backend="func", donate=donate)
-        return ensemble.vmap_update(single)
-    _check_options(loss, backend, compile, ema_decay)
-    d_grad = _grad_fn(_discriminator_objective(gan, loss), backend, compile)
-    g_grad = _grad_fn(_generator_objective(gan, loss), backend, compile)
-
-    def update(params, opt_state, model_state, reals: tuple, d_noise: tuple, z_g: torch.Tensor):
-        _check_inputs(reals, d_noise, model_state, ema_decay)
-        average = model_state.get(EMA)
-        model_state = {"generator": model_state["generator"], "discriminator": model_state["discriminator"]}
-        for real, noise in zip(reals, d_noise, strict=True):
-            alpha = noise[1] if len(noise) > 1 else None
-            (_, (d_metrics, model_state)), grads = d_grad(
-                params["discriminator"], params["generator"], model_state, real, noise[0], alpha
-            )
-            params, opt_state = _update_player(params, opt_state, "discriminator", grads, d_opt, donate)
-        (_, (g_metrics, model_state)), grads = g_grad(params["generator"], params["discriminator"], model_state, z_g)
-        params, opt_state = _update_player(params, opt_state, "generator", grads, g_opt, donate)
-        if average is not None:
-            model_state[EMA] = ema_update(average, params["generator"], ema_decay)
-        metrics = {"loss": d_metrics["d_loss"] + g_metrics["g_loss"], **d_metrics, **g_metrics}
-        return params, opt_state, model_state, metrics
-
-    return update
+        return _game(
+            ensemble.vmap_value_and_grad(d_objective, compile=True),
+            ensemble.vmap_value_and_grad(g_objective, compile=True),
+            ensemble.vmap_apply(d_opt, donate),
+            ensemble.vmap_apply(g_opt, donate),
+            torch.func.vmap(average),
+            ema_decay,
+        )
+    return _game(
+        _grad_fn(d_objective, backend, compile),
+        _grad_fn(g_objective, backend, compile),
+        _apply(d_opt, donate),
+        _apply(g_opt, donate),
+        average,
+        ema_decay,
+    )
 
 
 # --------------------------------------------------------------------------- the public path
@@ -222,7 +257,9 @@ def build(
       ``vmap``, not for WGAN-GP; ``donate``: in place, as in
       :func:`fgm.train.make_update`; ``compile``: each player's objective and
       gradient through ``torch.compile``, the optimizers and the average
-      eager; ``stacked``: over a seed ensemble's stacked trees);
+      eager; ``stacked``: over a seed ensemble's stacked trees, with
+      ``compile`` each player's gradient ``vmap``-ped over the members and
+      compiled as one graph);
       ``evaluate(variables, x, key)`` as ``fgm.models.gan.evaluate`` with
       latents from ``key``; ``generate(variables, z)`` in ``[0, 1]``;
       ``noise(key, n, device="cpu") -> z [n, d]``; ``variables`` as
@@ -230,8 +267,8 @@ def build(
 
     Raises:
       ValueError: ``d_steps_per_g_step < 1``; (from ``make_update``) WGAN-GP
-        with the ``"func"`` backend or ``compile``, ``compile`` with
-        ``stacked``, ``ema_decay`` outside ``[0, 1)``; (from the update) a
+        with the ``"func"`` backend, ``compile`` or ``stacked``, ``ema_decay``
+        outside ``[0, 1)``; (from the update) a
         state with an average and no ``ema_decay``, or the other way round.
     """
     return Trainer(
