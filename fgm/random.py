@@ -37,6 +37,8 @@ from collections.abc import Sequence
 
 import torch
 
+from fgm import _native
+
 __all__ = [
     "Key",
     "bernoulli",
@@ -216,6 +218,11 @@ def _philox_blocks(k: Key, num_blocks: int, device: torch.device | str) -> tuple
     return x0, x1 & _MASK32, x2, x3 & _MASK32
 
 
+def _native_on(device: torch.device | str):
+    """The compiled Philox kernel for draws on the CPU (:mod:`fgm._native`), else ``None`` (torch's integer ops)."""
+    return _native.library() if torch.device(device).type == "cpu" else None
+
+
 def _num_blocks(num_words: int) -> int:
     if num_words > _MAX_WORDS:
         raise ValueError(
@@ -240,7 +247,11 @@ def bits(k: Key, num_words: int, device: torch.device | str = "cpu") -> torch.Te
     """
     if num_words < 0:
         raise ValueError(f"num_words must be >= 0, got {num_words}")
-    lanes = _philox_blocks(k, _num_blocks(num_words), device)
+    num_blocks = _num_blocks(num_words)
+    native = _native_on(device)
+    if native is not None:  # the same words from one C loop (fgm._native)
+        return _native.philox_words(native, k.value, num_words)
+    lanes = _philox_blocks(k, num_blocks, device)
     return torch.stack(lanes, dim=1).view(-1)[:num_words]
 
 
@@ -277,6 +288,10 @@ def uniform(
     shape = tuple(shape)
     b = _float_bits(dtype)
     n = math.prod(shape)
+    native = _native_on(device)
+    if native is not None:  # the same values from one C loop (fgm._native)
+        _num_blocks((2 if b > 32 else 1) * n)
+        return _native.philox_uniform(native, k.value, n, b).to(dtype).view(shape)
     if b > 32:  # float64: two words per value
         w = bits(k, 2 * n, device).view(n, 2)
         m = (w[:, 0] >> 5) * (1 << 26) + (w[:, 1] >> 6)
