@@ -44,8 +44,8 @@ class Outcome(NamedTuple):
     seconds: float
 
 
-def _names(value: str | None, choices: list[str], what: str) -> list[str]:
-    names = [v.strip() for v in (value or "").split(",") if v.strip()] or list(choices)
+def _names(value: str | None, choices: list[str], what: str, default: list[str] | None = None) -> list[str]:
+    names = [v.strip() for v in (value or "").split(",") if v.strip()] or list(default or choices)
     unknown = [n for n in names if n not in choices]
     if unknown:
         raise ValueError(f"unknown {what} {', '.join(map(repr, unknown))}; choose from: {', '.join(choices)}")
@@ -175,7 +175,7 @@ def summary(outcomes: list[Outcome], no_data: dict) -> str:
 def main(argv: list[str]) -> int:
     args, extra = parse_args(list(argv))
     args.device = cfg.resolve_device(args.device)  # a bad or absent device fails before any run
-    model_names = _names(args.models, list(models.MODELS), "model")
+    model_names = _names(args.models, list(models.MODELS), "model", [n for n, e in models.MODELS.items() if e.study])
     datasets = _names(args.datasets, list(fdata.DATASETS), "dataset")
     outcomes: list[Outcome] = []
     no_data: dict[str, tuple[Path, list[str]]] = {}

@@ -277,3 +277,13 @@ def test_compute_table_marks_a_partial_validation_sum():
     both = {"vae_std": {"compute": compute}, "gan": {"compute": gan}}
     assert report.compute_by_part(both) == {"training": 720.0, "validation": 60.0, "nll": None}
     assert "| **all models** | 12.0 | 1.0 | — | 13.0 |" in "\n".join(report.compute_lines(both))
+
+
+def test_all_runs_the_study_models_unless_others_are_named(tmp_path, mnist_root, capsys):
+    """vae_vamp is registered outside the study (study=False): `all` runs it only when --models names it."""
+    common = ["all", "--dry-run", "--datasets", "mnist", "--data-dir", str(mnist_root), "--runs", str(tmp_path)]
+    assert run.main(common) == 0
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in ("vae_std", "vae_flow", "gan")) and "vae_vamp" not in printed
+    assert run.main([*common, "--models", "vae_vamp"]) == 0
+    assert "vae_vamp" in capsys.readouterr().out
