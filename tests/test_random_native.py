@@ -43,7 +43,7 @@ def test_kernel_draws_equal_the_torch_ops(value, n, dtype):
     with torch_ops_only():
         slow = (random.bits(k, n), random.uniform(k, (n,), dtype), random.normal(k, (n,), dtype))
         slow_bernoulli = random.bernoulli(k, torch.linspace(0, 1, n, dtype=dtype))
-    for a, b in zip(fast, slow):
+    for a, b in zip(fast, slow, strict=True):
         assert a.dtype == b.dtype and torch.equal(a, b)
     assert torch.equal(fast_bernoulli, slow_bernoulli)
 
@@ -53,7 +53,7 @@ def test_kernel_draws_equal_the_torch_ops_for_a_batch_of_mnist_size():
     fast = random.uniform(k, (128, 1, 28, 28)), random.uniform(k, (128, 784), torch.float64)
     with torch_ops_only():
         slow = random.uniform(k, (128, 1, 28, 28)), random.uniform(k, (128, 784), torch.float64)
-    assert all(torch.equal(a, b) for a, b in zip(fast, slow))
+    assert all(torch.equal(a, b) for a, b in zip(fast, slow, strict=True))
 
 
 def test_the_kernel_is_off_with_fgm_native_0_or_without_a_working_compiler(monkeypatch, tmp_path):
