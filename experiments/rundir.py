@@ -24,12 +24,11 @@ import subprocess
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import optree
 import torch
 
 from experiments import config as cfg
 from experiments import models
-from fgm import checkpoint, ensemble, random, train
+from fgm import ensemble, layouts, random, train
 
 CONFIG, METRICS, CHECKPOINT, RESULTS = "config.json", "metrics.jsonl", "checkpoint.pt", "results.json"
 INTERPOLATIONS = "interpolations"
@@ -154,51 +153,6 @@ def state_template(experiment: models.Experiment, config: dict, device: torch.de
     return train.to_device(states[0] if len(states) == 1 else ensemble.stack_states(states), device)
 
 
-# The state layouts written before every model's update took a layer state (fgm.types.UpdateFn): a single
-# model's TrainState without ``model_state``, and ensembles as EnsembleState (no layer state) or
-# StatefulEnsembleState. Same type names, same fields: their checkpoints' structures match these.
-_OLD_LAYOUTS = {
-    "single": NamedTuple("TrainState", [("params", Any), ("opt_state", Any), ("step", int), ("key", Any)]),
-    "ensemble": NamedTuple("EnsembleState", [("params", Any), ("opt_state", Any), ("step", int), ("keys", Any)]),
-    "ensemble_with_layer_state": NamedTuple(
-        "StatefulEnsembleState",
-        [("params", Any), ("opt_state", Any), ("model_state", Any), ("step", int), ("keys", Any)],
-    ),
-}
-
-
-def _old_layout(template) -> Any:
-    """``template`` in the layout an older fgm saved it in, or ``None`` where that layout was the same."""
-    no_layer_state = not optree.tree_leaves(template.model_state)
-    if isinstance(template, train.TrainState) and no_layer_state:
-        old = _OLD_LAYOUTS["single"]
-    elif isinstance(template, ensemble.EnsembleState):
-        old = _OLD_LAYOUTS["ensemble" if no_layer_state else "ensemble_with_layer_state"]
-    else:
-        return None
-    return old(**{field: getattr(template, field) for field in old._fields})
-
-
-def load_state(path: Path, template) -> tuple[Any, dict]:
-    """:func:`fgm.checkpoint.load`, also reading the state layout of runs written by older code.
-
-    Raises:
-      fgm.checkpoint.CheckpointError: as :func:`fgm.checkpoint.load` against
-        ``template`` when the checkpoint matches neither layout.
-    """
-    try:
-        return checkpoint.load(path, template)
-    except checkpoint.CheckpointError as error:
-        old = _old_layout(template)
-        if old is None:
-            raise
-        try:
-            state, meta = checkpoint.load(path, old)
-        except checkpoint.CheckpointError:
-            raise error from None
-        return template._replace(**state._asdict()), meta
-
-
 def member_params(state, num_members: int) -> list:
     """The parameter tree of each member (views into the stack for M > 1)."""
     return [state.params] if num_members == 1 else ensemble.unstack(state.params)
@@ -230,5 +184,5 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> Run:
     path = Path(path)
     config = read_config(path)
     experiment = models.build(config)
-    state, meta = load_state(path / CHECKPOINT, state_template(experiment, config, device))
+    state, meta = layouts.load_state(path / CHECKPOINT, state_template(experiment, config, device))
     return Run(path, config, experiment, state, member_variables(experiment, state, len(config["seeds"])), meta)

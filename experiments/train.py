@@ -33,11 +33,17 @@ from tqdm.auto import tqdm
 
 from experiments import config as cfg
 from experiments import figures, models, rundir
-from fgm import checkpoint, distributed, ensemble, random
+from fgm import checkpoint, distributed, ensemble, layouts, random
 from fgm import data as fdata
 from fgm import nn as fnn
+from fgm import train as ftrain
 from fgm.metrics import evaluate as evaluate_lib
 from fgm.metrics import inception, samples
+
+# Steps between the loop's host reads (NaN check, progress bar): a GPU step need not wait for the host. The
+# first bad step is kept on the device and read every HOST_READ_EVERY steps and at the epoch's end, before
+# anything of the epoch is written.
+HOST_READ_EVERY = 50
 
 
 class NonFiniteLossError(RuntimeError):
@@ -129,17 +135,17 @@ def train_loop(run: Setup, data: Data, state: Any, start_epoch: int, history: li
 
 def train_epoch(run: Setup, step: Callable, state: Any, images: torch.Tensor, epoch: int, keys: list, watches, bar):
     """One pass over the training images: ``(state, float64 sums of each metric [M], warnings per member)``."""
-    sums: dict[str, torch.Tensor] = {}
-    warnings: list[list[str]] = [[] for _ in keys]
+    sums, first_bad, warnings = {}, None, [[] for _ in keys]
     per_update, pin = models.images_per_update(run.config), run.device.type == "cuda"  # pinned: async copies
     orders = [fdata.batches(images, per_update, random.fold_in(k.data, epoch), pin_memory=pin) for k in keys]
-    for batches in zip(*orders, strict=True):
+    last = fdata.num_batches(len(images), per_update)
+    for n, batches in enumerate(zip(*orders, strict=True), start=1):
         state, metrics = step(state, step_inputs(run, keys, batches, state.step))
         if distributed.world_size() > 1:
             metrics = distributed.all_mean(metrics)  # every rank logs, and stops on, the global values
             # per-rank BatchNorm statistics, averaged so the replicas stay equal (empty: a no-op)
             state = state._replace(model_state=distributed.all_mean(state.model_state))
-        check_finite(metrics, state.step, epoch, run.seeds)
+        first_bad = ftrain.first_nonfinite_step(first_bad, metrics["loss"], state.step)
         for i, watch in enumerate(watches or []):
             message = watch({k: v[i] for k, v in metrics.items()}, state.step)
             if message and message not in warnings[i]:
@@ -148,8 +154,10 @@ def train_epoch(run: Setup, step: Callable, state: Any, images: torch.Tensor, ep
         for name, value in metrics.items():
             sums[name] = sums.get(name, 0.0) + value.double()
         bar.update(1)
-        loss = float(metrics["loss"].mean())
-        bar.set_postfix(epoch=f"{epoch}/{run.config['epochs']}", loss=f"{loss:.2f}", refresh=False)
+        if n % HOST_READ_EVERY == 0 or n == last:
+            check_finite(first_bad, metrics, epoch, run.seeds)
+            loss = float(metrics["loss"].mean())
+            bar.set_postfix(epoch=f"{epoch}/{run.config['epochs']}", loss=f"{loss:.2f}", refresh=False)
     return state, sums, warnings
 
 
@@ -167,12 +175,11 @@ def step_inputs(run: Setup, keys: list, batches: tuple, step: int) -> list[tuple
     return inputs
 
 
-def check_finite(metrics: dict, step: int, epoch: int, seeds: list[int]) -> None:
-    """Raises :class:`NonFiniteLossError` for the first member whose loss is NaN or infinite."""
-    finite = torch.isfinite(metrics["loss"])
-    if not bool(finite.all()):
-        i = int((~finite).nonzero()[0, 0])
-        raise NonFiniteLossError(step, epoch, seeds[i], {k: v[i] for k, v in metrics.items()})
+def check_finite(first_bad: torch.Tensor, metrics: dict, epoch: int, seeds: list[int]) -> None:
+    """Raises :class:`NonFiniteLossError` for the member whose loss turned NaN or infinite first (one host read)."""
+    if bool((first_bad >= 0).any()):
+        i = int(torch.where(first_bad >= 0, first_bad, first_bad.max() + 1).argmin())
+        raise NonFiniteLossError(int(first_bad[i]), epoch, seeds[i], {k: v[i] for k, v in metrics.items()})
 
 
 def validate(run: Setup, state: Any, data: Data, epoch: int, train: dict, warnings: list[list[str]]) -> dict:
@@ -375,7 +382,7 @@ def initial_state(run: Setup, resume: bool) -> tuple[Any, int, list[dict]]:
         return state, 0, []
     ckpt_path = run.out / rundir.CHECKPOINT
     saved = rundir.read_config(run.out)  # a corrupt config.json is refused
-    state, meta = rundir.load_state(ckpt_path, state)
+    state, meta = layouts.load_state(ckpt_path, state)
     changed = cfg.changed_settings(rundir.with_later_settings(meta.get("config", saved)), run.config)
     if changed:
         diffs = ", ".join(f"{k}: {meta['config'].get(k)!r} -> {run.config.get(k)!r}" for k in changed)

@@ -36,6 +36,7 @@ StepFn = Callable[["TrainState", Any, random.Key], tuple["TrainState", Metrics]]
 
 __all__ = [
     "TrainState",
+    "first_nonfinite_step",
     "init_state",
     "make_step",
     "make_update",
@@ -88,6 +89,23 @@ def to_device(state: TensorTree, device: torch.device | str) -> TensorTree:
       The same structure; floating-point leaves on ``device``.
     """
     return optree.tree_map(lambda t: t.to(device) if torch.is_tensor(t) and t.is_floating_point() else t, state)
+
+
+def first_nonfinite_step(first: torch.Tensor | None, loss: torch.Tensor, step: int) -> torch.Tensor:
+    """Per member, the first step whose loss was NaN or infinite, tracked on the loss's device without a host read.
+
+    Args:
+      first: the previous result (``None`` before the first step).
+      loss: ``[M]`` (or ``[]``) the step's losses.
+      step: the step's number (e.g. ``state.step`` after it).
+
+    Returns:
+      ``int64 [M]``: ``first`` where it was already set (``>= 0``), else
+      ``step`` where ``loss`` is not finite, else ``-1``.
+    """
+    if first is None:
+        first = torch.full(loss.shape, -1, dtype=torch.int64, device=loss.device)
+    return torch.where((first < 0) & ~torch.isfinite(loss), step, first)
 
 
 def step_key(state: TrainState) -> random.Key:

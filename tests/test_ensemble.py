@@ -348,3 +348,11 @@ def _loss_and_optimizer(flow: bool):
     prior = vae_lib.flow_prior(bijectors.realnvp(c["latent_dim"], c["flow_layers"], tuple(c["flow_hidden"])))
     vae = models.build_vae(fdata.get_spec("mnist"), c, prior=prior if flow else None)
     return functools.partial(vae_lib.loss, vae), models.adam(c, c["total_steps"])
+
+
+def test_first_nonfinite_step_keeps_each_members_first_bad_step():
+    first = None
+    losses = {3: [1.0, 2.0, 3.0], 4: [float("nan"), 1.0, 2.0], 5: [1.0, float("inf"), float("nan")], 6: [1.0] * 3}
+    for step, loss in losses.items():
+        first = train.first_nonfinite_step(first, torch.tensor(loss), step)
+    assert first.tolist() == [4, 5, 5] and first.dtype == torch.int64
