@@ -20,6 +20,7 @@ MODULES = sorted(f"benchmarks.{m.name}" for m in pkgutil.iter_modules(benchmarks
 # module -> the arguments of its quickest run (seconds at most, one thread)
 QUICK = {
     "benchmarks.bench_adam": "--reps 2 --warmup 1",
+    "benchmarks.bench_dispatch": "--models vae_std --steps 1",
     "benchmarks.bench_devices": "--device cpu --models vae_std,gan --datasets mnist --steps 1 --cpu-steps 1"
     " --iwae-images 1 --inception-images 0",
     "benchmarks.bench_eval": "--samples 6 --reference 6 --cold --no-classifier --random-weights",
@@ -57,3 +58,12 @@ def test_benchmark_main_runs_quickly(name, request, capsys):
         argv += ["--data-dir", str(request.getfixturevalue("mnist_root"))]
     importlib.import_module(name).main(argv)
     assert capsys.readouterr().out.strip(), f"{name} printed nothing"
+
+
+def test_a_training_step_reads_nothing_back_but_step_counters():
+    """Inputs, update and the loop's per-step bookkeeping: no float/bool read of a device tensor (a GPU sync)."""
+    from benchmarks import bench_dispatch
+
+    for name in ("vae_std", "vae_flow", "gan"):
+        assert bench_dispatch.count_steps(name, 1, before=False)[1] == 0, name
+    assert bench_dispatch.count_steps("vae_std", 1, before=True)[1] == 2  # the old loop's two reads are seen
