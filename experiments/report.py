@@ -2,6 +2,15 @@
 
     python -m experiments.run report                     # runs/ -> reports/
     python -m experiments.run report --runs runs --out reports
+    python -m experiments.run report --exclude 'gan-mnist-s0'     # leave a run out (globs on folder names)
+
+Runs of one (dataset, model) are pooled over seeds only when they were
+trained alike: the same profile and the same settings, eval-only settings
+aside (:func:`experiments.config.changed_settings`). Runs trained otherwise
+get rows of their own, named by what sets them apart (``gan (profile
+full)``, ``gan (epochs 12)``). A seed that two runs of one row both hold is
+refused (exit 2) with the runs' names: which one to report is the
+researcher's choice (``--exclude``/``--select``, or another ``--runs``).
 
 Writes numbers and pictures only: ``reports/RESULTS.md`` (tables: mean ± std
 over seeds, N and K with every value, the difference between models and
@@ -15,12 +24,15 @@ at the figures, in ``REPORT.md``.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import itertools
 import json
 import math
 import platform
+import re
 import shutil
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -59,14 +71,31 @@ METRICS = (
 GAP_FROM_EPOCH = 5
 NOT_COMPARED = ("floor_fid", "floor_precision", "floor_recall", "test_d_loss", "test_g_loss")
 _COLOURS = {"vae_std": "tab:blue", "vae_flow": "tab:orange", "gan": "tab:green"}
+# rows of a model that has several (different profiles or settings): colours of their own, in order
+_MORE_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 
 
 class Group(NamedTuple):
-    """The runs of one (dataset, model): every member of every run directory, seeds pooled."""
+    """One row of the report: runs of one (dataset, model) trained alike, every member pooled.
+
+    ``label``: the row's name when the model has runs trained otherwise as
+    well (``gan (profile full)``); ``None`` when it is the model's only row.
+    """
 
     dataset: str
     model: str
     runs: list  # [(path, config, results, history)]
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The row's name: the label, else the model."""
+        return self.label or self.model
+
+    @property
+    def slug(self) -> str:
+        """The row's name in file names (the model, for a model's only row)."""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).strip("-")
 
     @property
     def members(self) -> list[dict]:
@@ -81,15 +110,100 @@ class Group(NamedTuple):
         return sorted({json.dumps(v) for v in found if v is not None})
 
 
-def collect(runs_root: Path) -> dict[str, dict[str, Group]]:
-    """``{dataset: {model: Group}}`` of every finished run (``results.json``) under ``runs_root``."""
-    groups: dict[str, dict[str, Group]] = {}
+# Keys of a config that are no setting (the run's identity, or derived from its settings).
+_NOT_COMPARED_KEYS = ("seed", "seeds", "total_steps")
+
+
+def training_differences(a: dict, b: dict) -> list[str]:
+    """The profile and settings in which two runs' training differs (eval-only settings and seeds aside)."""
+    return [k for k in cfg.changed_settings(a, b) if k not in _NOT_COMPARED_KEYS]
+
+
+def _selected(name: str, select: Sequence[str], exclude: Sequence[str]) -> bool:
+    return (not select or any(fnmatch.fnmatch(name, g) for g in select)) and not any(
+        fnmatch.fnmatch(name, g) for g in exclude
+    )
+
+
+def collect(runs_root: Path, select: Sequence[str] = (), exclude: Sequence[str] = ()) -> dict[str, dict[str, Group]]:
+    """``{dataset: {row name: Group}}`` of every finished run (``results.json``) under ``runs_root``.
+
+    Args:
+      runs_root: the folder of run directories.
+      select: globs on run directory names; when given, only matching runs are read.
+      exclude: globs on run directory names; matching runs are left out.
+
+    Raises:
+      ValueError: two runs of one row hold the same seed (the message names them and how to choose).
+    """
+    found: dict[tuple[str, str], list] = {}
     for path in sorted(p.parent for p in Path(runs_root).glob("*/" + rundir.RESULTS)):
+        if not _selected(path.name, select, exclude):
+            continue
         config, results = rundir.read_config(path), rundir.read_json(path / rundir.RESULTS)
-        by_model = groups.setdefault(config["dataset"], {})
-        group = by_model.setdefault(config["model"], Group(config["dataset"], config["model"], []))
-        group.runs.append((path, config, results, rundir.read_metrics(path)))
+        found.setdefault((config["dataset"], config["model"]), []).append(
+            (path, config, results, rundir.read_metrics(path))
+        )
+    groups: dict[str, dict[str, Group]] = {}
+    for (dataset, model), runs in found.items():
+        for group in _rows(dataset, model, runs):
+            _refuse_repeated_seeds(group)
+            groups.setdefault(dataset, {})[group.name] = group
     return groups
+
+
+def _rows(dataset: str, model: str, runs: list) -> list[Group]:
+    """The runs of one (dataset, model) split into groups trained alike, each labelled when there are several."""
+    alike: list[list] = []
+    for run in runs:
+        row = next((r for r in alike if not training_differences(r[0][1], run[1])), None)
+        if row is None:
+            alike.append([run])
+        else:
+            row.append(run)
+    if len(alike) == 1:
+        return [Group(dataset, model, alike[0])]
+    configs = [row[0][1] for row in alike]
+    keys = sorted({k for a, b in itertools.combinations(configs, 2) for k in training_differences(a, b)})
+    labels = [_label(model, c, keys) for c in configs]
+    if len(set(labels)) < len(labels):  # every differing setting, then
+        labels = [f"{model} ({', '.join(_setting_text(k, c.get(k)) for k in keys)})" for c in configs]
+    return [Group(dataset, model, row, label) for row, label in zip(alike, labels)]
+
+
+def _setting_text(key: str, value) -> str:
+    return f"profile {value}" if key == "profile" else f"{key} {json.dumps(value, separators=(',', ':'))}"
+
+
+def _label(model: str, config: dict, keys: list[str]) -> str:
+    """``model (what sets this row apart)``: the profile when profiles differ, with the settings changed from it."""
+    if "profile" in keys:
+        base = cfg.defaults(model, config["dataset"], config["profile"], models.get_model(model).defaults)
+        keys = ["profile"] + [k for k in keys if k != "profile" and config.get(k) != base.get(k)]
+    return f"{model} ({', '.join(_setting_text(k, config.get(k)) for k in keys)})"
+
+
+def _refuse_repeated_seeds(group: Group) -> None:
+    """A ValueError naming the runs when a seed appears in two runs of one row."""
+    holders: dict[int, list[Path]] = {}
+    for path, config, _, _ in group.runs:
+        for seed in config["seeds"]:
+            holders.setdefault(seed, []).append(path)
+    repeated = {seed: paths for seed, paths in holders.items() if len(paths) > 1}
+    if not repeated:
+        return
+    lines = [
+        f"{group.dataset}/{group.name}: seed {seed} is in {len(paths)} runs trained alike: "
+        + ", ".join(str(p) for p in paths)
+        for seed, paths in sorted(repeated.items())
+    ]
+    first = next(iter(repeated.values()))
+    raise ValueError(
+        "; ".join(lines)
+        + ". Pooling them would count a seed twice; report one run per seed: leave the others out with "
+        + f"--exclude GLOB (e.g. --exclude '{first[0].name}'), keep only some with --select GLOB (globs on "
+        + "run directory names, repeatable), or point --runs at a folder holding only the runs to report"
+    )
 
 
 def stat(values: list[float]) -> dict:
@@ -109,6 +223,8 @@ def fmt(s: dict | None, digits: int) -> str:
 def summarize(group: Group) -> dict:
     """Every number of a group: metrics per seed with mean and std, their N and K, times, commands."""
     return {
+        "model": group.model,
+        "label": group.label,
         "seeds": [m["seed"] for m in group.members],
         "runs": [
             {
@@ -356,6 +472,12 @@ def _gap_series(histories: list[list[dict]], name: str):
     return _per_epoch(histories, gap)
 
 
+def colours(groups: list[Group]) -> dict[str, str | None]:
+    """Each row's colour: the model's own for a model's only row, else one of the extra colours."""
+    extra = iter(_MORE_COLOURS * (1 + len(groups) // len(_MORE_COLOURS)))
+    return {g.name: _COLOURS.get(g.model) if g.label is None else next(extra) for g in groups}
+
+
 def curves_figure(groups: list[Group], path: Path) -> Path | None:
     """Train (dashed) and validation (solid) curves of every model of a dataset; mean with a ±1 std band."""
     panels = [
@@ -368,6 +490,7 @@ def curves_figure(groups: list[Group], path: Path) -> Path | None:
         ("d_fake", "D(G(z))"),
         ("fid", "validation FID (small N: a trend)"),
     ]
+    colour = colours(groups)
     drawn_panels = []
     for name, title in panels:
         lines = []
@@ -375,7 +498,7 @@ def curves_figure(groups: list[Group], path: Path) -> Path | None:
             for split, style in (("val", "-"), ("train", "--")):
                 epochs, mean, std = _series([h for *_, h in g.runs], f"{split}_{name}")
                 if epochs:
-                    lines.append((f"{g.model} {split}", style, _COLOURS.get(g.model), epochs, mean, std))
+                    lines.append((f"{g.name} {split}", style, colour[g.name], epochs, mean, std))
         if lines:
             drawn_panels.append((title, lines))
     # over- or under-fitting is read from this difference, too small to see on the curves' scale; the
@@ -387,7 +510,7 @@ def curves_figure(groups: list[Group], path: Path) -> Path | None:
         keep = [i for i, e in enumerate(epochs) if e >= GAP_FROM_EPOCH]
         if keep:
             line = ([epochs[i] for i in keep], gap[keep], gap_std[keep])
-            gaps.append((f"{g.model} val − train", "-", _COLOURS.get(g.model), *line))
+            gaps.append((f"{g.name} val − train", "-", colour[g.name], *line))
     if gaps:
         drawn_panels.insert(1, (f"generalisation gap, val − train −ELBO (from epoch {GAP_FROM_EPOCH})", gaps))
     if not drawn_panels:
@@ -424,7 +547,8 @@ def classes_figure(groups: list[Group], path: Path, reference: list[float] | Non
     ``reference``: the test labels' shares, drawn as a line. The band marks 7–13%, the issue's target
     for every class. ``None`` when no run has a class histogram.
     """
-    shares = {g.model: class_shares(g) for g in groups}
+    colour = colours(groups)
+    shares = {g.name: class_shares(g) for g in groups}
     shares = {model: rows for model, rows in shares.items() if rows is not None}
     if not shares:
         return None
@@ -440,7 +564,7 @@ def classes_figure(groups: list[Group], path: Path, reference: list[float] | Non
             width,
             yerr=std,
             capsize=2,
-            color=_COLOURS.get(model),
+            color=colour[model],
             label=f"{model} ({len(rows)} seed{'s' if len(rows) > 1 else ''})",
         )
     if reference is not None:
@@ -500,7 +624,8 @@ def test_label_shares(dataset: str, data_dir: str | None = None) -> list[float] 
 def figure_lines(dataset: str, groups: list[Group], out: Path, data_dir: str | None = None) -> list[str]:
     """The dataset's figures, written under ``out/<dataset>/``, as Markdown image links."""
     folder, lines = out / dataset, []
-    firsts = [(g.model, g.runs[0][0], g.runs[0][1]) for g in groups]  # the figures of each model's first run
+    firsts = [(g.name, g.runs[0][0], g.runs[0][1]) for g in groups]  # the figures of each row's first run
+    slugs = {g.name: g.slug for g in groups}
     if curves_figure(groups, folder / "curves.png"):
         lines += ["### Learning curves", "", f"![learning curves]({dataset}/curves.png)", ""]
 
@@ -546,21 +671,33 @@ def figure_lines(dataset: str, groups: list[Group], out: Path, data_dir: str | N
         for name in (figures.PROGRESSION_PNG, figures.PROGRESSION_GIF):
             if (path / "samples" / name).exists():
                 folder.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path / "samples" / name, folder / f"{Path(name).stem}-{model}{Path(name).suffix}")
-        if (folder / f"progression-{model}.png").exists():
+                shutil.copyfile(
+                    path / "samples" / name, folder / f"{Path(name).stem}-{slugs[model]}{Path(name).suffix}"
+                )
+        if (folder / f"progression-{slugs[model]}.png").exists():
             lines += [
                 f"Progression of {model} (the same latents through training; the GIF has every grid):",
                 "",
-                f"![progression {model}]({dataset}/progression-{model}.png)",
+                f"![progression {model}]({dataset}/progression-{slugs[model]}.png)",
                 "",
             ]
     return lines
 
 
-def build_report(runs_root: str | Path = "runs", out: str | Path = "reports", data_dir: str | None = None) -> dict:
-    """Writes ``RESULTS.md``, ``summary.json`` and the figures; returns the summary."""
+def build_report(
+    runs_root: str | Path = "runs",
+    out: str | Path = "reports",
+    data_dir: str | None = None,
+    select: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> dict:
+    """Writes ``RESULTS.md``, ``summary.json`` and the figures; returns the summary.
+
+    ``select``/``exclude``: globs on run directory names (:func:`collect`).
+    """
     runs_root, out = Path(runs_root), Path(out)
-    groups = collect(runs_root)
+    groups = collect(runs_root, select, exclude)
+    chosen = "".join(f" --select '{g}'" for g in select) + "".join(f" --exclude '{g}'" for g in exclude)
     import torch
 
     summary = {
@@ -575,13 +712,13 @@ def build_report(runs_root: str | Path = "runs", out: str | Path = "reports", da
     lines = [
         "# Results (generated)",
         "",
-        f"Generated by `python -m experiments.run report --runs {runs_root} --out {out}` from the run "
+        f"Generated by `python -m experiments.run report --runs {runs_root} --out {out}{chosen}` from the run "
         "directories; numbers and pictures only. The analysis is in [REPORT.md](REPORT.md).",
         "",
     ]
     for dataset, by_model in groups.items():
-        ordered = sorted(by_model.values(), key=lambda g: (MODEL_ORDER + (g.model,)).index(g.model))
-        summary["datasets"][dataset] = {g.model: summarize(g) for g in ordered}
+        ordered = sorted(by_model.values(), key=lambda g: ((MODEL_ORDER + (g.model,)).index(g.model), g.name))
+        summary["datasets"][dataset] = {g.name: summarize(g) for g in ordered}
         lines += results_lines(dataset, summary["datasets"][dataset]) + figure_lines(dataset, ordered, out, data_dir)
     summary["compute_seconds"] = {
         dataset: round(sum(s["compute"]["total_seconds"] for s in by_model.values()), 1)
@@ -603,10 +740,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--runs", default="runs", help="folder of run directories (default: runs)")
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
     parser.add_argument("--data-dir", help="dataset root, for the test labels' shares (default: $FGM_DATA_DIR)")
+    for flag, text in (("--select", "report only the run directories named so"), ("--exclude", "leave them out")):
+        parser.add_argument(flag, action="append", default=[], metavar="GLOB", help=f"{text} (a glob, repeatable)")
     args = parser.parse_args(argv)
-    summary = build_report(args.runs, args.out, args.data_dir)
+    summary = build_report(args.runs, args.out, args.data_dir, args.select, args.exclude)
     print(
         f"{Path(args.out) / 'RESULTS.md'} and summary.json: {sum(len(m) for m in summary['datasets'].values())} "
-        f"model(s) on {', '.join(summary['datasets']) or 'no dataset'}"
+        f"row(s) on {', '.join(summary['datasets']) or 'no dataset'}"
     )
     return 0
