@@ -1,0 +1,210 @@
+"""The settings table as users meet it: every setting's range, boundary values, integers, and the seeds.
+
+The ranges below are written out by hand (they are what ``--help`` promises), not read from the table,
+so that a loosened or tightened bound in ``experiments/config.py`` makes a test fail.
+"""
+
+import math
+
+import pytest
+
+from experiments import config as cfg
+from experiments import models, run, rundir, train
+
+INT, FLOAT, LIST = "an integer", "a finite number", "a list of integers such as [512,256] or 512,256"
+# name: (kind, low, high, optional)
+RANGES = {
+    "epochs": (INT, 1, None, False),
+    "batch_size": (INT, 1, None, False),
+    "lr": (FLOAT, 1e-12, 1.0, False),
+    "lr_final_fraction": (FLOAT, 0.0, 1.0, False),
+    "sample_every": (INT, 1, None, False),
+    "train_limit": (INT, 1, None, True),
+    "val_limit": (INT, 1, None, True),
+    "test_limit": (INT, 2, None, True),
+    "nll_samples": (INT, 0, None, False),
+    "fid_samples": (INT, 0, None, False),
+    "fid_reference_count": (INT, 2, None, True),
+    "fid_every": (INT, 0, None, False),
+    "fid_val_samples": (INT, 2, None, False),
+    "interpolation_points": (INT, 1, None, False),
+    "latent_dim": (INT, 1, None, False),
+    "width": (INT, 1, None, False),
+    "flow_layers": (INT, 2, None, False),
+    "d_steps": (INT, 1, None, False),
+    "b1": (FLOAT, 0.0, 0.999, False),
+    "b2": (FLOAT, 0.0, 0.99999, False),
+    "gp_weight": (FLOAT, 0.0, None, False),
+    "ema_decay": (FLOAT, 0.0, 0.9999, True),
+    "hidden": (LIST, 1, None, False),
+    "flow_hidden": (LIST, 1, None, False),
+    "g_hidden": (LIST, 1, None, False),
+    "d_hidden": (LIST, 1, None, False),
+}
+CHOICES = {
+    "lr_schedule": ("constant", "cosine"),
+    "arch": ("auto", "conv", "mlp"),
+    "loss": ("non_saturating", "hinge", "minimax", "wgan_gp"),
+}
+BOOLS = ("classifier_metrics", "compile", "compile_nll", "g_batchnorm", "d_spectral_norm")
+
+
+def refused(name, text, value=None):
+    """``parse_value`` refuses ``text`` with the table's message (``value``: how the message shows it)."""
+    s = cfg.setting(name)
+    with pytest.raises(ValueError) as caught:
+        cfg.parse_value(s, text, "--x")
+    shown = repr(value) if value is not None else None
+    assert str(caught.value).startswith("--x: ") and "is not allowed; expected" in str(caught.value)
+    if shown is not None:
+        assert str(caught.value) == f"--x: {shown} is not allowed; expected {s.allowed()}"
+
+
+def test_every_setting_is_described_here():
+    """A new setting gets its range written into this file (and so a boundary test)."""
+    assert set(models.MODELS) >= {"vae_std", "vae_flow", "gan"}
+    known = set(cfg.RUN_SETTINGS) | set(cfg.MODEL_SETTINGS)
+    assert known == set(RANGES) | set(CHOICES) | set(BOOLS)
+
+
+@pytest.mark.parametrize("name", sorted(RANGES))
+def test_the_range_in_words(name):
+    kind, low, high, optional = RANGES[name]
+    bounds = f" >= {low:g}" + (f" <= {high:g}" if high is not None else "")
+    assert cfg.setting(name).allowed() == kind + bounds + (" (or null)" if optional else "")
+
+
+@pytest.mark.parametrize("name", sorted(RANGES))
+def test_boundaries_are_accepted_and_just_outside_refused(name):
+    kind, low, high, optional = RANGES[name]
+    s = cfg.setting(name)
+    if kind == LIST:
+        assert cfg.parse_value(s, f"[{low},{low + 7}]") == [low, low + 7]
+        assert cfg.parse_value(s, f"{low},{low + 7}") == [low, low + 7]
+        refused(name, f"[{low - 1}]")
+        refused(name, "[2.5]")
+        refused(name, "[]", [])
+        return
+    assert cfg.parse_value(s, repr(low)) == low and type(cfg.parse_value(s, repr(low))) is (
+        int if kind == INT else float
+    )
+    below = low - 1 if kind == INT else math.nextafter(low, -math.inf)
+    refused(name, repr(below), below)
+    if high is not None:
+        assert cfg.parse_value(s, repr(high)) == high
+        above = math.nextafter(high, math.inf)
+        refused(name, repr(above), above)
+    if kind == INT:
+        refused(name, f"{low}.5", low + 0.5)  # integers only
+        assert cfg.parse_value(s, f"{low + 3}.0") == low + 3  # a whole number written as a float is that integer
+    else:
+        inside = low + 0.5 * ((high if high is not None else low + 2) - low)
+        assert cfg.parse_value(s, repr(inside)) == inside
+        assert type(cfg.parse_value(s, str(math.ceil(low)))) is float  # an integer is a number too
+        for bad in ("nan", "inf", "-inf"):
+            refused(name, bad)
+    if optional:
+        assert cfg.parse_value(s, "null") is None
+    else:
+        refused(name, "null", None)
+    refused(name, "true", True)  # a bool is no number
+    refused(name, "abc", "abc")
+
+
+@pytest.mark.parametrize("name", sorted(CHOICES))
+def test_choices_are_accepted_and_others_refused(name):
+    for choice in CHOICES[name]:
+        assert cfg.parse_value(cfg.setting(name), choice) == choice
+    refused(name, "nope", "nope")
+    refused(name, "3", 3)
+    assert cfg.setting(name).allowed() == "one of: " + ", ".join(cfg.setting(name).choices)
+    assert set(cfg.setting(name).choices) == set(CHOICES[name])
+
+
+@pytest.mark.parametrize("name", BOOLS)
+def test_bools_are_true_or_false_only(name):
+    s = cfg.setting(name)
+    assert cfg.parse_value(s, "true") is True and cfg.parse_value(s, "false") is False
+    assert s.allowed() == "true or false"
+    for text, shown in (("1", 1), ("0", 0), ("yes", "yes"), ("null", None)):
+        refused(name, text, shown)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--epochs", "2.5"], "--epochs: 2.5 is not allowed; expected an integer >= 1"),
+        (["--lr", "1e-13"], "--lr: 1e-13 is not allowed; expected a finite number >= 1e-12 <= 1"),
+        (["--lr", "1.5"], "--lr: 1.5 is not allowed; expected a finite number >= 1e-12 <= 1"),
+        (["--test-limit", "1"], "--test-limit: 1 is not allowed; expected an integer >= 2 (or null)"),
+        (["--set", "b2=1"], "--set b2: 1.0 is not allowed; expected a finite number >= 0 <= 0.99999"),
+        (["--set", "d_steps=1.5"], "--set d_steps: 1.5 is not allowed; expected an integer >= 1"),
+    ],
+)
+def test_the_command_line_refuses_a_value_out_of_range(flags, message, capsys, monkeypatch):
+    monkeypatch.setattr(train, "train", lambda *args: pytest.fail("the value was accepted: training started"))
+    assert run.main(["gan", "mnist", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {message}\n"
+
+
+def resolve(*argv):
+    args = cfg.train_parser(sorted(models.MODELS), ["mnist"]).parse_args(["gan", "mnist", *argv])
+    return cfg.resolve(args, models.MODELS["gan"].defaults)
+
+
+def test_the_command_line_accepts_the_boundary_values():
+    config = resolve("--lr", "1e-12", "--epochs", "1", "--test-limit", "2", "--set", "b1=0", "--set", "b2=0.99999")
+    assert (config["lr"], config["epochs"], config["test_limit"], config["b1"], config["b2"]) == (
+        1e-12,
+        1,
+        2,
+        0.0,
+        0.99999,
+    )
+    assert resolve("--lr", "1")["lr"] == 1.0 and resolve("--nll-samples", "0", "--fid-samples", "0")["fid_samples"] == 0
+
+
+def test_seeds_are_the_first_seed_and_the_ones_after_it():
+    assert resolve("--seed", "3", "--seeds", "2")["seeds"] == [3, 4]
+    config = resolve("--seed", "3")
+    assert (config["seed"], config["seeds"]) == (3, [3])
+    with pytest.raises(ValueError, match=r"^--seeds must be >= 1, got 0$"):
+        resolve("--seeds", "0")
+
+
+@pytest.mark.parametrize(
+    "seed, seeds",
+    [(1, [0, 1]), (0, []), (0, None), (0, [0, True]), (0, [0, 1.0]), (None, [0]), (0, 0), ("0", [0])],
+)
+def test_a_config_whose_seed_and_seeds_disagree_is_refused(seed, seeds, tmp_path):
+    config = {**resolve(), "seed": seed, "seeds": seeds}
+    with pytest.raises(ValueError) as caught:
+        cfg.check_config(config)
+    assert str(caught.value) == f"config keys 'seed'/'seeds' are inconsistent: {seed!r}, {seeds!r}"
+    rundir.write_json(tmp_path / rundir.CONFIG, config)  # a config.json read back: refused, naming the file
+    with pytest.raises(ValueError, match=r"config.json is corrupt or from another version: config keys 'seed'/'seeds'"):
+        rundir.read_config(tmp_path)
+
+
+def test_a_consistent_config_is_accepted_as_it_is():
+    config = resolve("--seed", "5", "--seeds", "3")
+    assert cfg.check_config(dict(config)) == config and config["seeds"] == [5, 6, 7]
+    assert cfg.check_config({**config, "seed": 0, "seeds": [0, 9, 4]})["seeds"] == [0, 9, 4]  # any list, first first
+
+
+@pytest.mark.parametrize("key", ["model", "dataset", "profile"])
+def test_a_config_without_its_identity_is_refused(key):
+    with pytest.raises(ValueError, match=f"^config key '{key}' is missing or not a string$"):
+        cfg.check_config({k: v for k, v in resolve().items() if k != key})
+    with pytest.raises(ValueError, match=f"^config key '{key}' is missing or not a string$"):
+        cfg.check_config({**resolve(), key: 3})
+    with pytest.raises(ValueError, match="^a config is a JSON object, got list$"):
+        cfg.check_config([])
+
+
+def test_a_config_value_out_of_range_is_refused_naming_the_key():
+    with pytest.raises(ValueError, match=r"^config key 'epochs': 0 is not allowed; expected an integer >= 1$"):
+        cfg.check_config({**resolve(), "epochs": 0})
+    with pytest.raises(ValueError, match=r"^unknown setting 'nope'; known: "):
+        cfg.check_config({**resolve(), "nope": 1})
