@@ -162,3 +162,119 @@ def test_a_pytorch_fid_file_without_n_gives_mean_and_cov_only(key, tmp_path):
     np.savez(tmp_path / "bad2.npz", mu=mean.numpy(), sigma=cov[:3].numpy())
     with pytest.raises(ValueError, match="do not fit"):
         FID.load_npz(tmp_path / "bad2.npz")
+
+
+# --------------------------------------------------------------------------- each check alone, with its own words
+
+
+def _resave(path, blob):
+    """Writes ``blob`` where the cache reads it (a readable torch file: torch.load alone accepts it)."""
+    torch.save(blob, path)
+    assert torch.load(path, weights_only=True).keys() == blob.keys()
+
+
+def test_feature_cache_checksum_alone_refuses_a_changed_value(key, tmp_path):
+    extract, x = fake_extractor(key), images(key, 20)
+    cache_key = FID.statistics_key("mnist", "test", 20, INFO, images=x)
+    FID.cached_features(tmp_path, cache_key, lambda: extract(x))
+    path = FID.features_cache_path(tmp_path, cache_key)
+    blob = torch.load(path, weights_only=True)
+    blob["features"][7, 0] = blob["features"][7, 0] * (1 + 2**-40)  # the right count, a finite value, another bit
+    _resave(path, blob)
+    with pytest.raises(FID.StatisticsCacheError) as caught:
+        FID.cached_features(tmp_path, cache_key, lambda: pytest.fail("a refused file is not recomputed silently"))
+    assert str(caught.value) == (
+        f"feature cache {path} fails its checksum (the features were modified or damaged); delete it to recompute"
+    )
+
+
+def test_feature_cache_count_alone_refuses_a_file_of_other_images(key, tmp_path):
+    extract, x = fake_extractor(key), images(key, 20)
+    cache_key = FID.statistics_key("mnist", "test", 20, INFO, images=x)
+    FID.cached_features(tmp_path, cache_key, lambda: extract(x))
+    path = FID.features_cache_path(tmp_path, cache_key)
+    blob = torch.load(path, weights_only=True)
+    blob["features"] = blob["features"][:19].clone()
+    blob["sha256"] = FID._tensor_sha256(blob["features"])  # a consistent file, of 19 images
+    _resave(path, blob)
+    with pytest.raises(FID.StatisticsCacheError) as caught:
+        FID.cached_features(tmp_path, cache_key, lambda: extract(x))
+    assert str(caught.value) == (
+        f"feature cache {path} holds 19 feature vectors, the key says 20; delete it to recompute"
+    )
+    blob["features"] = blob["features"][0]  # not [N, D]
+    _resave(path, blob)
+    with pytest.raises(FID.StatisticsCacheError, match="lacks a floating-point \\[N, D\\] features tensor"):
+        FID.cached_features(tmp_path, cache_key, lambda: extract(x))
+    blob["features"] = (x.flatten(1)[:20] * 255).to(torch.uint8)  # integers
+    _resave(path, blob)
+    with pytest.raises(FID.StatisticsCacheError, match="lacks a floating-point \\[N, D\\] features tensor"):
+        FID.cached_features(tmp_path, cache_key, lambda: extract(x))
+
+
+def _stats_file(key, tmp_path, n=20):
+    stats = F.stats_from_features(fake_extractor(key)(images(key, n)))
+    cache_key = FID.statistics_key("mnist", "test", n, INFO)
+    FID.cached_statistics(tmp_path, cache_key, lambda: stats)
+    return cache_key, FID.cache_path(tmp_path, cache_key), stats
+
+
+def test_statistics_cache_round_trip_is_exact(key, tmp_path):
+    cache_key, _, stats = _stats_file(key, tmp_path)
+    again = FID.cached_statistics(tmp_path, cache_key, lambda: pytest.fail("read from the cache"))
+    assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(again, stats))
+
+
+def test_statistics_cache_checksum_refuses_a_changed_sum(key, tmp_path):
+    cache_key, path, _ = _stats_file(key, tmp_path)
+    blob = torch.load(path, weights_only=True)
+    blob["total"][2] += 1e-6  # still finite and of the right shape: only the checksum sees it
+    _resave(path, blob)
+    with pytest.raises(FID.StatisticsCacheError) as caught:
+        FID.cached_statistics(tmp_path, cache_key, lambda: pytest.fail("not recomputed"))
+    assert str(caught.value) == (
+        f"statistics cache {path} fails its checksum (the statistics were modified or damaged); delete it to recompute"
+    )
+    del blob["sha256"]  # a file of the format before the checksum
+    blob["format"] = "fgm-feature-stats-v1"
+    _resave(path, blob)
+    with pytest.raises(FID.StatisticsCacheError, match="is not a fgm-feature-stats-v2 file; delete it to recompute"):
+        FID.cached_statistics(tmp_path, cache_key, lambda: pytest.fail("not recomputed"))
+
+
+def test_statistics_cache_count_refuses_a_file_of_other_images(key, tmp_path):
+    cache_key, path, _ = _stats_file(key, tmp_path)
+    blob = torch.load(path, weights_only=True)
+    blob["count"] = torch.tensor(19)
+    blob["sha256"] = FID._stats_sha256(blob["count"], blob["total"], blob["outer"])  # consistent, for 19 images
+    _resave(path, blob)
+    with pytest.raises(FID.StatisticsCacheError) as caught:
+        FID.cached_statistics(tmp_path, cache_key, lambda: pytest.fail("not recomputed"))
+    assert str(caught.value) == f"statistics cache {path} holds 19 images, the key says 20; delete it to recompute"
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda b: b.pop("outer"), "lacks count/total/outer tensors"),
+        (lambda b: b.update(count=3), "lacks count/total/outer tensors"),
+        (lambda b: b.update(total=b["total"].float()), "has malformed statistics"),
+        (lambda b: b.update(outer=b["outer"].float()), "has malformed statistics"),
+        (lambda b: b.update(outer=b["outer"][:-1]), "has malformed statistics"),
+        (lambda b: b.update(total=b["total"][None]), "has malformed statistics"),
+        (lambda b: b.update(count=b["count"][None]), "has malformed statistics"),
+        (lambda b: b.update(count=torch.tensor(0)), "has an empty count or non-finite sums"),
+        (lambda b: b["total"].__setitem__(0, float("inf")), "has an empty count or non-finite sums"),
+        (lambda b: b.update(format="fgm-features-v1"), "is not a fgm-feature-stats-v2 file"),
+        (lambda b: b.update(key="{}"), "was written for another key: {}"),
+    ],
+)
+def test_statistics_cache_malformed_files_are_refused(key, tmp_path, change, reason):
+    cache_key, path, _ = _stats_file(key, tmp_path)
+    blob = torch.load(path, weights_only=True)
+    change(blob)
+    _resave(path, blob)
+    with pytest.raises(FID.StatisticsCacheError) as caught:
+        FID.cached_statistics(tmp_path, cache_key, lambda: pytest.fail("not recomputed"))
+    assert str(caught.value).startswith(f"statistics cache {path} {reason}")
+    assert str(caught.value).endswith("; delete it to recompute")
