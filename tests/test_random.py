@@ -329,3 +329,52 @@ def test_cuda_draws_equal_cpu_draws(key):
 def test_legacy_generator_is_seeded_from_the_key(key):
     g = random.generator(key)
     assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=random.generator(key)))
+
+
+# --------------------------------------------------------------------------- half precision and the edges
+
+
+def test_bfloat16_and_float16_uniforms_are_the_top_bits_and_below_one(key, monkeypatch):
+    w = random.bits(key, 1000)
+    u = random.uniform(key, (1000,), torch.bfloat16)
+    assert u.dtype == torch.bfloat16 and torch.equal(u, ((w >> 24).float() / 2**8).bfloat16())
+    assert 0 <= float(u.min()) and float(u.max()) < 1 and len(set(u.tolist())) > 200  # all 256 levels in use
+    # the largest stream word: the largest value is 1 - 2**-b, exact in the dtype (1 is never drawn)
+    monkeypatch.setattr(random, "bits", lambda k, n, device="cpu": torch.full((n,), M32, dtype=torch.int64))
+    assert random.uniform(key, (3,), torch.bfloat16).tolist() == [1 - 2**-8] * 3
+    assert random.uniform(key, (3,), torch.float16).tolist() == [1 - 2**-11] * 3
+    assert random.uniform(key, (3,), torch.float32).tolist() == [1 - 2**-24] * 3
+    assert random.uniform(key, (3,), torch.float64).tolist() == [1 - 2**-53] * 3
+
+
+def test_bfloat16_uniform_known_values():
+    """Pinned: the first draws of key(0), so a change of the bit layout is seen."""
+    w = random.bits(random.key(0), 4)
+    assert random.uniform(random.key(0), (4,), torch.bfloat16).tolist() == [int(x) / 256 for x in (w >> 24)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_bernoulli_at_zero_and_one_even_at_the_extreme_uniforms(key, monkeypatch, dtype):
+    """``p = 0`` never succeeds, even when ``u = 0`` is drawn; ``p = 1`` always does, even at the largest ``u``."""
+    probs = torch.tensor([0.0, 1.0] * 8, dtype=dtype)
+    expected = torch.tensor([0.0, 1.0] * 8, dtype=dtype)
+    assert torch.equal(random.bernoulli(key, probs), expected)
+    for word in (0, M32):  # the smallest and the largest uniform
+        monkeypatch.setattr(random, "bits", lambda k, n, device="cpu", w=word: torch.full((n,), w, dtype=torch.int64))
+        assert torch.equal(random.bernoulli(key, probs), expected)
+    monkeypatch.setattr(random, "bits", lambda k, n, device="cpu": torch.zeros((n,), dtype=torch.int64))
+    assert torch.equal(random.bernoulli(key, torch.full((4,), 2**-24, dtype=dtype)), torch.ones(4, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_probabilities_keep_float32_resolution(key, dtype):
+    """The draws for half-precision ``probs`` are those for the same values in float32 (24-bit uniforms).
+
+    With uniforms of the half dtype (11 or 8 bits), ``p = 2**-12`` would succeed as often as ``u == 0``:
+    at 2**-11 or 2**-8 instead of 2**-12.
+    """
+    probs = torch.tensor([2**-12, 0.3, 1 - 2**-8], dtype=dtype).repeat(40_000)
+    draws = random.bernoulli(key, probs)
+    assert draws.dtype == dtype and torch.equal(draws.float(), random.bernoulli(key, probs.float()))
+    rare = draws[0::3].double().mean()
+    assert abs(rare - 2**-12) < 5 * (2**-12 / 40_000) ** 0.5
