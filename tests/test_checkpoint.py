@@ -1,5 +1,6 @@
 import hashlib
 import io
+from pathlib import Path
 from typing import NamedTuple
 
 import optree
@@ -221,3 +222,54 @@ def test_a_saved_state_is_detached_and_unchanged(tmp_path):
     loaded, _ = checkpoint.load(tmp_path / "c.pt", make_state())
     assert not loaded.params["w"].requires_grad and torch.equal(loaded.params["w"], w.detach())
     assert w.requires_grad  # the caller's tensor untouched
+
+
+def test_save_creates_missing_folders(tmp_path):
+    path = tmp_path / "runs" / "new" / "c.pt"
+    checkpoint.save(path, make_state(), {"epoch": 1})
+    assert checkpoint.read_metadata(path) == {"epoch": 1}
+
+
+def test_the_temporary_file_is_beside_the_target_and_named_tmp(tmp_path, monkeypatch):
+    """The rename is atomic only within one file system; a leftover after a crash is ``<name>.*.tmp`` (ignored)."""
+    moves = []
+    original = checkpoint.os.replace
+
+    def replace(src, dst):
+        moves.append((Path(src), Path(dst)))
+        original(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    path = tmp_path / "c.pt"
+    checkpoint.save(path, make_state())
+    ((src, dst),) = moves
+    assert dst == path and src.parent == path.parent
+    assert src.name.startswith("c.pt.") and src.name.endswith(".tmp") and src.name != "c.pt..tmp"
+
+
+class Payload:
+    """Any class outside torch's allow-list: a checkpoint holding one is not a checkpoint of ours."""
+
+    def __reduce__(self):
+        return (print, ("a pickle in a checkpoint ran code",))
+
+
+def test_a_payload_with_arbitrary_objects_is_refused_unread(tmp_path, capsys):
+    path = tmp_path / "c.pt"
+    _rewrite(path, {"leaves": [], "treespec": "", "metadata": Payload()})
+    with pytest.raises(checkpoint.CheckpointError, match=r"could not be read: .*Weights only load failed"):
+        checkpoint.read_metadata(path)
+    assert "ran code" not in capsys.readouterr().out
+
+
+def test_a_mismatch_is_named_right_after_none_leaves(tmp_path):
+    """``None`` leaves count in the leaf names: the message names the leaf that differs, not its neighbour."""
+    state = {"a": None, "b": None, "w": torch.zeros(2), "z": torch.zeros(3)}
+    path = tmp_path / "c.pt"
+    checkpoint.save(path, {**state, "w": torch.zeros(2, dtype=torch.float64)})
+    with pytest.raises(checkpoint.CheckpointError) as caught:
+        checkpoint.load(path, state)
+    assert str(caught.value) == f"{path}: leaf 'w' is (2,) torch.float64, expected (2,) torch.float32"
+    checkpoint.save(tmp_path / "ok.pt", state)
+    loaded, _ = checkpoint.load(tmp_path / "ok.pt", state)
+    assert loaded["a"] is None and loaded["b"] is None and torch.equal(loaded["z"], state["z"])
