@@ -95,6 +95,8 @@ TARGETS: dict[str, Target] = {
             "tests/test_config.py",
             "tests/test_report_pooling.py",
             "tests/test_run.py::test_bad_input_is_a_clear_error_with_exit_2",
+            "tests/test_devices.py::test_device_names_resolve_or_say_what_is_allowed",
+            "tests/test_devices.py::test_every_command_refuses_a_bad_device_with_exit_2",
         ),
     ),
     "fgm/checkpoint.py": Target("fgm/checkpoint.py", ("tests/test_checkpoint.py",)),

@@ -208,3 +208,165 @@ def test_a_config_value_out_of_range_is_refused_naming_the_key():
         cfg.check_config({**resolve(), "epochs": 0})
     with pytest.raises(ValueError, match=r"^unknown setting 'nope'; known: "):
         cfg.check_config({**resolve(), "nope": 1})
+
+
+# --------------------------------------------------------------------------- the table itself, flags and eval-only
+
+FLAGS = {  # the flags of README's usage; the other settings are set with --set (or by the profile)
+    "epochs",
+    "batch_size",
+    "lr",
+    "sample_every",
+    "train_limit",
+    "val_limit",
+    "test_limit",
+    "nll_samples",
+    "fid_samples",
+    "fid_reference_count",
+    "fid_every",
+    "fid_val_samples",
+    "interpolation_points",
+}
+EVAL_ONLY = {  # a resumed run may change these: they cannot change the trained state
+    "test_limit",
+    "nll_samples",
+    "fid_samples",
+    "fid_reference_count",
+    "classifier_metrics",
+    "fid_every",
+    "fid_val_samples",
+    "interpolation_points",
+    "compile_nll",
+}
+
+
+def test_the_table_builder_gives_the_documented_settings():
+    """The table as built (a fresh call, so a mutation tool that switches code after import sees it too)."""
+    built = {s.name: s for s in cfg._run_settings()}
+    assert built == cfg.RUN_SETTINGS
+    assert {n for n, s in built.items() if s.flag} == FLAGS  # --compile is a switch of its own
+    assert {n for n, s in {**built, **cfg.MODEL_SETTINGS}.items() if s.eval_only} == EVAL_ONLY
+    for name, s in built.items():
+        assert s.name == name and s.help and not s.help.startswith(" ")
+        if name in RANGES:
+            kind, low, high, optional = RANGES[name]
+            assert s.allowed() == kind + f" >= {low:g}" + (f" <= {high:g}" if high is not None else "") + (
+                " (or null)" if optional else ""
+            )
+        elif name in CHOICES:
+            assert s.type is str and s.choices == CHOICES[name] and s.allowed() == "one of: " + ", ".join(s.choices)
+        else:
+            assert name in BOOLS and s.type is bool and s.allowed() == "true or false"
+
+
+def test_the_command_line_has_a_flag_per_flag_setting_and_the_fixed_options():
+    parser = cfg.train_parser(["gan", "vae_std"], ["mnist", "svhn"])
+    args = parser.parse_args(["gan", "mnist"])
+    assert (args.model, args.dataset, args.profile, args.seed, args.seeds) == ("gan", "mnist", "default", 0, 1)
+    assert (args.set, args.imports, args.device, args.data_dir, args.out) == ([], [], "auto", None, None)
+    assert (args.resume, args.no_progress, args.compile) == (False, False, False)
+    assert all(getattr(args, name) is None for name in FLAGS)  # unset: the profile decides
+    argv = ["gan", "mnist", "--profile", "smoke", "--seed", "3", "--seeds", "2", "--resume", "--no-progress"]
+    argv += ["--compile", "--set", "a=1", "--set", "b=2", "--import", "m1", "--import=m2", "--device", "cpu"]
+    argv += [
+        "--data-dir",
+        "d",
+        "--out",
+        "o",
+        *[x for name in sorted(FLAGS) for x in (f"--{name.replace('_', '-')}", name)],
+    ]
+    args = parser.parse_args(argv)
+    assert (args.profile, args.seed, args.seeds, args.resume, args.no_progress, args.compile) == (
+        "smoke",
+        3,
+        2,
+        True,
+        True,
+        True,
+    )
+    assert (args.set, args.imports, args.device, args.data_dir, args.out) == (
+        ["a=1", "b=2"],
+        ["m1", "m2"],
+        "cpu",
+        "d",
+        "o",
+    )
+    assert all(getattr(args, name) == name for name in FLAGS)  # each flag sets its own setting, as text
+    for name in set(cfg.RUN_SETTINGS) - FLAGS - {"compile"}:
+        with pytest.raises(SystemExit):
+            parser.parse_args(["gan", "mnist", f"--{name.replace('_', '-')}", "1"])
+    text = parser.format_help()
+    for name in FLAGS:
+        s = cfg.RUN_SETTINGS[name]
+        assert f"--{name.replace('_', '-')} V" in text and s.allowed().split(" (")[0] in " ".join(text.split())
+
+
+def test_a_value_is_the_profile_then_the_models_default_then_the_override_then_set_then_the_flag():
+    gan = models.MODELS["gan"].defaults
+    base = cfg.defaults("gan", "mnist", "default", gan)
+    assert base == {**cfg.PROFILES["default"], **gan, **cfg.OVERRIDES[("gan", "mnist", "default")]}
+    assert base["lr"] == 4e-4 and base["width"] == 80 and base["epochs"] == 4  # the override wins
+    assert cfg.defaults("gan", "svhn", "full", gan)["epochs"] == 25
+    assert cfg.defaults("vae_std", "svhn", "full", models.MODELS["vae_std"].defaults)["epochs"] == 200  # no override
+    with pytest.raises(ValueError, match="^unknown profile 'huge'; choose from: smoke, default, full, report$"):
+        cfg.defaults("gan", "mnist", "huge", gan)
+    assert resolve("--set", "lr=0.5")["lr"] == 0.5  # --set over the override
+    assert resolve("--set", "lr=0.5", "--lr", "0.1")["lr"] == 0.1  # the flag over --set
+    assert resolve("--lr", "0.1", "--set", "lr=0.5")["lr"] == 0.1  # whatever the order
+    assert resolve("--compile")["compile"] is True and "compile" not in resolve()  # absent: the profile's (off)
+    config = resolve("--profile", "smoke", "--set", "loss=hinge")
+    assert (config["profile"], config["loss"], config["epochs"], config["train_limit"]) == ("smoke", "hinge", 2, 1024)
+    assert list(config)[:5] == ["model", "dataset", "profile", "seed", "seeds"]
+
+
+@pytest.mark.parametrize("item", ["lr", "nope=1", "=1"])
+def test_set_needs_a_known_key_and_a_value(item):
+    with pytest.raises(ValueError) as caught:
+        resolve("--set", item)
+    known = ", ".join(sorted([*models.MODELS["gan"].defaults, *cfg.RUN_SETTINGS]))
+    assert str(caught.value) == f"--set {item!r}: expected KEY=VALUE with KEY one of: {known}"
+
+
+def test_an_unknown_setting_lists_the_known_ones():
+    with pytest.raises(ValueError) as caught:
+        cfg.setting("nope")
+    assert (
+        str(caught.value)
+        == f"unknown setting 'nope'; known: {', '.join(sorted({**cfg.RUN_SETTINGS, **cfg.MODEL_SETTINGS}))}"
+    )
+    assert cfg.setting("lr") is cfg.RUN_SETTINGS["lr"] and cfg.setting("loss") is cfg.MODEL_SETTINGS["loss"]
+
+
+def test_changed_settings_are_the_training_settings_that_differ():
+    saved = resolve()
+    assert cfg.changed_settings(saved, dict(saved)) == []
+    changed = {**saved, "lr": 0.1, "fid_samples": 5, "nll_samples": 7, "loss": "hinge", "new_key": 1}
+    assert cfg.changed_settings(saved, changed) == ["loss", "lr", "new_key"]  # eval-only ones may change
+    assert cfg.changed_settings({k: v for k, v in saved.items() if k != "epochs"}, saved) == ["epochs"]
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], "python -m experiments.run gan mnist"),
+        (
+            ["--profile", "smoke", "--seed", "3", "--seeds", "2"],
+            "python -m experiments.run gan mnist --profile smoke --seed 3 --seeds 2",
+        ),
+        (["--epochs", "5", "--compile"], "python -m experiments.run gan mnist --epochs 5 --compile"),
+        (
+            ["--set", "loss=hinge", "--set", "g_hidden=8,4"],
+            'python -m experiments.run gan mnist --set g_hidden=[8,4] --set loss="hinge"',
+        ),
+        (
+            ["--set", "lr_schedule=cosine", "--test-limit", "9"],
+            'python -m experiments.run gan mnist --set lr_schedule="cosine" --test-limit 9',
+        ),
+    ],
+)
+def test_the_reproduce_command_names_what_differs_from_the_defaults_and_gives_the_config_back(argv, expected):
+    config = resolve(*argv)
+    command = cfg.reproduce_command(config, models.MODELS["gan"].defaults)
+    words = command.split()
+    assert sorted(words) == sorted(expected.split()) and words[:5] == expected.split()[:5]
+    assert resolve(*[w.replace('"', "") for w in words[5:]]) == config  # the shell removes the quotes

@@ -495,3 +495,12 @@ def test_bad_arguments_are_named_in_the_errors(key):
         with pytest.raises(error) as caught:
             call()
         assert str(caught.value) == message
+
+
+def test_every_64_bit_value_is_a_key():
+    assert random.Key(0).value == 0 and random.Key(2**64 - 1).value == 2**64 - 1
+    assert random.uniform(random.Key(2**64 - 1), (4,)).shape == (4,)
+    with pytest.raises(ValueError, match=r"^Key value must be an int in \[0, 2\*\*64\), got 18446744073709551616$"):
+        random.Key(2**64)
+    with pytest.raises(ValueError, match=r"got 1.0$"):
+        random.Key(1.0)
