@@ -370,3 +370,91 @@ def test_the_reproduce_command_names_what_differs_from_the_defaults_and_gives_th
     words = command.split()
     assert sorted(words) == sorted(expected.split()) and words[:5] == expected.split()[:5]
     assert resolve(*[w.replace('"', "") for w in words[5:]]) == config  # the shell removes the quotes
+
+
+def test_every_option_of_the_command_line_is_described():
+    """``--help`` names the program, describes every option and shows the placeholders of README's usage."""
+    parser = cfg.train_parser(["gan", "vae_std"], ["mnist", "svhn"])
+    assert parser.prog == "python -m experiments.run" and parser.description == "Train and evaluate a model."
+    for action in parser._actions:
+        assert action.help and action.help.strip() == action.help, action.dest
+    usage = " ".join(parser.format_usage().split())
+    for shown in (
+        "--seeds N",
+        "--set KEY=VALUE",
+        "--import MODULE",
+        "--epochs V",
+        "--device DEVICE",
+        "--profile PROFILE",
+    ):
+        assert shown in usage, shown
+    text = " ".join(parser.format_help().split())
+    assert "one of: gan, vae_std" in text and "one of: mnist, svhn" in text
+    assert "one of: smoke, default, full, report" in text and f"one of: {cfg.DEVICES}" in text
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [("inf", "inf"), ("-inf", "-inf"), ("INF", "inf"), ("Infinity", "inf"), ("-INF", "-inf"), ("nan", "nan")],
+)
+def test_a_non_finite_number_is_refused_as_a_number(text, shown):
+    with pytest.raises(ValueError) as caught:
+        cfg.parse_value(cfg.setting("lr"), text)
+    assert str(caught.value) == f"--lr: {shown} is not allowed; expected a finite number >= 1e-12 <= 1"
+
+
+def test_a_list_has_no_null_elements_and_plain_words_and_lists_say_so():
+    with pytest.raises(ValueError, match=r"^--set hidden: None is not allowed; expected an integer >= 1$"):
+        cfg.parse_value(cfg.setting("hidden"), "[8,null]", "--set hidden")
+    assert cfg.Setting("name", str, "a name").allowed() == "a word"
+    assert cfg.Setting("name", str, "a name", optional=True).allowed() == "a word (or null)"
+    assert cfg.Setting("widths", list, "widths", low=2, optional=True).allowed() == f"{LIST} >= 2 (or null)"
+    assert cfg.check_value(cfg.Setting("name", str, "a name"), "anything") == "anything"
+    with pytest.raises(ValueError, match=r"^epochs: 0 is not allowed; expected an integer >= 1$"):
+        cfg.check_value(cfg.setting("epochs"), 0)  # without a place: the setting's name
+
+
+def test_set_splits_at_the_first_equals_sign():
+    with pytest.raises(ValueError, match=r"^--set lr: '=0.1' is not allowed; expected a finite number"):
+        resolve("--set", "lr==0.1")
+
+
+@pytest.mark.parametrize(
+    "argv, shown, hidden",
+    [
+        (["--fid-samples", "0"], "--fid-samples 0", None),  # a falsy value that is not the default is shown
+        (["--set", "compile=false"], None, "--compile"),  # compile off is not --compile
+        (["--set", "d_spectral_norm=true"], "--set d_spectral_norm=true", None),
+        (["--train-limit", "null", "--profile", "smoke"], "--train-limit null", None),
+    ],
+)
+def test_the_reproduce_command_shows_falsy_values_and_no_compile_when_off(argv, shown, hidden):
+    config = resolve(*argv)
+    command = cfg.reproduce_command(config, models.MODELS["gan"].defaults)
+    assert (shown is None or shown in command) and (hidden is None or hidden not in command)
+    assert resolve(*command.split()[5:]) == {k: v for k, v in config.items() if (k, v) != ("compile", False)}
+
+
+def test_devices_by_name_with_mps_and_several_gpus(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert cfg.resolve_device("auto") == torch.device("mps") and cfg.resolve_device("mps") == torch.device("mps")
+    with pytest.raises(ValueError) as caught:
+        cfg.resolve_device("cuda")
+    assert str(caught.value) == (
+        "--device cuda: no such CUDA device (this machine has 0 CUDA device(s) and MPS); use --device cpu or auto"
+    )
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError) as caught:
+        cfg.resolve_device("mps")
+    assert str(caught.value) == (
+        "--device mps: MPS is not available (this machine has 0 CUDA device(s)); use --device cpu or auto"
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert cfg.resolve_device("cuda") == torch.device("cuda", 0)  # no index: the first GPU
+    assert [cfg.resolve_device(f"cuda:{i}") for i in range(3)] == [torch.device("cuda", i) for i in range(3)]
+    assert cfg.resolve_device("auto") == torch.device("cuda") and cfg.resolve_device("cpu") == torch.device("cpu")
