@@ -1,6 +1,9 @@
 """Features once: image_features, the feature cache, FID from features, pytorch-fid .npz statistics."""
 
+import hashlib
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,3 +281,140 @@ def test_statistics_cache_malformed_files_are_refused(key, tmp_path, change, rea
         FID.cached_statistics(tmp_path, cache_key, lambda: pytest.fail("not recomputed"))
     assert str(caught.value).startswith(f"statistics cache {path} {reason}")
     assert str(caught.value).endswith("; delete it to recompute")
+
+
+# --------------------------------------------------------------------------- names and formats on disk, pinned
+# A cache is found again by its file name and its key: a change to either silently recomputes every cache
+# (12 minutes of Inception features per data set), so both are pinned here.
+
+
+def test_cache_keys_and_file_names_are_pinned():
+    cache_key = FID.statistics_key("mnist", "test", 50, INFO)
+    assert cache_key == {
+        "dataset": "mnist",
+        "split": "test",
+        "num_images": 50,
+        "weights": "tf-fid",
+        "weights_sha256": "0123456789abcdef",
+        "preprocess": "v1-tf-pre32-q1",
+        "precision": "fp32",
+    }
+    text = (
+        '{"dataset":"mnist","num_images":50,"precision":"fp32","preprocess":"v1-tf-pre32-q1","split":"test",'
+        '"weights":"tf-fid","weights_sha256":"0123456789abcdef"}'
+    )
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    assert digest == "fa110df5d88d20e8"
+    assert FID.cache_path("/c", cache_key) == Path(f"/c/fid-stats-{digest}.pt")
+    assert FID.features_cache_path("/c", cache_key) == Path(f"/c/features-{digest}.pt")
+    with pytest.raises(TypeError) as caught:
+        FID.cache_path("/c", {"a": torch.zeros(1)})
+    assert str(caught.value) == "cache key must hold JSON values only: Object of type Tensor is not JSON serializable"
+
+
+def test_a_cache_holding_arbitrary_objects_is_refused_unread(key, tmp_path, capsys):
+    from tests.test_checkpoint import Payload
+
+    cache_key, path, _ = _stats_file(key, tmp_path)
+    torch.save({"format": "fgm-feature-stats-v2", "key": Payload()}, path)
+    with pytest.raises(FID.StatisticsCacheError) as caught:
+        FID.cached_statistics(tmp_path, cache_key, lambda: pytest.fail("not recomputed"))
+    assert str(caught.value).startswith(f"statistics cache {path} is unreadable (UnpicklingError: Weights only load")
+    assert "ran code" not in capsys.readouterr().out
+
+
+def test_a_cache_for_another_key_names_both_keys(key, tmp_path):
+    cache_key, path, _ = _stats_file(key, tmp_path)
+    other = FID.statistics_key("mnist", "test", 20, INFO._replace(precision="bf16"))
+    FID.cache_path(tmp_path, other).write_bytes(path.read_bytes())
+    with pytest.raises(FID.StatisticsCacheError) as caught:
+        FID.cached_statistics(tmp_path, other, lambda: pytest.fail("not recomputed"))
+    assert str(caught.value) == (
+        f"statistics cache {FID.cache_path(tmp_path, other)} was written for another key: {FID._key_json(cache_key)} "
+        f"(wanted {FID._key_json(other)}); delete it to recompute"
+    )
+
+
+def test_statistics_of_any_dtype_are_stored_as_int64_and_float64(key, tmp_path):
+    """A ``compute`` may return float32 sums: they are stored (and read back) in float64."""
+    features = fake_extractor(key)(images(key, 5)).float()
+    stats = F.FeatureStats(torch.tensor(5, dtype=torch.int32), features.sum(0), features.T @ features)
+    cache_key = {"what": "float32 sums"}
+    FID.cached_statistics(tmp_path, cache_key, lambda: stats)
+    again = FID.cached_statistics(tmp_path, cache_key, lambda: pytest.fail("read from the cache"))
+    assert (again.count.dtype, again.total.dtype, again.outer.dtype) == (torch.int64, torch.float64, torch.float64)
+    assert int(again.count) == 5 and torch.equal(again.total, stats.total.double())
+
+
+def test_a_cache_of_one_image_is_a_cache(key, tmp_path):
+    stats = F.stats_from_features(fake_extractor(key)(images(key, 1)))
+    cache_key = FID.statistics_key("mnist", "test", 1, INFO)
+    FID.cached_statistics(tmp_path, cache_key, lambda: stats)
+    again = FID.cached_statistics(tmp_path, cache_key, lambda: pytest.fail("read from the cache"))
+    assert int(again.count) == 1 and torch.equal(again.outer, stats.outer)
+
+
+def test_one_dimensional_features_with_a_two_dimensional_sum_are_malformed(tmp_path):
+    stats = F.stats_from_features(torch.arange(4.0, dtype=torch.float64)[:, None])  # D = 1
+    cache_key = {"d": 1}
+    FID.cached_statistics(tmp_path, cache_key, lambda: stats)
+    path = FID.cache_path(tmp_path, cache_key)
+    blob = torch.load(path, weights_only=True)
+    blob["total"] = blob["total"][None]  # [1, 1]: the shape of ``outer``, not of a sum
+    blob["sha256"] = FID._stats_sha256(blob["count"], blob["total"], blob["outer"])
+    _resave(path, blob)
+    with pytest.raises(FID.StatisticsCacheError, match=r"has malformed statistics \(total \(1, 1\), outer \(1, 1\)\)"):
+        FID.cached_statistics(tmp_path, cache_key, lambda: pytest.fail("not recomputed"))
+
+
+def test_a_count_of_another_integer_dtype_is_read_as_int64(key, tmp_path):
+    cache_key, path, _ = _stats_file(key, tmp_path)
+    blob = torch.load(path, weights_only=True)
+    blob["count"] = blob["count"].to(torch.int32)
+    blob["sha256"] = FID._stats_sha256(blob["count"], blob["total"], blob["outer"])
+    _resave(path, blob)
+    assert FID.cached_statistics(tmp_path, cache_key, lambda: pytest.fail("read")).count.dtype == torch.int64
+
+
+@pytest.mark.parametrize("writer", ["statistics", "features"])
+def test_cache_files_are_written_beside_their_name_in_new_folders(key, tmp_path, monkeypatch, writer):
+    moves = []
+    original = os.replace
+
+    def replace(src, dst):
+        moves.append((Path(src), Path(dst)))
+        original(src, dst)
+
+    monkeypatch.setattr(FID.os, "replace", replace)
+    folder = tmp_path / "new" / "cache"
+    x = images(key, 4)
+    if writer == "statistics":
+        FID.cached_statistics(folder, {"a": 1}, lambda: F.stats_from_features(fake_extractor(key)(x)))
+    else:
+        FID.cached_features(folder, {"a": 1}, lambda: fake_extractor(key)(x))
+    ((src, dst),) = moves
+    assert dst.parent == folder and src.parent == folder and dst.exists()
+    assert src.name.startswith(dst.name) and src.name.endswith(".tmp") and src.name != dst.name + ".tmp"
+
+
+def test_a_failed_write_raises_its_own_error_and_leaves_nothing(key, tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(FID.torch, "save", full)
+    with pytest.raises(OSError, match="^disk full$"):
+        FID.cached_features(tmp_path, {"a": 1}, lambda: fake_extractor(key)(images(key, 4)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_feature_cache_of_the_wrong_shape_says_so(key, tmp_path):
+    x = images(key, 20)
+    cache_key = FID.statistics_key("mnist", "test", 20, INFO, images=x)
+    FID.cached_features(tmp_path, cache_key, lambda: fake_extractor(key)(x))
+    path = FID.features_cache_path(tmp_path, cache_key)
+    _resave(path, {**torch.load(path, weights_only=True), "features": torch.zeros(20)})
+    with pytest.raises(FID.StatisticsCacheError) as caught:
+        FID.cached_features(tmp_path, cache_key, lambda: pytest.fail("not recomputed"))
+    assert str(caught.value) == (
+        f"feature cache {path} lacks a floating-point [N, D] features tensor; delete it to recompute"
+    )
