@@ -2,6 +2,15 @@
 
     python -m experiments.run report                     # runs/ -> reports/
     python -m experiments.run report --runs runs --out reports
+    python -m experiments.run report --exclude 'gan-mnist-s0'     # leave a run out (globs on folder names)
+
+Runs of one (dataset, model) are pooled over seeds only when they were
+trained alike: the same profile and the same settings, eval-only settings
+aside (:func:`experiments.config.changed_settings`). Runs trained otherwise
+get rows of their own, named by what sets them apart (``gan (profile
+full)``, ``gan (epochs 12)``). A seed that two runs of one row both hold is
+refused (exit 2) with the runs' names: which one to report is the
+researcher's choice (``--exclude``/``--select``, or another ``--runs``).
 
 Writes numbers and pictures only: ``reports/RESULTS.md`` (tables: mean ± std
 over seeds, N and K with every value, the difference between models and
@@ -15,12 +24,15 @@ at the figures, in ``REPORT.md``.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import itertools
 import json
 import math
 import platform
+import re
 import shutil
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -80,12 +92,31 @@ def not_compared(names) -> set[str]:
     return {*NOT_COMPARED, *own}
 
 
+# rows of a model that has several (different profiles or settings): colours of their own, in order
+_MORE_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
+
 class Group(NamedTuple):
-    """The runs of one (dataset, model): every member of every run directory, seeds pooled."""
+    """One row of the report: runs of one (dataset, model) trained alike, every member pooled.
+
+    ``label``: the row's name when the model has runs trained otherwise as
+    well (``gan (profile full)``); ``None`` when it is the model's only row.
+    """
 
     dataset: str
     model: str
     runs: list  # [(path, config, results, history)]
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The row's name: the label, else the model."""
+        return self.label or self.model
+
+    @property
+    def slug(self) -> str:
+        """The row's name in file names (the model, for a model's only row)."""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).strip("-")
 
     @property
     def members(self) -> list[dict]:
@@ -100,15 +131,100 @@ class Group(NamedTuple):
         return sorted({json.dumps(v) for v in found if v is not None})
 
 
-def collect(runs_root: Path) -> dict[str, dict[str, Group]]:
-    """``{dataset: {model: Group}}`` of every finished run (``results.json``) under ``runs_root``."""
-    groups: dict[str, dict[str, Group]] = {}
+# Keys of a config that are no setting (the run's identity, or derived from its settings).
+_NOT_COMPARED_KEYS = ("seed", "seeds", "total_steps")
+
+
+def training_differences(a: dict, b: dict) -> list[str]:
+    """The profile and settings in which two runs' training differs (eval-only settings and seeds aside)."""
+    return [k for k in cfg.changed_settings(a, b) if k not in _NOT_COMPARED_KEYS]
+
+
+def _selected(name: str, select: Sequence[str], exclude: Sequence[str]) -> bool:
+    return (not select or any(fnmatch.fnmatch(name, g) for g in select)) and not any(
+        fnmatch.fnmatch(name, g) for g in exclude
+    )
+
+
+def collect(runs_root: Path, select: Sequence[str] = (), exclude: Sequence[str] = ()) -> dict[str, dict[str, Group]]:
+    """``{dataset: {row name: Group}}`` of every finished run (``results.json``) under ``runs_root``.
+
+    Args:
+      runs_root: the folder of run directories.
+      select: globs on run directory names; when given, only matching runs are read.
+      exclude: globs on run directory names; matching runs are left out.
+
+    Raises:
+      ValueError: two runs of one row hold the same seed (the message names them and how to choose).
+    """
+    found: dict[tuple[str, str], list] = {}
     for path in sorted(p.parent for p in Path(runs_root).glob("*/" + rundir.RESULTS)):
+        if not _selected(path.name, select, exclude):
+            continue
         config, results = rundir.read_config(path), rundir.read_json(path / rundir.RESULTS)
-        by_model = groups.setdefault(config["dataset"], {})
-        group = by_model.setdefault(config["model"], Group(config["dataset"], config["model"], []))
-        group.runs.append((path, config, results, rundir.read_metrics(path)))
+        found.setdefault((config["dataset"], config["model"]), []).append(
+            (path, config, results, rundir.read_metrics(path))
+        )
+    groups: dict[str, dict[str, Group]] = {}
+    for (dataset, model), runs in found.items():
+        for group in _rows(dataset, model, runs):
+            _refuse_repeated_seeds(group)
+            groups.setdefault(dataset, {})[group.name] = group
     return groups
+
+
+def _rows(dataset: str, model: str, runs: list) -> list[Group]:
+    """The runs of one (dataset, model) split into groups trained alike, each labelled when there are several."""
+    alike: list[list] = []
+    for run in runs:
+        row = next((r for r in alike if not training_differences(r[0][1], run[1])), None)
+        if row is None:
+            alike.append([run])
+        else:
+            row.append(run)
+    if len(alike) == 1:
+        return [Group(dataset, model, alike[0])]
+    configs = [row[0][1] for row in alike]
+    keys = sorted({k for a, b in itertools.combinations(configs, 2) for k in training_differences(a, b)})
+    labels = [_label(model, c, keys) for c in configs]
+    if len(set(labels)) < len(labels):  # every differing setting, then
+        labels = [f"{model} ({', '.join(_setting_text(k, c.get(k)) for k in keys)})" for c in configs]
+    return [Group(dataset, model, row, label) for row, label in zip(alike, labels, strict=True)]
+
+
+def _setting_text(key: str, value) -> str:
+    return f"profile {value}" if key == "profile" else f"{key} {json.dumps(value, separators=(',', ':'))}"
+
+
+def _label(model: str, config: dict, keys: list[str]) -> str:
+    """``model (what sets this row apart)``: the profile when profiles differ, with the settings changed from it."""
+    if "profile" in keys:
+        base = models.defaults(model, config["dataset"], config["profile"])
+        keys = ["profile"] + [k for k in keys if k != "profile" and config.get(k) != base.get(k)]
+    return f"{model} ({', '.join(_setting_text(k, config.get(k)) for k in keys)})"
+
+
+def _refuse_repeated_seeds(group: Group) -> None:
+    """A ValueError naming the runs when a seed appears in two runs of one row."""
+    holders: dict[int, list[Path]] = {}
+    for path, config, _, _ in group.runs:
+        for seed in config["seeds"]:
+            holders.setdefault(seed, []).append(path)
+    repeated = {seed: paths for seed, paths in holders.items() if len(paths) > 1}
+    if not repeated:
+        return
+    lines = [
+        f"{group.dataset}/{group.name}: seed {seed} is in {len(paths)} runs trained alike: "
+        + ", ".join(str(p) for p in paths)
+        for seed, paths in sorted(repeated.items())
+    ]
+    first = next(iter(repeated.values()))
+    raise ValueError(
+        "; ".join(lines)
+        + ". Pooling them would count a seed twice; report one run per seed: leave the others out with "
+        + f"--exclude GLOB (e.g. --exclude '{first[0].name}'), keep only some with --select GLOB (globs on "
+        + "run directory names, repeatable), or point --runs at a folder holding only the runs to report"
+    )
 
 
 def stat(values: list[float]) -> dict:
@@ -128,6 +244,8 @@ def fmt(s: dict | None, digits: int) -> str:
 def summarize(group: Group) -> dict:
     """Every number of a group: metrics per seed with mean and std, their N and K, times, commands."""
     return {
+        "model": group.model,
+        "label": group.label,
         "seeds": [m["seed"] for m in group.members],
         "runs": [
             {
@@ -268,9 +386,10 @@ def compute_by_part(summary: dict) -> dict[str, float | None]:
 
 def differences(models_: dict[str, dict]) -> list[dict]:
     """Pairwise differences of the mean test metrics, and whether each exceeds twice the larger std."""
-    rows, skipped = [], not_compared(models_)
+    names = list(dict.fromkeys(s["model"] for s in models_.values()))  # rows -> their models
+    rows, skipped = [], not_compared(names)
     for (a, sa), (b, sb) in itertools.combinations(models_.items(), 2):
-        for key, _, digits in metrics_of(models_):
+        for key, _, digits in metrics_of(names):
             if key in sa["metrics"] and key in sb["metrics"] and key not in skipped:
                 ma, mb = sa["metrics"][key], sb["metrics"][key]
                 stds = [s for s in (ma["std"], mb["std"]) if s is not None]
@@ -283,7 +402,8 @@ def differences(models_: dict[str, dict]) -> list[dict]:
 
 
 def results_lines(dataset: str, summary: dict) -> list[str]:
-    shown = [(k, t, d) for k, t, d in metrics_of(summary) if any(k in s["metrics"] for s in summary.values())]
+    own = metrics_of(list(dict.fromkeys(s["model"] for s in summary.values())))
+    shown = [(k, t, d) for k, t, d in own if any(k in s["metrics"] for s in summary.values())]
     lines = [
         f"## {dataset.upper()}",
         "",
@@ -372,11 +492,18 @@ def _gap_series(histories: list[list[dict]], name: str):
     return _per_epoch(histories, gap)
 
 
+def row_colours(groups: list[Group]) -> dict[str, str]:
+    """Each row's colour: the model's own (:func:`colours`) for a model's only row, else one of the extra colours."""
+    extra = iter(_MORE_COLOURS * (1 + len(groups) // len(_MORE_COLOURS)))
+    own = colours(list(dict.fromkeys(g.model for g in groups)))
+    return {g.name: own[g.model] if g.label is None else next(extra) for g in groups}
+
+
 def curves_figure(groups: list[Group], path: Path) -> Path | None:
     """Train (dashed) and validation (solid) curves of every model of a dataset; mean with a ±1 std band."""
     own = [(m.name, m.curve) for g in groups for m in models.get_model(g.model).metrics if m.curve]
     panels = [*dict.fromkeys(own), ("fid", "validation FID (small N: a trend)")]
-    colour_of = colours([g.model for g in groups])
+    colour_of = row_colours(groups)
     drawn_panels = []
     for name, title in panels:
         lines = []
@@ -384,7 +511,7 @@ def curves_figure(groups: list[Group], path: Path) -> Path | None:
             for split, style in (("val", "-"), ("train", "--")):
                 epochs, mean, std = _series([h for *_, h in g.runs], f"{split}_{name}")
                 if epochs:
-                    lines.append((f"{g.model} {split}", style, colour_of[g.model], epochs, mean, std))
+                    lines.append((f"{g.name} {split}", style, colour_of[g.name], epochs, mean, std))
         if lines:
             drawn_panels.append((title, lines))
     # over- or under-fitting is read from this difference, too small to see on the curves' scale; the
@@ -396,7 +523,7 @@ def curves_figure(groups: list[Group], path: Path) -> Path | None:
         keep = [i for i, e in enumerate(epochs) if e >= GAP_FROM_EPOCH]
         if keep:
             line = ([epochs[i] for i in keep], gap[keep], gap_std[keep])
-            gaps.append((f"{g.model} val − train", "-", colour_of[g.model], *line))
+            gaps.append((f"{g.name} val − train", "-", colour_of[g.name], *line))
     if gaps:
         drawn_panels.insert(1, (f"generalisation gap, val − train −ELBO (from epoch {GAP_FROM_EPOCH})", gaps))
     if not drawn_panels:
@@ -429,11 +556,11 @@ def classes_figure(groups: list[Group], path: Path, reference: list[float] | Non
     ``reference``: the test labels' shares, drawn as a line. The band marks 7–13%, the issue's target
     for every class. ``None`` when no run has a class histogram.
     """
-    shares = {g.model: class_shares(g) for g in groups}
+    colour_of = row_colours(groups)
+    shares = {g.name: class_shares(g) for g in groups}
     shares = {model: rows for model, rows in shares.items() if rows is not None}
     if not shares:
         return None
-    colour_of = colours([g.model for g in groups])
     classes = np.arange(next(iter(shares.values())).shape[1])
     width = 0.8 / len(shares)
     fig, ax = plt.subplots(figsize=(9, 3.4))
@@ -498,7 +625,8 @@ def test_label_shares(dataset: str, data_dir: str | None = None) -> list[float] 
 def figure_lines(dataset: str, groups: list[Group], out: Path, data_dir: str | None = None) -> list[str]:
     """The dataset's figures, written under ``out/<dataset>/``, as Markdown image links."""
     folder, lines = out / dataset, []
-    firsts = [(g.model, g.runs[0][0], g.runs[0][1]) for g in groups]  # the figures of each model's first run
+    firsts = [(g.name, g.runs[0][0], g.runs[0][1]) for g in groups]  # the figures of each row's first run
+    slugs = {g.name: g.slug for g in groups}
     if curves_figure(groups, folder / "curves.png"):
         lines += ["### Learning curves", "", f"![learning curves]({dataset}/curves.png)", ""]
 
@@ -544,21 +672,33 @@ def figure_lines(dataset: str, groups: list[Group], out: Path, data_dir: str | N
         for name in (figures.PROGRESSION_PNG, figures.PROGRESSION_GIF):
             if (path / "samples" / name).exists():
                 folder.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path / "samples" / name, folder / f"{Path(name).stem}-{model}{Path(name).suffix}")
-        if (folder / f"progression-{model}.png").exists():
+                shutil.copyfile(
+                    path / "samples" / name, folder / f"{Path(name).stem}-{slugs[model]}{Path(name).suffix}"
+                )
+        if (folder / f"progression-{slugs[model]}.png").exists():
             lines += [
                 f"Progression of {model} (the same latents through training; the GIF has every grid):",
                 "",
-                f"![progression {model}]({dataset}/progression-{model}.png)",
+                f"![progression {model}]({dataset}/progression-{slugs[model]}.png)",
                 "",
             ]
     return lines
 
 
-def build_report(runs_root: str | Path = "runs", out: str | Path = "reports", data_dir: str | None = None) -> dict:
-    """Writes ``RESULTS.md``, ``summary.json`` and the figures; returns the summary."""
+def build_report(
+    runs_root: str | Path = "runs",
+    out: str | Path = "reports",
+    data_dir: str | None = None,
+    select: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> dict:
+    """Writes ``RESULTS.md``, ``summary.json`` and the figures; returns the summary.
+
+    ``select``/``exclude``: globs on run directory names (:func:`collect`).
+    """
     runs_root, out = Path(runs_root), Path(out)
-    groups = collect(runs_root)
+    groups = collect(runs_root, select, exclude)
+    chosen = "".join(f" --select '{g}'" for g in select) + "".join(f" --exclude '{g}'" for g in exclude)
     import torch
 
     summary = {
@@ -573,13 +713,14 @@ def build_report(runs_root: str | Path = "runs", out: str | Path = "reports", da
     lines = [
         "# Results (generated)",
         "",
-        f"Generated by `python -m experiments.run report --runs {runs_root} --out {out}` from the run "
+        f"Generated by `python -m experiments.run report --runs {runs_root} --out {out}{chosen}` from the run "
         "directories; numbers and pictures only. The analysis is in [REPORT.md](REPORT.md).",
         "",
     ]
     for dataset, by_model in groups.items():
-        ordered = [by_model[name] for name in model_order(by_model)]
-        summary["datasets"][dataset] = {g.model: summarize(g) for g in ordered}
+        rank = {m: i for i, m in enumerate(model_order(list(dict.fromkeys(g.model for g in by_model.values()))))}
+        ordered = sorted(by_model.values(), key=lambda g: (rank[g.model], g.name))
+        summary["datasets"][dataset] = {g.name: summarize(g) for g in ordered}
         lines += results_lines(dataset, summary["datasets"][dataset]) + figure_lines(dataset, ordered, out, data_dir)
     summary["compute_seconds"] = {
         dataset: round(sum(s["compute"]["total_seconds"] for s in by_model.values()), 1)
@@ -602,10 +743,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
     parser.add_argument("--data-dir", help="dataset root, for the test labels' shares (default: $FGM_DATA_DIR)")
     cfg.add_import_flag(parser)
+    for flag, text in (("--select", "report only the run directories named so"), ("--exclude", "leave them out")):
+        parser.add_argument(flag, action="append", default=[], metavar="GLOB", help=f"{text} (a glob, repeatable)")
     args = parser.parse_args(argv)
-    summary = build_report(args.runs, args.out, args.data_dir)
+    summary = build_report(args.runs, args.out, args.data_dir, args.select, args.exclude)
     print(
         f"{Path(args.out) / 'RESULTS.md'} and summary.json: {sum(len(m) for m in summary['datasets'].values())} "
-        f"model(s) on {', '.join(summary['datasets']) or 'no dataset'}"
+        f"row(s) on {', '.join(summary['datasets']) or 'no dataset'}"
     )
     return 0

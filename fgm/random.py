@@ -115,7 +115,9 @@ def fold_in(k: Key, data: int) -> Key:
       data: any int; different values give independent keys.
 
     Returns:
-      A new :class:`Key`, a deterministic function of ``(k, data)``.
+      A new :class:`Key`, a deterministic function of ``(k, data)``:
+      ``mix(k ^ mix((data mod 2**64) ^ 0xD1B54A32D192ED03))``, ``mix`` one
+      SplitMix64 output (the tests pin it: every run's numbers follow from it).
     """
     return Key(_splitmix64(k.value ^ _splitmix64((data & _MASK64) ^ 0xD1B54A32D192ED03)))
 
@@ -132,7 +134,8 @@ def split(k: Key, num: int = 2) -> tuple[Key, ...]:
       num: how many keys, >= 1.
 
     Returns:
-      A tuple of ``num`` keys, e.g. ``key, sub = split(key)``.
+      A tuple of ``num`` keys, e.g. ``key, sub = split(key)``: key ``i`` is
+      ``mix(mix(k ^ 0x632BE59BD9B4E019) ^ mix(i + 1))`` (pinned by the tests).
     """
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")

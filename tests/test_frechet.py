@@ -162,3 +162,31 @@ def test_stats_from_mean_and_covariance_inverts_mean_and_covariance(key):
     torch.testing.assert_close(back.outer, stats.outer, rtol=1e-12, atol=1e-10)
     with pytest.raises(ValueError, match="at least 2"):
         F.stats_from_mean_and_covariance(back.total, back.outer, 1)
+
+
+def _constant_feature_covariance():
+    """A set whose second feature is constant (a unit that never changes): its variance rounds to -2.8e-17.
+
+    ``x₀ = -1, 0, 1`` and ``x₁ = 0.3`` give ``mean = (0, 0.3)`` and, in float64, the covariance
+    ``diag(1, -2.78e-17)``: off-diagonal exactly 0, a negative variance that is rounding only.
+    """
+    x = torch.tensor([[-1.0, 0.3], [0.0, 0.3], [1.0, 0.3]], dtype=torch.float64)
+    mean, cov = F.mean_and_covariance(F.stats_from_features(x))
+    assert cov[0, 1] == 0 and cov[1, 0] == 0 and -1e-16 < cov[1, 1] < 0  # the case this test is about
+    return mean, cov
+
+
+@pytest.mark.parametrize("order", ["constant first", "constant second"])
+def test_a_negative_rounding_eigenvalue_counts_as_zero_not_as_its_size(order):
+    """The distance is the closed form of the true (zero-variance) Gaussian, to float64 precision.
+
+    Taking ``|λ|`` for the rounding eigenvalue would add ``√2.8e-17 ≈ 5e-9`` to the trace term (1e-8 to
+    the distance): in the square root of the first covariance, or in the eigenvalues of the middle matrix.
+    """
+    mean, cov = _constant_feature_covariance()
+    other_mean = mean + torch.tensor([0.5, -1.0], dtype=torch.float64)
+    other_cov = torch.diag(torch.tensor([4.0, 9.0], dtype=torch.float64))
+    # diagonal Gaussians: ‖Δμ‖² + Σ (σ₁ - σ₂)², with σ = (1, 0) and (2, 3)
+    expected = 0.25 + 1.0 + (1.0 - 2.0) ** 2 + (0.0 - 3.0) ** 2
+    pair = (mean, cov, other_mean, other_cov) if order == "constant first" else (other_mean, other_cov, mean, cov)
+    assert abs(F.frechet_distance(*pair) - expected) < 1e-12

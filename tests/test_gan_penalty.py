@@ -5,10 +5,13 @@ A linear critic has the same input gradient everywhere, so a penalty evaluated a
 Here the critic is non-linear and the penalty is checked at the hand-built interpolate.
 """
 
+import pytest
 import torch
 
 from fgm import random
 from fgm.models import gan as G
+from tests.test_gan import SHAPE as GAN_SHAPE
+from tests.test_gan import small_gan
 
 SHAPE = (2, 3, 3)  # [C, H, W]
 DIM = 2 * 3 * 3
@@ -97,3 +100,32 @@ def test_gradient_penalty_is_zero_exactly_where_the_gradient_has_unit_norm():
     torch.testing.assert_close(
         G.gradient_penalty(linear, {"u": 3 * u}, x, -x, alpha), torch.full((4,), 4.0, dtype=torch.float64)
     )
+
+
+@pytest.mark.parametrize("d_steps", [1, 3])
+def test_interpolation_weights_are_drawn_from_their_own_key(key, d_steps):
+    """As ``gan_inputs`` documents: each D key splits into the latents' key and the weights' key.
+
+    Drawn from the latents' key, ``α`` would be the uniforms behind ``z``'s Box-Muller pairs: the
+    interpolates would move with the fakes instead of independently of them.
+    """
+    gan, n = small_gan(), 8
+    batch = torch.zeros(d_steps * n, *GAN_SHAPE)
+    _, d_noise, z_g = G.gan_inputs(gan, G.get_loss("wgan_gp"), d_steps)(batch, key)
+    _, plain_noise, plain_z_g = G.gan_inputs(gan, G.get_loss("non_saturating"), d_steps)(batch, key)
+    *d_keys, g_key = random.split(key, d_steps + 1)
+    assert len(d_noise) == d_steps and torch.equal(z_g, G.latent_noise(gan, g_key, n)) and torch.equal(z_g, plain_z_g)
+    for (z, alpha), (plain_z,), d_key in zip(d_noise, plain_noise, d_keys, strict=True):
+        k_z, k_alpha = random.split(d_key)
+        assert torch.equal(z, G.latent_noise(gan, k_z, n)) and torch.equal(z, plain_z)  # the penalty moves no latent
+        assert alpha.shape == (n, 1, 1, 1) and torch.equal(alpha, G.interpolation_weights(k_alpha, n))
+        assert not torch.equal(alpha, random.uniform(k_z, alpha.shape))
+    alphas = torch.cat([alpha.flatten() for _, alpha in d_noise])
+    assert len(set(alphas.tolist())) == alphas.numel()  # the D steps do not share weights
+
+
+def test_interpolation_weights_are_uniform_on_the_unit_interval(key):
+    alpha = G.interpolation_weights(key, 4000)
+    assert alpha.shape == (4000, 1, 1, 1) and alpha.dtype == torch.float32
+    assert 0 <= alpha.min() and alpha.max() < 1 and abs(alpha.mean() - 0.5) < 5 * (1 / 12 / 4000) ** 0.5
+    assert torch.equal(alpha.flatten(), random.uniform(key, (4000,)))  # fgm.random's uniforms: any device alike

@@ -114,3 +114,41 @@ def test_bad_inputs_are_refused(key):
         K.kid(torch.zeros(10, 3), torch.zeros(10, 4), key)
     with pytest.raises(ValueError, match="subset_size"):
         K.subset_indices(key, 10, 10, 3, 11)
+
+
+def test_the_second_sets_subsets_are_drawn_independently_of_the_firsts(key):
+    """Sets of equal size: were both subsets drawn with one key, every pair would be the same rows."""
+    idx_a, idx_b = K.subset_indices(key, 200, 200, 50, 20)
+    assert not any(set(a.tolist()) & set(b.tolist()) == set(a.tolist()) for a, b in zip(idx_a, idx_b, strict=True))
+    # overlaps of two independent 20-subsets of 200: hypergeometric, mean 2; the same key would give 20 each
+    overlaps = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(idx_a, idx_b, strict=True)]
+    assert max(overlaps) < 10 and 0.5 < sum(overlaps) / len(overlaps) < 4
+    assert len({tuple(r.tolist()) for r in idx_a}) == 50  # and each subset of a set is drawn afresh
+
+
+def test_kid_equals_the_by_hand_estimate_with_the_documented_keys(key):
+    """``ka, kb = split(k)``; subset ``s`` of a set is the first ``m`` of ``permutation(fold_in(k_set, s), N)``."""
+    a, b = shifted_sets(key, 120, 120, d=4)
+    k = random.fold_in(key, 11)
+    ka, kb = random.split(k)
+    values = []
+    for s in range(6):
+        ia, ib = (
+            random.permutation(random.fold_in(ka, s), 120)[:30],
+            random.permutation(random.fold_in(kb, s), 120)[:30],
+        )
+        values.append(tf_kid.kernel_mmd(a[ia].numpy(), b[ib].numpy()))
+    result = K.kid(a, b, k, num_subsets=6, subset_size=30)
+    assert result.mean == pytest.approx(np.mean(values), rel=1e-12)
+    assert result.std == pytest.approx(np.std(values), rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    "n_a, n_b, asked, used", [(90, 40, 1000, 40), (40, 90, 1000, 40), (90, 40, 60, 40), (90, 70, 30, 30)]
+)
+def test_subset_size_is_clipped_to_either_set(key, n_a, n_b, asked, used):
+    a, b = shifted_sets(key, n_a, n_b)
+    result = K.kid(a, b, key, num_subsets=2, subset_size=asked)
+    assert (result.subset_size, result.num_a, result.num_b, result.num_subsets) == (used, n_a, n_b, 2)
+    idx_a, idx_b = K.subset_indices(key, n_a, n_b, 2, used)
+    assert result.mean == pytest.approx(float(K.subset_mmd2(a, b, idx_a, idx_b).mean()), rel=1e-12)

@@ -330,3 +330,178 @@ def test_cuda_draws_equal_cpu_draws(key):
 def test_legacy_generator_is_seeded_from_the_key(key):
     g = random.generator(key)
     assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=random.generator(key)))
+
+
+# --------------------------------------------------------------------------- half precision and the edges
+
+
+def test_bfloat16_and_float16_uniforms_are_the_top_bits_and_below_one(key, monkeypatch):
+    w = random.bits(key, 1000)
+    u = random.uniform(key, (1000,), torch.bfloat16)
+    assert u.dtype == torch.bfloat16 and torch.equal(u, ((w >> 24).float() / 2**8).bfloat16())
+    assert 0 <= float(u.min()) and float(u.max()) < 1 and len(set(u.tolist())) > 200  # all 256 levels in use
+    # the largest stream word: the largest value is 1 - 2**-b, exact in the dtype (1 is never drawn)
+    monkeypatch.setattr(random, "bits", lambda k, n, device="cpu": torch.full((n,), M32, dtype=torch.int64))
+    assert random.uniform(key, (3,), torch.bfloat16).tolist() == [1 - 2**-8] * 3
+    assert random.uniform(key, (3,), torch.float16).tolist() == [1 - 2**-11] * 3
+    assert random.uniform(key, (3,), torch.float32).tolist() == [1 - 2**-24] * 3
+    assert random.uniform(key, (3,), torch.float64).tolist() == [1 - 2**-53] * 3
+
+
+def test_bfloat16_uniform_known_values():
+    """Pinned: the first draws of key(0), so a change of the bit layout is seen."""
+    w = random.bits(random.key(0), 4)
+    assert random.uniform(random.key(0), (4,), torch.bfloat16).tolist() == [int(x) / 256 for x in (w >> 24)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_bernoulli_at_zero_and_one_even_at_the_extreme_uniforms(key, monkeypatch, dtype):
+    """``p = 0`` never succeeds, even when ``u = 0`` is drawn; ``p = 1`` always does, even at the largest ``u``."""
+    probs = torch.tensor([0.0, 1.0] * 8, dtype=dtype)
+    expected = torch.tensor([0.0, 1.0] * 8, dtype=dtype)
+    assert torch.equal(random.bernoulli(key, probs), expected)
+    for word in (0, M32):  # the smallest and the largest uniform
+        monkeypatch.setattr(random, "bits", lambda k, n, device="cpu", w=word: torch.full((n,), w, dtype=torch.int64))
+        assert torch.equal(random.bernoulli(key, probs), expected)
+    monkeypatch.setattr(random, "bits", lambda k, n, device="cpu": torch.zeros((n,), dtype=torch.int64))
+    assert torch.equal(random.bernoulli(key, torch.full((4,), 2**-24, dtype=dtype)), torch.ones(4, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_probabilities_keep_float32_resolution(key, dtype):
+    """The draws for half-precision ``probs`` are those for the same values in float32 (24-bit uniforms).
+
+    With uniforms of the half dtype (11 or 8 bits), ``p = 2**-12`` would succeed as often as ``u == 0``:
+    at 2**-11 or 2**-8 instead of 2**-12.
+    """
+    probs = torch.tensor([2**-12, 0.3, 1 - 2**-8], dtype=dtype).repeat(40_000)
+    draws = random.bernoulli(key, probs)
+    assert draws.dtype == dtype and torch.equal(draws.float(), random.bernoulli(key, probs.float()))
+    rare = draws[0::3].double().mean()
+    assert abs(rare - 2**-12) < 5 * (2**-12 / 40_000) ** 0.5
+
+
+# --------------------------------------------------------------------------- the key schedule, pinned
+# Every run's numbers follow from key(seed) through split and fold_in: changing a constant silently changes
+# every result, so the derivations are written out here and checked against SplitMix64's published outputs.
+
+MASK64 = 2**64 - 1
+GOLDEN = 0x9E3779B97F4A7C15
+
+
+def splitmix64_stream(seed, n):
+    """Vigna's SplitMix64 generator (the public-domain C code), in Python: ``n`` outputs from state ``seed``."""
+    out = []
+    for _ in range(n):
+        seed = (seed + GOLDEN) & MASK64
+        z = ((seed ^ (seed >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        out.append(z ^ (z >> 31))
+    return out
+
+
+def mix(x):
+    """SplitMix64's output from state ``x``: the mixing function of fgm.random."""
+    return splitmix64_stream(x, 1)[0]
+
+
+def test_the_splitmix64_reference_reproduces_its_published_outputs():
+    assert splitmix64_stream(0, 4) == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F, 0xF88BB8A8724C81EC]
+    assert splitmix64_stream(1234567, 3) == [6457827717110365317, 3203168211198807973, 9817491932198370423]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 2**32, 2**63 + 5, 2**64 - 1, 2**64 + 3, -1])
+def test_key_is_splitmix64_of_the_seed(seed):
+    assert random.key(seed).value == mix(seed & MASK64)
+    assert random.key(0).value == 0xE220A8397B1DCDAF  # SplitMix64's first output from state 0
+
+
+@pytest.mark.parametrize("seed", [0, 3, 2**40 + 1])
+def test_split_and_fold_in_follow_their_documented_formulas(seed):
+    k = random.key(seed)
+    base = mix(k.value ^ 0x632BE59BD9B4E019)
+    assert [c.value for c in random.split(k, 5)] == [mix(base ^ mix(i + 1)) for i in range(5)]
+    for data in (0, 1, 99, -1, 2**64 + 7):
+        assert random.fold_in(k, data).value == mix(k.value ^ mix((data & MASK64) ^ 0xD1B54A32D192ED03))
+
+
+def test_known_keys_and_draws():
+    """Pinned values: the first numbers a run with seed 0 draws."""
+    k = random.key(0)
+    assert random.split(k)[0].value == mix(mix(0xE220A8397B1DCDAF ^ 0x632BE59BD9B4E019) ^ mix(1))
+    assert random.bits(random.Key(0), 4).tolist() == list(PHILOX_KAT[0][2])
+
+
+# --------------------------------------------------------------------------- every sampler against its formula
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_normal_is_box_muller_of_the_uniforms_in_the_working_precision(key, dtype):
+    n = 101  # odd: the last pair is cut
+    u = random.uniform(key, (51, 2), dtype)
+    radius = torch.sqrt(-2.0 * torch.log1p(-u[:, 0]))
+    angle = (2 * math.pi) * u[:, 1]
+    want = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1).view(-1)[:n]
+    assert torch.equal(random.normal(key, (n,), dtype), want)
+    half = random.normal(key, (n,), torch.float16)  # half precision: the float32 draws, rounded
+    assert torch.equal(half, random.normal(key, (n,), torch.float32).half())
+
+
+def test_float64_bernoulli_uses_53_bit_uniforms(key):
+    probs = torch.tensor([2**-30, 0.3, 1 - 2**-30], dtype=torch.float64).repeat(1000)
+    draws = random.bernoulli(key, probs)
+    assert draws.dtype == torch.float64 and torch.equal(
+        draws, (random.uniform(key, (3000,), torch.float64) < probs).double()
+    )
+
+
+def test_randint_and_permutation_use_63_bit_integers_from_two_words(key):
+    w = random.bits(key, 2 * 500).view(500, 2)
+    v = ((w[:, 0] & 0x7FFFFFFF) << 32) | w[:, 1]
+    assert torch.equal(random.randint(key, 0, 2**63, (500,)), v)  # a range of 2**63: the integers themselves
+    assert torch.equal(random.randint(key, -7, 1000, (500,)), v % 1007 - 7)
+    assert torch.equal(random.permutation(key, 500), torch.argsort(v, stable=True))
+    assert int(v.max()) >= 2**62 and int(v.min()) >= 0  # all 63 bits used, never negative
+
+
+def test_permutation_keeps_index_order_on_ties(key, monkeypatch):
+    monkeypatch.setattr(random, "bits", lambda k, n, device="cpu": torch.zeros((n,), dtype=torch.int64))
+    assert torch.equal(random.permutation(key, 5000), torch.arange(5000))
+
+
+def test_randint_range_limits(key):
+    assert random.randint(key, 2**63 - 10, 2**63, (100,)).min() >= 2**63 - 10  # the top of int64 is allowed
+    assert random.randint(key, -(2**63), -(2**63) + 3, (100,)).max() < -(2**63) + 3  # and the bottom
+    for low, high in ((-(2**63) - 5, -(2**63) + 1), (2**63 - 2, 2**63 + 1)):
+        with pytest.raises(ValueError) as caught:
+            random.randint(key, low, high, (2,))
+        assert str(caught.value) == f"randint: [{low}, {high}) does not fit int64 with a range <= 2**63"
+
+
+def test_bad_arguments_are_named_in_the_errors(key):
+    cases = [
+        (lambda: random.key(1.5), TypeError, "seed must be an int, got float"),
+        (lambda: random.split(key, 0), ValueError, "num must be >= 1, got 0"),
+        (lambda: random.permutation(key, -1), ValueError, "n must be >= 0, got -1"),
+        (lambda: random.randint(key, 3, 3, (2,)), ValueError, "randint needs low < high, got [3, 3)"),
+        (lambda: random.bits(key, -1), ValueError, "num_words must be >= 0, got -1"),
+        (
+            lambda: random.uniform(key, (2,), torch.int64),
+            TypeError,
+            "expected one of torch.float16, torch.bfloat16, torch.float32, torch.float64, got torch.int64",
+        ),
+        (lambda: random.Key(-1), ValueError, "Key value must be an int in [0, 2**64), got -1"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error) as caught:
+            call()
+        assert str(caught.value) == message
+
+
+def test_every_64_bit_value_is_a_key():
+    assert random.Key(0).value == 0 and random.Key(2**64 - 1).value == 2**64 - 1
+    assert random.uniform(random.Key(2**64 - 1), (4,)).shape == (4,)
+    with pytest.raises(ValueError, match=r"^Key value must be an int in \[0, 2\*\*64\), got 18446744073709551616$"):
+        random.Key(2**64)
+    with pytest.raises(ValueError, match=r"got 1.0$"):
+        random.Key(1.0)

@@ -10,8 +10,8 @@ robust Fréchet distance) and :mod:`fgm.metrics.inception` (the features)::
 
 Statistics of real data are computed once per (dataset, split, number of
 images, a hash of the images, weights, preprocessing, precision) and stored by
-:func:`cached_statistics`; the file carries its key and is refused when the
-key, shapes or values do not fit. FID with few images is biased upwards (and
+:func:`cached_statistics`; the file carries its key and a checksum and is
+refused when the key, shapes, count or values do not fit. FID with few images is biased upwards (and
 singular below 2048 images): compare values only at the same ``N``, which
 :class:`FIDResult` always carries.
 """
@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 Images = torch.Tensor | Iterable[Any]
-_CACHE_FORMAT = "fgm-feature-stats-v1"
+_CACHE_FORMAT = "fgm-feature-stats-v2"  # v2: with a checksum of the sums
 _FEATURES_FORMAT = "fgm-features-v1"
 
 
@@ -270,6 +270,8 @@ def _read_cache(path: Path, key: dict) -> FeatureStats:
         raise refuse("has an empty count or non-finite sums")
     if "num_images" in key and int(count) != int(key["num_images"]):
         raise refuse(f"holds {int(count)} images, the key says {key['num_images']}")
+    if blob.get("sha256") != _stats_sha256(count, total, outer):
+        raise refuse("fails its checksum (the statistics were modified or damaged)")
     return FeatureStats(count.to(torch.int64), total, outer)
 
 
@@ -281,7 +283,8 @@ def cached_statistics(
     """Statistics from ``cache_dir`` if stored under ``key``, else ``compute()`` and store them.
 
     The file name is a hash of ``key`` and the file repeats the key, so a
-    collision or a copied file is detected. Writes go to a temporary file in
+    collision or a copied file is detected; a SHA-256 of the sums, verified
+    on every read, refuses a modified or damaged file. Writes go to a temporary file in
     the same directory and are moved into place with ``os.replace``: a crash
     never leaves a half-written cache, and concurrent writers agree.
 
@@ -300,12 +303,14 @@ def cached_statistics(
     if path.exists():
         return _read_cache(path, key)
     stats = compute()
+    count, total, outer = stats.count.to(torch.int64), stats.total.to(torch.float64), stats.outer.to(torch.float64)
     blob = {
         "format": _CACHE_FORMAT,
         "key": _key_json(key),
-        "count": stats.count.to(torch.int64),
-        "total": stats.total.to(torch.float64),
-        "outer": stats.outer.to(torch.float64),
+        "count": count,
+        "total": total,
+        "outer": outer,
+        "sha256": _stats_sha256(count, total, outer),
     }
     _atomic_save(blob, path)
     return stats
@@ -332,6 +337,11 @@ def _tensor_sha256(t: torch.Tensor) -> str:
     h = hashlib.sha256(f"{flat.dtype}{tuple(t.shape)}".encode())
     h.update(flat.view(torch.uint8).numpy().data)
     return h.hexdigest()
+
+
+def _stats_sha256(*tensors: torch.Tensor) -> str:
+    """SHA-256 over the :func:`_tensor_sha256` of each tensor, in order."""
+    return hashlib.sha256("".join(_tensor_sha256(t) for t in tensors).encode()).hexdigest()
 
 
 def features_cache_path(cache_dir: str | os.PathLike, key: dict) -> Path:

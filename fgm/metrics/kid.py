@@ -91,7 +91,11 @@ def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
 def subset_indices(
     k: random.Key, num_a: int, num_b: int, num_subsets: int, subset_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row indices of the random subsets: each drawn without replacement, independently per subset.
+    """Row indices of the random subsets: each drawn without replacement, independently per subset and set.
+
+    ``ka, kb = split(k)``; subset ``s`` of the first set is the first
+    ``subset_size`` entries of ``permutation(fold_in(ka, s), num_a)``, of the
+    second set the same with ``kb`` and ``num_b``.
 
     Args:
       k: the key.
