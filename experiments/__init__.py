@@ -1,0 +1,3 @@
+import matplotlib
+
+matplotlib.use("Agg")  # the command line writes files only; no display on CI machines

@@ -39,8 +39,9 @@ from typing import NamedTuple
 import numpy as np
 
 from experiments import config as cfg
-from experiments import figures, models, rundir
+from experiments import models, rundir
 from fgm import data as fdata
+from fgm import figures
 
 plt = figures.plt
 # (results key, column title, digits): every model's test metrics; a model's own (its objective's parts)
@@ -652,14 +653,18 @@ def figure_lines(dataset: str, groups: list[Group], out: Path, data_dir: str | N
     ]
     if side_by_side(grids, folder / "samples.png"):
         lines += ["### Samples (the same fixed latents per model)", "", f"![samples]({dataset}/samples.png)", ""]
+    return lines + interpolation_lines(dataset, firsts, folder) + progression_lines(dataset, firsts, slugs, folder)
+
+
+def interpolation_lines(dataset: str, firsts: list, folder: Path) -> list[str]:
+    """Each interpolation kind's strips of every row's first run side by side, as Markdown."""
     kinds: dict[str, list] = {}
     for model, path, c in firsts:
         sub = path / rundir.INTERPOLATIONS / (f"s{c['seeds'][0]}" if len(c["seeds"]) > 1 else "")
         index = rundir.read_json(sub / figures.INDEX) if (sub / figures.INDEX).exists() else {"kinds": {}}
         for kind, info in index["kinds"].items():
             kinds.setdefault(kind, []).append((model, sub / info["file"], info["caption"]))
-    if kinds:
-        lines += ["### Interpolations", ""]
+    lines = ["### Interpolations", ""] if kinds else []
     for kind, entries in kinds.items():
         side_by_side([(m, p) for m, p, _ in entries], folder / f"interp-{kind}.png")
         lines += [
@@ -668,6 +673,12 @@ def figure_lines(dataset: str, groups: list[Group], out: Path, data_dir: str | N
             f"![{kind}]({dataset}/interp-{kind}.png)",
             "",
         ]
+    return lines
+
+
+def progression_lines(dataset: str, firsts: list, slugs: dict[str, str], folder: Path) -> list[str]:
+    """Each row's sample progression (PNG and GIF copied beside the report), as Markdown."""
+    lines = []
     for model, path, _ in firsts:
         for name in (figures.PROGRESSION_PNG, figures.PROGRESSION_GIF):
             if (path / "samples" / name).exists():

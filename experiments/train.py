@@ -32,8 +32,8 @@ import torch
 from tqdm.auto import tqdm
 
 from experiments import config as cfg
-from experiments import figures, models, rundir
-from fgm import checkpoint, distributed, ensemble, layouts, random
+from experiments import models, rundir
+from fgm import checkpoint, distributed, ensemble, figures, layouts, random
 from fgm import data as fdata
 from fgm import nn as fnn
 from fgm import train as ftrain

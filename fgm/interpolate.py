@@ -1,6 +1,6 @@
 """Latent interpolations: paths between two latent points, and the strips of images along them.
 
-Pure functions, no file I/O (the command line's ``experiments.figures`` writes the pictures).
+Pure functions, no file I/O (:mod:`fgm.figures` writes the pictures).
 Two latent points ``a`` and ``b`` are joined by ``n`` interior points plus
 both ends (:func:`interpolation_weights`, ``n = 10`` by default: 12 images,
 weights ``0, 1/11, ..., 1``); ``w = 0`` is exactly ``a`` and ``w = 1``

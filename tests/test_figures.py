@@ -1,4 +1,4 @@
-"""The pictures of a run: interpolation strips, the sample progression (experiments/figures.py, train.write_figures)."""
+"""The pictures of a run: interpolation strips, the sample progression (fgm/figures.py, train.write_figures)."""
 
 import json
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from experiments import figures, run, train
-from fgm import interpolate
+from experiments import run, train
+from fgm import figures, interpolate
 
 from .test_interpolate import binary_images, build, params_of, perturbed
 

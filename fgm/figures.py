@@ -1,7 +1,9 @@
-"""Pictures of a run, written to its directory: learning curves, sample grids, interpolations, progression.
+"""Pictures of a training run, written to files: learning curves, sample grids, interpolations, progression.
 
 Every function here takes numbers or images and writes files; the maths of
-the interpolation paths is in :mod:`fgm.interpolate`.
+the interpolation paths is in :mod:`fgm.interpolate`. The command line
+(``experiments``) selects matplotlib's file-only backend; here the backend
+is left to the caller (a notebook keeps its own).
 """
 
 from __future__ import annotations
@@ -11,9 +13,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on CI machines
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -21,6 +20,18 @@ import torchvision
 from PIL import Image, ImageDraw
 
 from fgm import interpolate, random
+
+__all__ = [
+    "INDEX",
+    "PROGRESSION_GIF",
+    "PROGRESSION_PNG",
+    "plot_curves",
+    "sample_epochs",
+    "save_figure",
+    "save_grid",
+    "write_interpolations",
+    "write_progression",
+]
 
 INDEX = "index.json"
 PROGRESSION_GIF = "progression.gif"
