@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["library", "philox_uniform", "philox_words"]
+__all__ = ["library", "philox_bernoulli", "philox_uniform", "philox_words"]
 
 SOURCE = r"""
 #include <stdint.h>
@@ -78,6 +78,21 @@ void fgm_philox_uniform_f32(uint64_t key, int64_t n, int b, float *out) {
     if (full * 4 < n) {
         philox_block((uint32_t)full, k0, k1, w);
         for (int64_t i = full * 4; i < n; i++) out[i] = (float)(w[i - full * 4] >> shift) * scale;
+    }
+}
+
+/* Bernoulli draws in float32: out[i] = u_i < probs[i] (1 or 0), u_i the 24-bit uniform above, in one pass. */
+void fgm_philox_bernoulli_f32(uint64_t key, int64_t n, const float *probs, float *out) {
+    uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32), w[4];
+    const float scale = 1.0f / 16777216.0f;  /* 2**-24 */
+    int64_t full = n / 4;
+    for (int64_t blk = 0; blk < full; blk++) {
+        philox_block((uint32_t)blk, k0, k1, w);
+        for (int j = 0; j < 4; j++) out[4 * blk + j] = (float)(w[j] >> 8) * scale < probs[4 * blk + j] ? 1.0f : 0.0f;
+    }
+    if (full * 4 < n) {
+        philox_block((uint32_t)full, k0, k1, w);
+        for (int64_t i = full * 4; i < n; i++) out[i] = (float)(w[i - full * 4] >> 8) * scale < probs[i] ? 1.0f : 0.0f;
     }
 }
 
@@ -144,7 +159,9 @@ def library() -> ctypes.CDLL | None:
     lib.fgm_philox_words.argtypes = [ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p]
     lib.fgm_philox_uniform_f32.argtypes = [ctypes.c_uint64, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p]
     lib.fgm_philox_uniform_f64.argtypes = [ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p]
-    for fn in (lib.fgm_philox_words, lib.fgm_philox_uniform_f32, lib.fgm_philox_uniform_f64):
+    lib.fgm_philox_bernoulli_f32.argtypes = [ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+    kernels = (lib.fgm_philox_words, lib.fgm_philox_uniform_f32, lib.fgm_philox_uniform_f64)
+    for fn in (*kernels, lib.fgm_philox_bernoulli_f32):
         fn.restype = None
     return lib
 
@@ -167,4 +184,13 @@ def philox_uniform(lib: ctypes.CDLL, key: int, n: int, significand_bits: int) ->
     out = torch.empty(n, dtype=torch.float32)
     if n:
         lib.fgm_philox_uniform_f32(key, n, significand_bits, out.data_ptr())
+    return out
+
+
+def philox_bernoulli(lib: ctypes.CDLL, key: int, probs: torch.Tensor) -> torch.Tensor:
+    """``(uniform < probs)`` as :func:`fgm.random.bernoulli` makes it, for float32 ``probs`` on the CPU."""
+    probs = probs.contiguous()
+    out = torch.empty_like(probs)
+    if probs.numel():
+        lib.fgm_philox_bernoulli_f32(key, probs.numel(), probs.data_ptr(), out.data_ptr())
     return out

@@ -353,6 +353,10 @@ def bernoulli(k: Key, probs: torch.Tensor) -> torch.Tensor:
     Returns:
       ``[...]`` (the shape of ``probs``) of 0./1. in ``probs.dtype``, on ``probs.device``.
     """
+    native = _native_on(probs.device)
+    if native is not None and probs.dtype == torch.float32:  # draw and compare in one C loop (fgm._native)
+        _num_blocks(probs.numel())
+        return _native.philox_bernoulli(native, k.value, probs)
     work = torch.float64 if probs.dtype == torch.float64 else torch.float32
     u = uniform(k, probs.shape, dtype=work, device=probs.device)
     return (u < probs).to(probs.dtype)

@@ -340,7 +340,9 @@ def test_bfloat16_and_float16_uniforms_are_the_top_bits_and_below_one(key, monke
     u = random.uniform(key, (1000,), torch.bfloat16)
     assert u.dtype == torch.bfloat16 and torch.equal(u, ((w >> 24).float() / 2**8).bfloat16())
     assert 0 <= float(u.min()) and float(u.max()) < 1 and len(set(u.tolist())) > 200  # all 256 levels in use
-    # the largest stream word: the largest value is 1 - 2**-b, exact in the dtype (1 is never drawn)
+    # the largest stream word: the largest value is 1 - 2**-b, exact in the dtype (1 is never drawn); words
+    # are fed through `bits`, which the torch-op path reads (the C kernel computes the same: test_random_native)
+    monkeypatch.setattr(random, "_native_on", lambda device: None)
     monkeypatch.setattr(random, "bits", lambda k, n, device="cpu": torch.full((n,), M32, dtype=torch.int64))
     assert random.uniform(key, (3,), torch.bfloat16).tolist() == [1 - 2**-8] * 3
     assert random.uniform(key, (3,), torch.float16).tolist() == [1 - 2**-11] * 3
@@ -360,6 +362,7 @@ def test_bernoulli_at_zero_and_one_even_at_the_extreme_uniforms(key, monkeypatch
     probs = torch.tensor([0.0, 1.0] * 8, dtype=dtype)
     expected = torch.tensor([0.0, 1.0] * 8, dtype=dtype)
     assert torch.equal(random.bernoulli(key, probs), expected)
+    monkeypatch.setattr(random, "_native_on", lambda device: None)  # words through `bits` (torch-op path)
     for word in (0, M32):  # the smallest and the largest uniform
         monkeypatch.setattr(random, "bits", lambda k, n, device="cpu", w=word: torch.full((n,), w, dtype=torch.int64))
         assert torch.equal(random.bernoulli(key, probs), expected)

@@ -69,3 +69,13 @@ def test_the_kernel_is_off_with_fgm_native_0_or_without_a_working_compiler(monke
 def test_other_devices_use_the_torch_ops():
     assert random._native_on("meta") is None
     assert random.uniform(random.key(0), (5,), device="meta").device.type == "meta"
+
+
+@given(st.integers(min_value=0, max_value=2**64 - 1), st.integers(min_value=1, max_value=999))
+@settings(max_examples=30, deadline=None)
+def test_bernoulli_is_strictly_below_its_own_uniforms(value, n):
+    """``bernoulli(k, p)`` is ``u < p`` with ``u = uniform(k)``: at ``p = u`` it fails, just above it succeeds."""
+    k = random.Key(value)
+    u = random.uniform(k, (n,))
+    assert not random.bernoulli(k, u).any()
+    assert random.bernoulli(k, torch.nextafter(u, torch.ones_like(u))).all()
