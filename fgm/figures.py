@@ -33,9 +33,9 @@ __all__ = [
     "write_progression",
 ]
 
-INDEX = "index.json"
-PROGRESSION_GIF = "progression.gif"
-PROGRESSION_PNG = "progression.png"
+INDEX = "index.json"  # an interpolations folder's list of strips: {"kinds": {kind: {"file", "caption"}}}
+PROGRESSION_GIF = "progression.gif"  # every sample grid of a run, one frame per grid
+PROGRESSION_PNG = "progression.png"  # the grids side by side, at most max_columns of them
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> None:

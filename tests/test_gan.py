@@ -333,7 +333,7 @@ def test_parameter_count_within_25_percent_of_the_vae(dataset):
     spec = fdata.get_spec(dataset)
     from fgm.models import vae as V
 
-    vae_count = fnn.count_params(V.init(models.build_vae(spec, models.MODELS["vae_std"]), random.key(0)))
+    vae_count = fnn.count_params(V.init(models.build_vae(spec, models.MODELS["vae_std"].defaults), random.key(0)))
     config = {**models.defaults("gan", dataset, "default"), "total_steps": 1}
     recipe = models.gan(spec, config)
     params = recipe.trainer.init(random.key(0)).params

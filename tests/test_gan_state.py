@@ -84,7 +84,7 @@ def test_dcgan_parameter_count_within_25_percent_of_the_vae(batchnorm, spectral)
     spec = fdata.get_spec("mnist")
     from fgm.models import vae as V
 
-    vae_count = fnn.count_params(V.init(models.build_vae(spec, models.MODELS["vae_std"]), random.key(0)))
+    vae_count = fnn.count_params(V.init(models.build_vae(spec, models.MODELS["vae_std"].defaults), random.key(0)))
     gan = dcgan(batchnorm, spectral, latent=64, width=80)  # the networks' defaults, with the GAN's latent size
     gan_count = fnn.count_params(G.init(gan, random.key(0)))
     assert abs(gan_count - vae_count) <= 0.25 * vae_count, (gan_count, vae_count)

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from experiments import fid as fid_cli
 from fgm import random
+from fgm.metrics import samples
 from fgm.models import gan as G
 from fgm.models import vae as V
 
@@ -49,7 +49,7 @@ def test_generated_batches_for_the_metrics_are_clamped_to_the_unit_interval(key)
         noise=lambda k, n, device="cpu": random.normal(k, (n, 3), device=device),
         generate=lambda params, z: (z * 4).view(-1, 1, 1, 3),
     )
-    batches = list(fid_cli.generated_batches(trainer, {"w": torch.zeros(1)}, key, 10, batch_size=4))
+    batches = list(samples.generated_batches(trainer, {"w": torch.zeros(1)}, key, 10, batch_size=4))
     assert [b.shape[0] for b in batches] == [4, 4, 2]
     images = torch.cat(batches)
     raw = torch.cat([(trainer.noise(random.fold_in(key, i), n) * 4).view(-1, 1, 1, 3) for i, n in enumerate((4, 4, 2))])

@@ -368,7 +368,7 @@ def test_built_in_models_fit_any_registered_shape(shape, likelihood, kind):
     from fgm.models import vae as vae_lib
 
     spec = fdata.DatasetSpec("toy", shape, 10, likelihood, loader=lambda root, split, download: None)
-    vae = models.build_vae(spec, models.MODELS["vae_std"])
+    vae = models.build_vae(spec, models.MODELS["vae_std"].defaults)
     params = vae_lib.init(vae, random.key(0))
     loss, _ = vae_lib.loss(vae, params, torch.zeros(2, *shape), vae_lib.latent_noise(vae, random.key(1), 2))
     assert torch.isfinite(loss)
@@ -379,7 +379,7 @@ def test_built_in_models_fit_any_registered_shape(shape, likelihood, kind):
             "decoder": 542_224,
             "prior": 0,
         }
-    gan = models.build_gan(spec, models.MODELS["gan"])
+    gan = models.build_gan(spec, models.MODELS["gan"].defaults)
     gan_params = gan_lib.init(gan, random.key(3))
     state = gan_lib.init_model_state(gan, gan_params, random.key(3))
     z = random.normal(random.key(4), (2, gan.latent_dim))
@@ -438,9 +438,9 @@ def test_vae_arch_conv_is_the_conv_gans_shapes_at_a_matched_size(model):
 def test_built_in_models_refuse_other_shapes_naming_them():
     spec = fdata.DatasetSpec("big", (3, 64, 64), 10, "discretized_logistic", loader=lambda root, split, download: None)
     with pytest.raises(ValueError, match=r"vae: no built-in architecture for dataset 'big' of shape \(3, 64, 64\)"):
-        models.build_vae(spec, models.MODELS["vae_std"])
+        models.build_vae(spec, models.MODELS["vae_std"].defaults)
     with pytest.raises(ValueError, match=r"gan: .*'big' of shape \(3, 64, 64\)"):
-        models.build_gan(spec, models.MODELS["gan"])
+        models.build_gan(spec, models.MODELS["gan"].defaults)
 
 
 def test_compile_with_several_seeds_compiles_the_members_gradient_not_silently_eager(tmp_path, mnist_root, monkeypatch):
