@@ -100,7 +100,9 @@ TARGETS: dict[str, Target] = {
         ),
     ),
     "fgm/checkpoint.py": Target("fgm/checkpoint.py", ("tests/test_checkpoint.py",)),
-    "fgm/random.py": Target("fgm/random.py", ("tests/test_random.py", "tests/test_properties.py")),
+    "fgm/random.py": Target(
+        "fgm/random.py", ("tests/test_random.py", "tests/test_random_native.py", "tests/test_properties.py")
+    ),
     # the disk caches of fgm.metrics.fid: statistics and features, their keys, paths and checks
     "fgm/metrics/fid.py:caches": Target(
         "fgm/metrics/fid.py",
@@ -167,7 +169,9 @@ def importing_tests(path: str) -> tuple[str, ...]:
     tests = sorted((ROOT / "tests").glob("test_*.py"))
     found = [str(t.relative_to(ROOT)) for t in tests if _dotted(path) in _imported_modules(t)]
     if not found:
-        users = [m for m in modules() if _dotted(path) in _imported_modules(ROOT / m)]
+        sources = sorted(str(f.relative_to(ROOT)) for d in ("fgm", "experiments") for f in (ROOT / d).rglob("*.py"))
+        # packages' __init__ files too: tests import fgm.models.gan, which imports its modules
+        users = [m for m in sources if m != path and _dotted(path) in _imported_modules(ROOT / m)]
         found = sorted({t for m in users for t in importing_tests(m)})
     return tuple(found)
 

@@ -396,7 +396,15 @@ def test_every_option_of_the_command_line_is_described():
 
 @pytest.mark.parametrize(
     "text, shown",
-    [("inf", "inf"), ("-inf", "-inf"), ("INF", "inf"), ("Infinity", "inf"), ("-INF", "-inf"), ("nan", "nan")],
+    [
+        ("inf", "inf"),
+        ("-inf", "-inf"),
+        ("INF", "inf"),
+        ("Infinity", "inf"),
+        ("-INF", "-inf"),
+        ("infinity", "inf"),
+        ("nan", "nan"),
+    ],
 )
 def test_a_non_finite_number_is_refused_as_a_number(text, shown):
     with pytest.raises(ValueError) as caught:
@@ -411,6 +419,10 @@ def test_a_list_has_no_null_elements_and_plain_words_and_lists_say_so():
     assert cfg.Setting("name", str, "a name", optional=True).allowed() == "a word (or null)"
     assert cfg.Setting("widths", list, "widths", low=2, optional=True).allowed() == f"{LIST} >= 2 (or null)"
     assert cfg.check_value(cfg.Setting("name", str, "a name"), "anything") == "anything"
+    optional = cfg.Setting("widths", list, "widths", low=2, optional=True)  # the list may be null, not its elements
+    assert cfg.check_value(optional, None) is None and cfg.check_value(optional, [2, 3]) == [2, 3]
+    with pytest.raises(ValueError, match=r"^widths: None is not allowed; expected an integer >= 2$"):
+        cfg.check_value(optional, [2, None])
     with pytest.raises(ValueError, match=r"^epochs: 0 is not allowed; expected an integer >= 1$"):
         cfg.check_value(cfg.setting("epochs"), 0)  # without a place: the setting's name
 
