@@ -11,7 +11,7 @@ target is tested in its own scratch copy of the last commit (``git archive HEAD`
 changes are not tested and nothing is written into the checkout but the results file), under
 ``$FGM_MUTATION_DIR`` (default ``/tmp/fgm-mutmut``), with a ``[tool.mutmut]`` section appended to
 the copy's ``pyproject.toml``. Resumable: a target already in the results file for this commit
-(or for an earlier one when nothing under ``fgm/``, ``experiments/``, ``tests/`` changed since)
+(or for an earlier one when nothing under ``fgm/`` and ``experiments/``, and none of its test files, changed since)
 is skipped, and an interrupted target resumes in its scratch copy (mutmut keeps each mutant's
 result). ``--timeout`` stops a target that takes too long and records it as stopped, with the
 counts reached.
@@ -28,6 +28,7 @@ import argparse
 import ast
 import datetime
 import fnmatch
+import functools
 import json
 import os
 import shlex
@@ -45,8 +46,8 @@ MUTMUT_VERSION = "3.8.1"
 PYTEST_ARGS = ["-p", "no:cacheprovider", "-q", "--hypothesis-seed=0"]
 # what the tests read besides fgm/ and experiments/ (mutmut copies tests/ and pyproject.toml itself)
 ALSO_COPY = ["benchmarks", "reports", "docs", "README.md", "BENCHMARKS.md", "Makefile", "scripts"]
-# results that count as the code under test having changed
-CODE = ["fgm", "experiments", "tests", "pyproject.toml"]
+# what a result depends on besides its target's test files (a change makes the result stale)
+CODE = ["fgm", "experiments", "tests/conftest.py", "pyproject.toml"]
 
 # mutmut's exit codes (mutmut.stats.status_by_exit_code, copied: importing mutmut reads the cwd's config)
 STATUS = {
@@ -134,6 +135,7 @@ def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
 
 
+@functools.cache
 def modules() -> list[str]:
     """Every module of fgm/ and experiments/ (``__init__`` files without code left out)."""
     paths = sorted(git("ls-files", "fgm/*.py", "fgm/**/*.py", "experiments/*.py").split())
@@ -145,7 +147,8 @@ def _has_code(path: Path) -> bool:
     return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) for n in tree.body)
 
 
-def _imported_modules(test: Path) -> set[str]:
+@functools.cache
+def _imported_modules(test: Path) -> frozenset[str]:
     """The dotted names a test file imports (``from fgm import random`` gives ``fgm.random``)."""
     found = set()
     for node in ast.walk(ast.parse(test.read_text())):
@@ -154,7 +157,7 @@ def _imported_modules(test: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
             found |= {f"{node.module}.{a.name}" for a in node.names}
-    return found
+    return frozenset(found)
 
 
 def _dotted(path: str) -> str:
@@ -223,13 +226,14 @@ def save_results(results: dict) -> None:
     RESULTS.write_text(json.dumps(dict(sorted(results.items())), indent=2, ensure_ascii=False) + "\n")
 
 
-def up_to_date(entry: dict | None, commit: str) -> bool:
-    """Done for this commit, or for an earlier one with the code and tests unchanged since."""
-    if not entry or entry.get("stopped"):
+def up_to_date(name: str, entry: dict | None, commit: str) -> bool:
+    """Done for this commit, or for an earlier one with the code, the target's tests and their selection unchanged."""
+    if not entry or entry.get("stopped") or entry["tests"] != list(tests_of(target(name))):
         return False
     if entry["commit"] == commit:
         return True
-    return subprocess.run(["git", "diff", "--quiet", entry["commit"], commit, "--", *CODE], cwd=ROOT).returncode == 0
+    paths = [*CODE, *{t.partition("::")[0] for t in entry["tests"]}]
+    return subprocess.run(["git", "diff", "--quiet", entry["commit"], commit, "--", *paths], cwd=ROOT).returncode == 0
 
 
 def scratch_copy(name: str, commit: str, t: Target) -> Path:
@@ -326,12 +330,12 @@ def run(args: argparse.Namespace) -> int:
     if args.nice:
         os.nice(max(0, args.nice - os.nice(0)))
     commit = git("rev-parse", "--short=12", "HEAD")
-    if git("status", "--porcelain", "--", *CODE):
+    if git("status", "--porcelain", "--", *CODE, "tests"):
         print("note: uncommitted changes under fgm/, experiments/ or tests/ are not tested (the last commit is)")
     names = args.targets or modules()
     results = load_results()
     for name in names:
-        if not args.force and up_to_date(results.get(name), commit):
+        if not args.force and up_to_date(name, results.get(name), commit):
             print(f"== {name}: done for this code ({results[name]['commit']}), skipped", flush=True)
             continue
         command = shlex.join(["python", "scripts/mutation.py", "run", name, "--max-children", str(args.max_children)])
@@ -385,7 +389,7 @@ def list_targets(args: argparse.Namespace) -> int:
     commit = git("rev-parse", "--short=12", "HEAD")
     for name in sorted({*modules(), *TARGETS}):
         t = target(name)
-        state = "done" if up_to_date(results.get(name), commit) else "to run"
+        state = "done" if up_to_date(name, results.get(name), commit) else "to run"
         print(f"{name:40} {state:7} {' '.join(tests_of(t)) or '(no test imports it)'}")
     return 0
 
