@@ -50,7 +50,10 @@ def test_a_part_names_the_mutants_of_its_functions_only(tmp_path):
 def test_the_mutmut_section_names_the_module_and_its_tests():
     text = mutation.mutmut_config(mutation.TARGETS["fgm/random.py"])
     assert 'only_mutate = ["fgm/random.py"]' in text
-    assert 'pytest_add_cli_args_test_selection = ["tests/test_random.py", "tests/test_properties.py"]' in text
+    assert (
+        'pytest_add_cli_args_test_selection = ["tests/test_random.py", "tests/test_random_native.py", '
+        '"tests/test_properties.py"]' in text
+    )
     assert '"--hypothesis-seed=0"' in text and 'process_isolation = "forkserver"' in text
 
 
