@@ -412,7 +412,7 @@ def gan_sample_variables(gan: gan_lib.GAN, variables: dict, raw: bool, batch_sta
         "latent_dim": (64, _LATENT),
         "loss": (
             "non_saturating",
-            Setting("loss", str, "adversarial loss", choices=tuple(gan_lib.LOSSES) + ("wgan_gp",)),
+            Setting("loss", str, "adversarial loss", choices=tuple(gan_lib.LOSSES)),
         ),
         "arch": ("auto", Setting("arch", str, "networks (auto: conv where built in)", choices=("auto", "conv", "mlp"))),
         "g_hidden": ([256, 512], Setting("g_hidden", list, "generator MLP widths", low=1)),
