@@ -79,3 +79,29 @@ def test_bernoulli_is_strictly_below_its_own_uniforms(value, n):
     u = random.uniform(k, (n,))
     assert not random.bernoulli(k, u).any()
     assert random.bernoulli(k, torch.nextafter(u, torch.ones_like(u))).all()
+
+
+def test_cpu_draws_take_the_kernel_not_the_torch_ops(monkeypatch):
+    """Where the kernel builds, every CPU sampler takes it: the torch-op rounds are never run (they are slower)."""
+    if _native.library() is None:
+        pytest.skip("no C compiler: fgm.random uses its torch ops")
+
+    def torch_ops(*args, **kwargs):
+        raise AssertionError("the torch-op Philox rounds ran on the CPU")
+
+    monkeypatch.setattr(random, "_philox_blocks", torch_ops)
+    k = random.key(3)
+    random.bits(k, 9), random.uniform(k, (9,)), random.uniform(k, (9,), torch.float64), random.normal(k, (9,))
+    random.bernoulli(k, torch.full((9,), 0.5)), random.permutation(k, 9), random.randint(k, 0, 5, (9,))
+
+
+def test_the_kernel_refuses_draws_past_the_counter_like_the_torch_ops(monkeypatch):
+    """One draw may use at most _MAX_WORDS words (the counter's first word): float64 takes two per value."""
+    monkeypatch.setattr(random, "_MAX_WORDS", 8)
+    k = random.key(0)
+    assert random.uniform(k, (8,)).shape == (8,) and random.uniform(k, (4,), torch.float64).shape == (4,)
+    for draw in (lambda: random.uniform(k, (9,)), lambda: random.uniform(k, (5,), torch.float64)):
+        with pytest.raises(ValueError, match="fold_in"):
+            draw()
+    with pytest.raises(ValueError, match="fold_in"):
+        random.bernoulli(k, torch.full((9,), 0.5))
