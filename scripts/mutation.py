@@ -94,7 +94,6 @@ TARGETS: dict[str, Target] = {
         "experiments/config.py",
         (
             "tests/test_config.py",
-            "tests/test_plugin.py",  # the module a plugin run records, and the reproduce command's --import
             "tests/test_report_pooling.py",
             "tests/test_run.py::test_bad_input_is_a_clear_error_with_exit_2",
             "tests/test_devices.py::test_device_names_resolve_or_say_what_is_allowed",
