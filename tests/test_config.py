@@ -471,3 +471,20 @@ def test_devices_by_name_with_mps_and_several_gpus(monkeypatch):
     assert cfg.resolve_device("cuda") == torch.device("cuda", 0)  # no index: the first GPU
     assert [cfg.resolve_device(f"cuda:{i}") for i in range(3)] == [torch.device("cuda", i) for i in range(3)]
     assert cfg.resolve_device("auto") == torch.device("cuda") and cfg.resolve_device("cpu") == torch.device("cpu")
+
+
+def test_a_plugin_models_config_records_its_module_and_reproduces_with_import():
+    """A model registered by another module: the config names it, the reproduce command imports it."""
+    plugin = models.MODELS["vae_std"]._replace(module="my_models")
+    args = cfg.train_parser(sorted(models.MODELS), ["mnist"]).parse_args(["vae_std", "mnist", "--profile", "smoke"])
+    config = cfg.resolve(args, plugin)
+    assert config["import"] == "my_models" and "import" not in cfg.resolve(args, models.MODELS["vae_std"])
+    assert cfg.check_config(config)["import"] == "my_models"
+    command = cfg.reproduce_command(config, plugin)
+    assert command.startswith("python -m experiments.run vae_std mnist --import my_models")
+    assert "--import" not in cfg.reproduce_command({**config, "import": None}, plugin)
+    # where the model comes from is not what it trains: a resume may add or drop the key
+    assert cfg.changed_settings(config, {k: v for k, v in config.items() if k != "import"}) == []
+    with pytest.raises(ValueError) as caught:
+        cfg.check_config({**config, "import": 3})
+    assert str(caught.value) == "config key 'import' is not a module name: 3"
