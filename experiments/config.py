@@ -83,6 +83,13 @@ def _run_settings() -> list[Setting]:
             flag=False,
         ),
         Setting(
+            "cuda_graph",
+            bool,
+            "replay each update's gradient as one CUDA graph (a CUDA device, one seed, without --compile)",
+            flag=False,
+            eval_only=True,  # bitwise the eager update (tests/test_cuda_graph.py): a resume may switch it
+        ),
+        Setting(
             "compile_nll",
             bool,
             "torch.compile the IWAE chunks only (the test NLL; training stays eager, so --seeds N works)",

@@ -106,7 +106,8 @@ def train_loop(run: Setup, data: Data, state: Any, start_epoch: int, history: li
     """
     keys = [rundir.run_keys(s) for s in run.seeds]
     grid_noise = [run.experiment.trainer.noise(k.samples, 64, run.device) for k in keys]  # the same every epoch
-    step = ensemble.member_step(run.experiment.trainer, len(keys), run.config.get("compile", False))
+    mode = "cuda_graph" if run.config.get("cuda_graph") else run.config.get("compile", False)
+    step = ensemble.member_step(run.experiment.trainer, len(keys), mode)
     watches = [run.experiment.monitor() for _ in keys] if run.experiment.monitor else None
     epochs, per_epoch = run.config["epochs"], fdata.num_batches(len(data.train), models.images_per_update(run.config))
     done, disable = start_epoch * per_epoch, not run.progress
@@ -350,7 +351,14 @@ def check_out(out: Path, resume: bool) -> None:
 
 
 def check_compile(run: Setup) -> None:
-    """Refuses ``--compile`` for models (or seed ensembles of models) without it, before any work."""
+    """Refuses ``--compile`` for models (or seed ensembles of models) without it, and ``cuda_graph`` off a
+    single-seed, uncompiled CUDA run, before any work."""
+    if run.config.get("cuda_graph"):
+        if run.device.type != "cuda" or len(run.seeds) > 1 or run.config.get("compile"):
+            raise ValueError(
+                f"cuda_graph=true needs a CUDA device, one seed and no --compile (device {run.device}, "
+                f"{len(run.seeds)} seed(s), compile {bool(run.config.get('compile'))})"
+            )
     if run.config.get("compile"):
         stacked = {"stacked": True} if len(run.seeds) > 1 else {}
         try:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["library", "philox_bernoulli", "philox_uniform", "philox_words"]
+__all__ = ["enabled", "library", "philox_bernoulli", "philox_uniform", "philox_words"]
 
 SOURCE = r"""
 #include <stdint.h>
@@ -142,6 +142,11 @@ def _build(compiler: str) -> Path:
         subprocess.run([compiler, *_FLAGS, str(source), "-o", str(built)], check=True, capture_output=True, timeout=120)
         os.replace(built, target)
     return target
+
+
+def enabled() -> bool:
+    """False when ``FGM_NATIVE=0`` turns the compiled kernels off (this C loop, and :mod:`fgm.random`'s GPU kernel)."""
+    return os.environ.get("FGM_NATIVE", "1") != "0"
 
 
 @functools.cache

@@ -184,6 +184,7 @@ def affine_coupling(
     mask = mask.to(torch.float32)
     dim = mask.numel()
     template, apply = fnn.functional(lambda: _conditioner(dim, tuple(hidden)))
+    mask_like = _mask_copies(mask)
     out_layer = f"{len(hidden) * 2}"
 
     def init(key):
@@ -196,22 +197,41 @@ def affine_coupling(
     def scale_and_shift(params, x_cond):
         s, t = apply(params, x_cond).chunk(2, dim=-1)
         s = scale_bound * torch.tanh(s / scale_bound)
-        m = mask.to(dtype=x_cond.dtype, device=x_cond.device)
+        m = mask_like(x_cond)
         return s * (1 - m), t * (1 - m), m
 
     def fwd(params, x):
-        m = mask.to(dtype=x.dtype, device=x.device)
+        m = mask_like(x)
         s, t, m = scale_and_shift(params, x * m)
         y = x * torch.exp(s) + t  # s = t = 0 on the conditioning dimensions
         return y, s.sum(-1)
 
     def inv(params, y):
-        m = mask.to(dtype=y.dtype, device=y.device)
+        m = mask_like(y)
         s, t, m = scale_and_shift(params, y * m)
         x = (y - t) * torch.exp(-s)
         return x, -s.sum(-1)
 
     return Bijector(init, fwd, inv)
+
+
+def _mask_copies(mask: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``mask_like(x)``: ``mask`` in ``x``'s dtype on ``x``'s device, copied once per (dtype, device).
+
+    A copy from the CPU at every call waits for the GPU and cannot be
+    captured in a CUDA graph.
+    """
+    copies: dict[tuple, torch.Tensor] = {}
+
+    def mask_like(x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # a traced copy is a constant of the graph; a kept one has no storage
+            return mask.to(dtype=x.dtype, device=x.device)
+        where = (x.dtype, x.device)
+        if where not in copies:
+            copies[where] = mask.to(dtype=x.dtype, device=x.device)
+        return copies[where]
+
+    return mask_like
 
 
 def alternating_masks(dim: int, num_layers: int) -> list[torch.Tensor]:

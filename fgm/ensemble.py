@@ -386,7 +386,7 @@ def make_ensemble_step(
     return step
 
 
-def member_step(trainer: Trainer, num_members: int, compile: bool = False) -> Callable:
+def member_step(trainer: Trainer, num_members: int, compile: bool | str = False) -> Callable:
     """``step(state, inputs_per_member) -> (state, metrics [M])``: a trainer's plain update (M = 1) or its vmap.
 
     ``state`` is the trainer's state (M = 1) or the stacked :class:`EnsembleState`;
@@ -394,10 +394,11 @@ def member_step(trainer: Trainer, num_members: int, compile: bool = False) -> Ca
     metric comes back with a leading axis of M. The caller drops each state once
     stepped, so the update may reuse its buffers (donation: the same numbers bit
     for bit, no fresh buffers). With ``compile`` and M > 1 it is the trainer's own
-    stacked update: all members' gradient compiled as one vmapped graph.
+    stacked update: all members' gradient compiled as one vmapped graph. M = 1
+    passes ``compile`` on (``True``, or ``"cuda_graph"``: see :func:`fgm.train.cuda_graph`).
     """
     if num_members == 1:
-        update = trainer.make_update(donate=True, **({"compile": True} if compile else {}))
+        update = trainer.make_update(donate=True, **({"compile": compile} if compile else {}))
     elif compile:
         update = trainer.make_update(donate=True, compile=True, stacked=True)
     else:

@@ -32,7 +32,9 @@ Typical use, in the style of JAX/equinox::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -226,6 +228,60 @@ def _native_on(device: torch.device | str):
     return _native.library() if torch.device(device).type == "cpu" else None
 
 
+def _philox_stream(key_words: torch.Tensor, num_blocks: int) -> torch.Tensor:
+    """``int64 [4 * num_blocks]``: the stream's words, with the key's 32-bit words in a tensor.
+
+    The arithmetic of :func:`philox4x32` for the counters ``(block, 0, 0,
+    0)``; on a GPU :func:`_fused_on` compiles it into one kernel, and a key
+    that lives in a tensor lets that kernel serve every key without
+    recompiling. ``key_words`` also holds the two round multipliers: read
+    from memory, they stay 64-bit integers in the generated code (written as
+    constants, the compiler folds the first product into a 32-bit index
+    expression, where they overflow).
+
+    Args:
+      key_words: ``int64 [4]``: ``k0, k1, M0, M1``.
+      num_blocks: blocks of four words.
+    """
+    k0, k1, m0, m1 = key_words.unbind()
+    x0 = torch.arange(num_blocks, dtype=torch.int64, device=key_words.device)
+    x1 = x2 = x3 = torch.zeros_like(x0)
+    for r in range(_ROUNDS):
+        if r:
+            k0, k1 = (k0 + _W0) & _MASK32, (k1 + _W1) & _MASK32
+        p0, p1 = x0 * m0, x2 * m1
+        x0, x1, x2, x3 = ((p1 >> 32) & _MASK32) ^ x1 ^ k0, p1 & _MASK32, ((p0 >> 32) & _MASK32) ^ x3 ^ k1, p0 & _MASK32
+    return torch.stack([x0, x1, x2, x3], dim=1).view(-1)
+
+
+@functools.cache
+def _fused_stream():
+    return torch.compile(_philox_stream, dynamic=True, fullgraph=True)
+
+
+def _fused_on(device: torch.device | str):
+    """The compiled :func:`_philox_stream` for draws on a CUDA device, else ``None`` (torch's integer ops).
+
+    ``FGM_NATIVE=0`` turns it off with the C kernel. A compiler that fails
+    (no Triton, say) is reported once and the torch ops take over.
+    """
+    if torch.device(device).type != "cuda" or not _native.enabled() or _FUSED_FAILED:
+        return None
+    return _guarded_stream
+
+
+_FUSED_FAILED: list[str] = []
+
+
+def _guarded_stream(key_words: torch.Tensor, num_blocks: int) -> torch.Tensor:
+    try:
+        return _fused_stream()(key_words, num_blocks)
+    except Exception as error:  # noqa: BLE001 - any compiler failure: fall back to the same words, slower
+        _FUSED_FAILED.append(repr(error))
+        warnings.warn(f"fgm.random: the fused GPU Philox kernel failed ({error!r}); using torch's ops", stacklevel=3)
+        return _philox_stream(key_words, num_blocks)
+
+
 def _num_blocks(num_words: int) -> int:
     if num_words > _MAX_WORDS:
         raise ValueError(
@@ -254,6 +310,11 @@ def bits(k: Key, num_words: int, device: torch.device | str = "cpu") -> torch.Te
     native = _native_on(device)
     if native is not None:  # the same words from one C loop (fgm._native)
         return _native.philox_words(native, k.value, num_words)
+    fused = _fused_on(device)
+    if fused is not None:  # the same words from one generated GPU kernel
+        key_words = torch.tensor([k.value & _MASK32, k.value >> 32, _M0, _M1], dtype=torch.int64)
+        # a pageable host-to-device copy of 16 bytes is staged at once: no wait for the device
+        return fused(key_words.to(device, non_blocking=True), num_blocks)[:num_words]
     lanes = _philox_blocks(k, num_blocks, device)
     return torch.stack(lanes, dim=1).view(-1)[:num_words]
 

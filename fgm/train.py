@@ -36,6 +36,8 @@ StepFn = Callable[["TrainState", Any, random.Key], tuple["TrainState", Metrics]]
 
 __all__ = [
     "TrainState",
+    "cloned_metrics",
+    "cuda_graph",
     "first_nonfinite_step",
     "init_state",
     "make_step",
@@ -159,12 +161,90 @@ def value_and_grad(
     return fn
 
 
+def cuda_graph(fn: Callable, warmup: int = 3) -> Callable:
+    """``fn`` replayed as one CUDA graph: one launch for all its kernels instead of one per operator.
+
+    The first call captures ``fn`` on copies of its arguments (after
+    ``warmup`` calls on a side stream, as ``torch.cuda.graphs`` asks); each
+    call then copies its arguments into those buffers, skipping any argument
+    that already is the buffer, and replays the graph. ``fn`` must be a pure
+    function of CUDA tensors whose Python-level behaviour (shapes, branches,
+    Python numbers) is the same on every call: the graph replays the
+    kernels of the first call with the same scalar arguments.
+
+    Args:
+      fn: ``fn(*args) -> outputs``; ``args`` a pytree of CUDA tensors.
+      warmup: uncaptured calls before the capture.
+
+    Returns:
+      ``graphed(*args) -> outputs``. The outputs are the graph's own
+      buffers: the next call overwrites them, so read or copy them first
+      (an optimizer step consumes a gradient at once).
+
+    Raises:
+      ValueError: an argument is not a CUDA tensor, or a later call's
+        structure, shapes or dtypes differ from the captured call's.
+    """
+    captured: dict[str, Any] = {}
+
+    def graphed(*args):
+        leaves, spec = optree.tree_flatten(args)
+        if not captured:
+            captured.update(_capture(fn, leaves, spec, warmup))
+        static = captured["static"]
+        if spec != captured["spec"] or any(_layout(a) != _layout(s) for a, s in zip(leaves, static, strict=True)):
+            raise ValueError("cuda_graph: the arguments' structure, shapes or dtypes differ from the captured call's")
+        changed = [(s, a) for s, a in zip(static, leaves, strict=True) if _where(s) != _where(a)]
+        if changed:
+            targets, sources = zip(*changed, strict=True)
+            torch._foreach_copy_(list(targets), list(sources))
+        captured["graph"].replay()
+        return captured["outputs"]
+
+    return graphed
+
+
+def _capture(fn: Callable, leaves: list[torch.Tensor], spec, warmup: int) -> dict[str, Any]:
+    """``fn`` captured on copies of ``leaves`` (:func:`cuda_graph`): the graph, its inputs and its outputs."""
+    paths = optree.tree_paths(optree.tree_unflatten(spec, leaves))
+    bad = ["/".join(map(str, p)) for p, t in zip(paths, leaves, strict=True) if not _is_cuda(t)]
+    if bad:
+        raise ValueError(
+            f"cuda_graph: every argument must be a CUDA tensor, not {', '.join(bad[:4])}"
+            f"{', ...' if len(bad) > 4 else ''} (a step counter that stays on the CPU, such as BatchNorm's"
+            " num_batches_tracked, changes at every step, which a graph cannot replay)"
+        )
+    static = [t.clone() for t in leaves]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn(*optree.tree_unflatten(spec, static))
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = fn(*optree.tree_unflatten(spec, static))
+    return {"graph": graph, "spec": spec, "static": static, "outputs": outputs}
+
+
+def _is_cuda(t: Any) -> bool:
+    return torch.is_tensor(t) and t.device.type == "cuda"
+
+
+def _where(t: torch.Tensor) -> tuple:
+    return t.data_ptr(), t.stride()
+
+
+def _layout(t: torch.Tensor) -> tuple:
+    return t.shape, t.dtype, t.device
+
+
 def make_update(
     loss_fn: LossFn,
     optimizer: optim.GradientTransformation,
     backend: str = "autograd",
     donate: bool = False,
-    compile: bool = False,
+    compile: bool | str = False,
 ) -> UpdateFn:
     """Builds the pure tensor core of a train step: one gradient step on ``loss_fn``.
 
@@ -178,11 +258,13 @@ def make_update(
         the fresh parameter and moment buffers of every step (see
         ``fgm.optim``); the optimizer's transformations must accept
         ``donate`` (those of ``fgm.optim`` do).
-      compile: run the loss and its gradient through ``torch.compile`` (with
-        the ``"func"`` backend, which dynamo traces into one graph; the first
-        call compiles, for tens of seconds on a CPU). The optimizer stays
-        eager: its step counters and schedules are Python numbers, which a
-        compiled graph would specialise on and recompile for every step.
+      compile: ``True`` runs the loss and its gradient through
+        ``torch.compile`` (with the ``"func"`` backend, which dynamo traces
+        into one graph; the first call compiles, for tens of seconds on a
+        CPU); ``"cuda_graph"`` replays them as one CUDA graph
+        (:func:`cuda_graph`; CUDA tensors only). The optimizer stays eager
+        either way: its step counters and schedules are Python numbers, which
+        a graph would bake in (or recompile for) at every step.
 
     Returns:
       ``update(params, opt_state, model_state, *inputs) -> (params,
@@ -192,7 +274,12 @@ def make_update(
       loss's own metrics (detached scalars). It takes no keys and touches no
       Python state, so ``torch.func.vmap`` can map it over stacked models.
     """
-    grad_fn = torch.compile(value_and_grad(loss_fn, "func")) if compile else value_and_grad(loss_fn, backend)
+    if compile == "cuda_graph":
+        grad_fn = cloned_metrics(cuda_graph(value_and_grad(loss_fn, backend)))
+    elif compile not in (False, True):
+        raise ValueError(f"compile must be False, True or 'cuda_graph', got {compile!r}")
+    else:
+        grad_fn = torch.compile(value_and_grad(loss_fn, "func")) if compile else value_and_grad(loss_fn, backend)
     # Pure calls pass no keyword, so optimizers written without `donate` still work.
     donation = {"donate": True} if donate else {}
 
@@ -205,6 +292,16 @@ def make_update(
         return params, opt_state, model_state, {"loss": loss, **metrics}
 
     return update
+
+
+def cloned_metrics(grad_fn: Callable) -> Callable:
+    """``grad_fn`` whose loss and metrics are copies (a graph's own buffers are overwritten by its next replay)."""
+
+    def fn(*args):
+        (loss, metrics), grads = grad_fn(*args)
+        return (loss.clone(), tree_map(torch.clone, metrics)), grads
+
+    return fn
 
 
 def step_from_update(update: UpdateFn, make_inputs: InputsFn = lambda batch, key: (batch,)) -> StepFn:

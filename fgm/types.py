@@ -96,7 +96,9 @@ class MakeUpdateFn(Protocol):
     Args:
       backend: ``"autograd"`` (fastest eager) or ``"func"`` (composes with ``vmap``).
       donate: reuse the incoming buffers for the outputs (bitwise the same results).
-      compile: run the differentiated part through ``torch.compile``.
+      compile: run the differentiated part through ``torch.compile``
+        (``True``) or replay it as one CUDA graph (``"cuda_graph"``,
+        :func:`fgm.train.cuda_graph`; one model on a GPU, not ``stacked``).
       stacked: the update maps over stacked members (a seed ensemble,
         :mod:`fgm.ensemble`): leaves ``[M, ...]``, inputs ``[M, ...]``. With
         ``compile`` the members' gradient is compiled as one vmapped graph
@@ -107,7 +109,7 @@ class MakeUpdateFn(Protocol):
     """
 
     def __call__(
-        self, *, backend: str = "autograd", donate: bool = False, compile: bool = False, stacked: bool = False
+        self, *, backend: str = "autograd", donate: bool = False, compile: bool | str = False, stacked: bool = False
     ) -> UpdateFn: ...
 
 

@@ -47,7 +47,7 @@ CHOICES = {
     "arch": ("auto", "conv", "mlp"),
     "loss": ("non_saturating", "hinge", "minimax", "wgan_gp"),
 }
-BOOLS = ("classifier_metrics", "compile", "compile_nll", "g_batchnorm", "d_spectral_norm")
+BOOLS = ("classifier_metrics", "compile", "compile_nll", "cuda_graph", "g_batchnorm", "d_spectral_norm")
 
 
 def refused(name, text, value=None):
@@ -238,6 +238,7 @@ EVAL_ONLY = {  # a resumed run may change these: they cannot change the trained 
     "fid_val_samples",
     "interpolation_points",
     "compile_nll",
+    "cuda_graph",
 }
 
 

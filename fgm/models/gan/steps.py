@@ -113,12 +113,14 @@ def _generator_objective(gan: GAN, loss: AdversarialLoss):
     return objective
 
 
-def _grad_fn(objective, backend: str, compile: bool = False):
+def _grad_fn(objective, backend: str, compile: bool | str = False):
     """``value_and_grad`` of a player's objective; compiled, it is traced through ``torch.func`` (one graph).
 
     Static shapes: both players' functions run one code object, so the second
     would otherwise count as a recompile of the first and be made dynamic.
     """
+    if compile == "cuda_graph":  # the layer state comes back with the metrics, so it is copied out too
+        return train.cloned_metrics(train.cuda_graph(train.value_and_grad(objective, backend)))
     if compile:
         return torch.compile(train.value_and_grad(objective, "func"), dynamic=False)
     return train.value_and_grad(objective, backend)
@@ -183,7 +185,7 @@ def _make_update(
     *,
     backend: str = "autograd",
     donate: bool = False,
-    compile: bool = False,
+    compile: bool | str = False,
     stacked: bool = False,
 ) -> UpdateFn:
     """The Trainer's ``make_update``: D step(s), then a G step, then the average of G (see :func:`build`).
@@ -196,6 +198,8 @@ def _make_update(
     average of G are mapped eagerly. The same arithmetic as the whole
     update ``vmap``-ped, so it agrees with that to the fused kernels' rounding.
     """
+    if stacked and compile == "cuda_graph":
+        raise ValueError("compile='cuda_graph' replays one model's update; stacked seeds take compile=True")
     if stacked and not compile:
         return ensemble.vmap_update(_make_update(gan, loss, g_opt, d_opt, ema_decay, backend="func", donate=donate))
     _check_options(loss, "func" if stacked else backend, compile, ema_decay)
