@@ -62,6 +62,9 @@ class Experiment(NamedTuple):
       sample_variables: ``(variables, raw, batch_stats, key) -> (variables,
         description)``: what ``fid --raw-generator``/``--ema-batch-stats N``
         sample from (a GAN's G or its moving average), or ``None``.
+      evaluation_variables: ``variables -> variables`` applied to each
+        member's variables before the run evaluates or samples them (a GAN's
+        average of G given BatchNorm statistics of its own), or ``None``.
     """
 
     trainer: Trainer
@@ -73,6 +76,7 @@ class Experiment(NamedTuple):
     log_likelihood: Callable[..., torch.Tensor] | None = None
     interpolate: Callable[..., dict] | None = None
     sample_variables: Callable[..., tuple[Any, str]] | None = None
+    evaluation_variables: Callable[[Any], Any] | None = None
 
 
 class Metric(NamedTuple):
@@ -189,13 +193,13 @@ def build(config: dict) -> Experiment:
     return get_model(config["model"]).build(fdata.get_spec(config["dataset"]), config)
 
 
-def adam(config: dict, total_steps: int, **betas) -> optim.GradientTransformation:
-    """Adam with the configured learning rate and schedule over ``total_steps`` updates.
+def adam(config: dict, total_steps: int, lr: float | None = None, **betas) -> optim.GradientTransformation:
+    """Adam with the configured learning rate (or ``lr``) and schedule over ``total_steps`` updates.
 
     In a process group of several ranks (``torchrun``), it first averages the
     gradients over the ranks (:func:`fgm.distributed.averaged_gradients`).
     """
-    lr = config["lr"]
+    lr = config["lr"] if lr is None else lr
     if config["lr_schedule"] == "cosine":
         lr = optim.cosine_decay_schedule(lr, max(total_steps, 1), alpha=config["lr_final_fraction"])
     opt = optim.adam(lr, **betas)
@@ -425,6 +429,16 @@ def gan_sample_variables(gan: gan_lib.GAN, variables: dict, raw: bool, batch_sta
         "b2": (0.999, Setting("b2", float, "Adam's second-moment decay", low=0.0, high=0.99999)),
         "d_steps": (1, Setting("d_steps", int, "discriminator steps per generator step", low=1)),
         "gp_weight": (10.0, Setting("gp_weight", float, "WGAN-GP penalty weight", low=0.0)),
+        # two time-scale updates (TTUR, Heusel et al. 2017): D's own rate; null: the run's lr for both players
+        "d_lr": (
+            None,
+            Setting("d_lr", float, "the discriminator's learning rate (null: lr)", low=1e-12, high=1.0, optional=True),
+        ),
+        # the average of G with BatchNorm statistics of its own (docs/gan.md): latents' batches, 0 for G's
+        "ema_batch_stats": (
+            0,
+            Setting("ema_batch_stats", int, "batches of 64 latents for the average's BatchNorm statistics", low=0),
+        ),
         # off by default: at the default profile's length the average scored worse than G (docs/gan.md)
         "ema_decay": (
             None,
@@ -456,7 +470,7 @@ def gan(spec: fdata.DatasetSpec, config: dict) -> Experiment:
     betas = {"b1": config["b1"], "b2": config["b2"]}
     # Both schedules span the run: D takes d_steps updates per game iteration.
     g_opt = adam(config, config["total_steps"], **betas)
-    d_opt = adam(config, config["total_steps"] * config["d_steps"], **betas)
+    d_opt = adam(config, config["total_steps"] * config["d_steps"], config["d_lr"], **betas)
     c, h, w = model.image_shape
     return Experiment(
         trainer=gan_lib.build(model, loss, g_opt, d_opt, config["d_steps"], config["ema_decay"]),
@@ -472,4 +486,17 @@ def gan(spec: fdata.DatasetSpec, config: dict) -> Experiment:
         eval_input=gan_lib.scale_pixels,
         interpolate=functools.partial(interpolate.gan_interpolations, model),
         sample_variables=functools.partial(gan_sample_variables, model),
+        evaluation_variables=_own_batch_stats(model, config),
     )
+
+
+# The latents that give the average of G its BatchNorm statistics: fixed, so every evaluation of a state agrees.
+EMA_STATS_KEY = 20_260_904
+
+
+def _own_batch_stats(model: gan_lib.GAN, config: dict) -> Callable[[Any], Any] | None:
+    """``ema_batch_stats > 0`` with an average of G: the average with BatchNorm statistics of its own."""
+    if not config["ema_batch_stats"] or config["ema_decay"] is None:
+        return None
+    batches, key = config["ema_batch_stats"], random.key(EMA_STATS_KEY)
+    return lambda variables: gan_lib.ema_variables_with_batch_stats(model, variables, key, batches)

@@ -159,8 +159,12 @@ def member_params(state, num_members: int) -> list:
 
 
 def member_variables(experiment: models.Experiment, state, num_members: int) -> list:
-    """What each member's evaluation reads: its parameters, merged with its layer state where it has one."""
-    return member_params(state._replace(params=experiment.trainer.variables(state)), num_members)
+    """What each member's evaluation reads: its parameters, merged with its layer state where it has one
+    (then through the experiment's ``evaluation_variables``, where it has them)."""
+    members = member_params(state._replace(params=experiment.trainer.variables(state)), num_members)
+    if experiment.evaluation_variables is None:
+        return members
+    return [experiment.evaluation_variables(v) for v in members]
 
 
 class Run(NamedTuple):

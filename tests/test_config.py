@@ -37,6 +37,8 @@ RANGES = {
     "b2": (FLOAT, 0.0, 0.99999, False),
     "gp_weight": (FLOAT, 0.0, None, False),
     "ema_decay": (FLOAT, 0.0, 0.9999, True),
+    "d_lr": (FLOAT, 1e-12, 1.0, True),
+    "ema_batch_stats": (INT, 0, None, False),
     "hidden": (LIST, 1, None, False),
     "flow_hidden": (LIST, 1, None, False),
     "g_hidden": (LIST, 1, None, False),
