@@ -16,9 +16,11 @@ Writes numbers and pictures only: ``reports/RESULTS.md`` (tables: mean ± std
 over seeds, N and K with every value, the difference between models and
 whether it exceeds twice the larger std; the command that made each run),
 ``reports/summary.json`` (every number, machine-readable: the hand-written
-``reports/REPORT.md`` is checked against it by the tests) and
-``reports/<dataset>/*.png``. The analysis is written by a person who looked
-at the figures, in ``REPORT.md``.
+``reports/REPORT.md`` is checked against it by the tests; per row
+``fid_vs_time``, per dataset ``equal_time``: the validation FID against
+training minutes, :func:`time_lines`) and ``reports/<dataset>/*.png``.
+The analysis is written by a person who looked at the figures, in
+``REPORT.md``.
 """
 
 from __future__ import annotations
@@ -273,7 +275,19 @@ def summarize(group: Group) -> dict:
         "fid_weights": group.common("fid_weights"),
         "nll_samples": group.common("nll_samples"),
         "num_test": group.common("num_test"),
-    }
+    } | fid_vs_time(group)
+
+
+def fid_vs_time(group: Group) -> dict:
+    """``{"fid_vs_time": ...}``: the row's validation FIDs against training minutes, ``{}`` without any.
+
+    Per member (seed) its points (:func:`fgm.figures.fid_time_series`: minutes
+    of update steps so far, shared by members trained together) and across
+    members their mean at the epochs all of them measured
+    (:func:`fgm.figures.fid_time_curve`).
+    """
+    members = [m | {"run": path.name} for path, _, _, h in group.runs for m in figures.fid_time_series(h)]
+    return {"fid_vs_time": figures.fid_time_curve(members)} if members else {}
 
 
 def class_share_stats(group: Group) -> dict | None:
@@ -545,6 +559,35 @@ def curves_figure(groups: list[Group], path: Path) -> Path | None:
     return figures.save_figure(fig, path, dpi=100)
 
 
+def time_lines(dataset: str, groups: list[Group], rows: dict, out: Path) -> list[str]:
+    """``out/<dataset>/fid-vs-time.png`` and the equal-time table (:func:`fgm.figures.equal_time`), as Markdown."""
+    curves = {name: s["fid_vs_time"] for name, s in rows.items() if "fid_vs_time" in s}
+    equal, colour = figures.equal_time(curves), row_colours(groups)
+    drawn = [(name, colour[name], c) for name, c in curves.items()]
+    if not figures.plot_fid_vs_time(drawn, out / dataset / "fid-vs-time.png", equal and equal["minutes"]):
+        return []
+    sizes = " or ".join(f"{n:,}" for n in sorted({n for c in curves.values() for n in c["samples"]})) or "?"
+    lines = ["### Validation FID against training time", "", f"![fid vs time]({dataset}/fid-vs-time.png)", ""]
+    lines += [
+        f"Validation FIDs of {sizes} samples against as many validation images (not the test protocol), at the "
+        "epochs that measured them; minutes: the update steps so far (seeds trained together: the time of all of "
+        "them together). Bold: mean over seeds, band: min–max."
+        + (" The rows' N differ: their FIDs are not comparable." if " or " in sizes else ""),
+        "",
+    ]
+    if equal:
+        lines += [f"At equal training time T = {equal['minutes']:.1f} min (the shortest final time) and at the end:"]
+        lines += ["", "| model | FID at T | final FID | final minutes | N | seeds trained together |"]
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for name, r in equal["rows"].items():
+            at = f"{r['fid_at_T']:.2f}" + (" (first point, after T)" if r["before_first_point"] else "")
+            n, together = (", ".join(map(str, r[k])) or "?" for k in ("samples", "trained_together"))
+            cells = [at, f"{r['final_fid']:.2f}", f"{r['final_minutes']:.1f}", n, together]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def class_shares(group: Group) -> np.ndarray | None:
     """``[members, classes]``: each member's share of samples per class, ``None`` without histograms."""
     rows = [np.asarray(m["class_histogram"], float) for m in group.members if m.get("class_histogram")]
@@ -593,26 +636,6 @@ def classes_figure(groups: list[Group], path: Path, reference: list[float] | Non
     return figures.save_figure(fig, path, dpi=110)
 
 
-def side_by_side(panels: list[tuple[str, Path]], path: Path, width: float = 4.0) -> Path | None:
-    """Images next to each other, each titled; ``None`` when there is nothing to show."""
-    from PIL import Image
-
-    panels = [(t, p) for t, p in panels if p is not None and p.exists()]
-    if not panels:
-        return None
-    images = []
-    for title, p in panels:
-        with Image.open(p) as im:
-            images.append((title, np.asarray(im.convert("RGB"))))
-    aspect = max(im.shape[0] / im.shape[1] for _, im in images)
-    fig, axes = plt.subplots(1, len(images), figsize=(width * len(images), width * aspect + 0.5), squeeze=False)
-    for ax, (title, image) in zip(axes[0], images, strict=True):
-        ax.imshow(image, interpolation="nearest")
-        ax.set_title(title, fontsize=10)
-        ax.axis("off")
-    return figures.save_figure(fig, path, dpi=110)
-
-
 def test_label_shares(dataset: str, data_dir: str | None = None) -> list[float] | None:
     """The test labels' class shares; ``None`` when the dataset is not on this machine (the line is left out)."""
     try:
@@ -651,7 +674,7 @@ def figure_lines(dataset: str, groups: list[Group], out: Path, data_dir: str | N
         for m, p, c in firsts
         if figures.sample_epochs(p)
     ]
-    if side_by_side(grids, folder / "samples.png"):
+    if figures.side_by_side(grids, folder / "samples.png"):
         lines += ["### Samples (the same fixed latents per model)", "", f"![samples]({dataset}/samples.png)", ""]
     return lines + interpolation_lines(dataset, firsts, folder) + progression_lines(dataset, firsts, slugs, folder)
 
@@ -666,7 +689,7 @@ def interpolation_lines(dataset: str, firsts: list, folder: Path) -> list[str]:
             kinds.setdefault(kind, []).append((model, sub / info["file"], info["caption"]))
     lines = ["### Interpolations", ""] if kinds else []
     for kind, entries in kinds.items():
-        side_by_side([(m, p) for m, p, _ in entries], folder / f"interp-{kind}.png")
+        figures.side_by_side([(m, p) for m, p, _ in entries], folder / f"interp-{kind}.png")
         lines += [
             f"**{kind}**: " + "; ".join(f"{m}: {caption}" for m, _, caption in entries),
             "",
@@ -732,7 +755,9 @@ def build_report(
         rank = {m: i for i, m in enumerate(model_order(list(dict.fromkeys(g.model for g in by_model.values()))))}
         ordered = sorted(by_model.values(), key=lambda g: (rank[g.model], g.name))
         summary["datasets"][dataset] = {g.name: summarize(g) for g in ordered}
-        lines += results_lines(dataset, summary["datasets"][dataset]) + figure_lines(dataset, ordered, out, data_dir)
+        rows = summary["datasets"][dataset]
+        lines += results_lines(dataset, rows) + time_lines(dataset, ordered, rows, out)
+        lines += figure_lines(dataset, ordered, out, data_dir)
     summary["compute_seconds"] = {
         dataset: round(sum(s["compute"]["total_seconds"] for s in by_model.values()), 1)
         for dataset, by_model in summary["datasets"].items()
@@ -741,6 +766,10 @@ def build_report(
         dataset: compute_by_part(by_model) for dataset, by_model in summary["datasets"].items()
     }
     summary["differences"] = {dataset: differences(by_model) for dataset, by_model in summary["datasets"].items()}
+    summary["equal_time"] = {
+        dataset: figures.equal_time({n: s["fid_vs_time"] for n, s in rows.items() if "fid_vs_time" in s})
+        for dataset, rows in summary["datasets"].items()
+    }
     summary["test_label_shares"] = {dataset: test_label_shares(dataset, data_dir) for dataset in groups}
     out.mkdir(parents=True, exist_ok=True)
     (out / "RESULTS.md").write_text("\n".join(lines))
