@@ -99,12 +99,15 @@ def with_later_settings(config: dict) -> dict:
 
     A setting is added with a default that keeps the behaviour before it
     (``ema_decay = None``: no average of G; ``arch = "auto"``; ``compile_nll
-    = False``), so an older run directory loads, evaluates and resumes as it
+    = False``; ``fid_val_reference_count`` = its ``fid_val_samples``), so an
+    older run directory loads, evaluates and resumes as it
     was trained.
     """
     if config.get("model") not in models.MODELS:
         return config  # read_config names the unknown model
-    return {"compile_nll": False, **models.MODELS[config["model"]].defaults, **config}
+    # before fid_val_reference_count, the validation FID compared as many validation images as samples
+    earlier = {"compile_nll": False, "fid_val_reference_count": config.get("fid_val_samples", 250)}
+    return {**earlier, **models.MODELS[config["model"]].defaults, **config}
 
 
 def read_metrics(run: Path) -> list[dict]:

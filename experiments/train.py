@@ -196,6 +196,7 @@ def validate(run: Setup, state: Any, data: Data, epoch: int, train: dict, warnin
             n, dataset = run.config["fid_val_samples"], run.config["dataset"]
             args = (random.fold_in(k.evaluation, 1), n, dataset, "val", data.val_reference, False, run.device)
             record["val_fid"], record["val_fid_samples"] = samples.model_fid(run.experiment.trainer, params, *args), n
+            record["val_fid_reference"] = int(data.val_reference.shape[0])
         if warnings[i]:
             record["warnings"] = warnings[i]
         members.append(record)
@@ -372,7 +373,7 @@ def check_compile(run: Setup) -> None:
 def load_data(run: Setup, images: dict[str, torch.Tensor], train_images: torch.Tensor) -> Data:
     """The run's :class:`Data` from the splits' ``uint8`` images, limited as the config says."""
     config, to_input = run.config, run.experiment.eval_input
-    val_reference = limit(images["val"], config["fid_val_samples"]) if config["fid_every"] else None
+    val_reference = limit(images["val"], config["fid_val_reference_count"]) if config["fid_every"] else None
     real = {
         "test": limit(images["test"], config["fid_reference_count"]),
         "train": train_images[: config["fid_samples"]],

@@ -27,6 +27,7 @@ RANGES = {
     "fid_reference_count": (INT, 2, None, True),
     "fid_every": (INT, 0, None, False),
     "fid_val_samples": (INT, 2, None, False),
+    "fid_val_reference_count": (INT, 2, None, True),
     "interpolation_points": (INT, 1, None, False),
     "latent_dim": (INT, 1, None, False),
     "width": (INT, 1, None, False),
@@ -228,6 +229,7 @@ FLAGS = {  # the flags of README's usage; the other settings are set with --set 
     "fid_reference_count",
     "fid_every",
     "fid_val_samples",
+    "fid_val_reference_count",
     "interpolation_points",
 }
 EVAL_ONLY = {  # a resumed run may change these: they cannot change the trained state
@@ -238,6 +240,7 @@ EVAL_ONLY = {  # a resumed run may change these: they cannot change the trained 
     "classifier_metrics",
     "fid_every",
     "fid_val_samples",
+    "fid_val_reference_count",
     "interpolation_points",
     "compile_nll",
     "cuda_graph",

@@ -130,12 +130,15 @@ def test_validation_fid_curve(tmp_path, mnist_root, fake_inception):
                 "1",
                 "--fid-val-samples",
                 "32",
+                "--set",
+                "fid_val_reference_count=48",
             ]
         )
         == 0
     )
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["members"][0]["val_fid_samples"] for r in records] == [32, 32]
+    assert [r["members"][0]["val_fid_reference"] for r in records] == [48, 48]  # samples vs validation images
     assert all(np.isfinite(r["members"][0]["val_fid"]) for r in records)
     assert all(r["mean"]["val_fid"] == r["members"][0]["val_fid"] for r in records)
 
@@ -254,3 +257,12 @@ def test_run_reports_the_classifier_view_of_its_samples(tmp_path, mnist_root, fa
     assert member["class_missing"] == [i for i, c in enumerate(member["class_histogram"]) if c == 0]
     assert 0.1 <= member["class_confidence"] <= 1 and member["class_kl"] > 0
     assert np.isfinite(member["classifier_fid"]) and member["classifier_test_accuracy"] == 0.1
+
+
+def test_an_older_run_compares_as_many_validation_images_as_samples():
+    """Runs written before ``fid_val_reference_count`` resume with the reference they were trained with."""
+    from experiments import rundir
+
+    old = {"model": "gan", "dataset": "mnist", "fid_val_samples": 32}
+    assert rundir.with_later_settings(old)["fid_val_reference_count"] == 32
+    assert rundir.with_later_settings({**old, "fid_val_reference_count": None})["fid_val_reference_count"] is None
