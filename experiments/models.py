@@ -434,10 +434,10 @@ def gan_sample_variables(gan: gan_lib.GAN, variables: dict, raw: bool, batch_sta
             None,
             Setting("d_lr", float, "the discriminator's learning rate (null: lr)", low=1e-12, high=1.0, optional=True),
         ),
-        # the average of G with BatchNorm statistics of its own (docs/gan.md): latents' batches, 0 for G's
+        # the average of G with BatchNorm statistics of its own (docs/gan.md; 0: G's); sampling only, so eval-only
         "ema_batch_stats": (
             0,
-            Setting("ema_batch_stats", int, "batches of 64 latents for the average's BatchNorm statistics", low=0),
+            Setting("ema_batch_stats", int, "64-latent batches for the average's BatchNorm", low=0, eval_only=True),
         ),
         # off by default: at the default profile's length the average scored worse than G (docs/gan.md)
         "ema_decay": (

@@ -243,6 +243,7 @@ EVAL_ONLY = {  # a resumed run may change these: they cannot change the trained 
     "fid_val_reference_count",
     "interpolation_points",
     "compile_nll",
+    "ema_batch_stats",
     "cuda_graph",
 }
 
