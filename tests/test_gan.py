@@ -390,7 +390,7 @@ def test_cli_smoke_run(tmp_path, mnist_root, capsys):
 def test_cli_d_steps_takes_a_batch_per_d_step_and_both_schedules_span_the_run(tmp_path, mnist_root, monkeypatch):
     spans = []
     real_adam = models.adam
-    record = lambda config, total, **kw: spans.append(total) or real_adam(config, total, **kw)  # noqa: E731 (a spy)
+    record = lambda config, total, *args, **kw: spans.append(total) or real_adam(config, total, *args, **kw)  # noqa: E731 (a spy)
     monkeypatch.setattr(models, "adam", record)
     out = tmp_path / "d2"
     args = ["gan", "mnist", *SMOKE, "--epochs", "1", "--data-dir", str(mnist_root), "--out", str(out)]
