@@ -313,7 +313,7 @@ def bits(k: Key, num_words: int, device: torch.device | str = "cpu") -> torch.Te
     fused = _fused_on(device)
     if fused is not None:  # the same words from one generated GPU kernel
         key_words = torch.tensor([k.value & _MASK32, k.value >> 32, _M0, _M1], dtype=torch.int64)
-        # a pageable host-to-device copy of 16 bytes is staged at once: no wait for the device
+        # a pageable host-to-device copy of 32 bytes is staged at once: no wait for the device
         return fused(key_words.to(device, non_blocking=True), num_blocks)[:num_words]
     lanes = _philox_blocks(k, num_blocks, device)
     return torch.stack(lanes, dim=1).view(-1)[:num_words]

@@ -32,6 +32,16 @@ def test_make_update_refuses_an_unknown_compile_mode():
         train.make_update(lambda p, x: ((p["w"] * x).sum(), {}), optim.adam(1e-3), compile="fast")
 
 
+@pytest.mark.parametrize("num_words", [1, 5, 1000])
+def test_the_gpu_kernels_arithmetic_gives_the_cpu_words(num_words):
+    """The function the GPU compiles, run eagerly on the CPU: the C kernel's words (CI has no GPU)."""
+    for seed in (0, 1, 2**40 + 7):
+        k = random.fold_in(random.key(seed), num_words)
+        key_words = torch.tensor([k.value & 0xFFFFFFFF, k.value >> 32, random._M0, random._M1])
+        words = random._philox_stream(key_words, -(-num_words // 4))[:num_words]
+        assert torch.equal(words, random.bits(k, num_words))
+
+
 @cuda
 @pytest.mark.parametrize("num_words", [1, 3, 4, 5, 1000, 4096 * 3 + 1])
 def test_fused_gpu_philox_equals_the_cpu_words(num_words):
