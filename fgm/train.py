@@ -36,6 +36,7 @@ StepFn = Callable[["TrainState", Any, random.Key], tuple["TrainState", Metrics]]
 
 __all__ = [
     "TrainState",
+    "check_compile_mode",
     "cloned_metrics",
     "cuda_graph",
     "first_nonfinite_step",
@@ -274,10 +275,9 @@ def make_update(
       loss's own metrics (detached scalars). It takes no keys and touches no
       Python state, so ``torch.func.vmap`` can map it over stacked models.
     """
+    check_compile_mode(compile)
     if compile == "cuda_graph":
         grad_fn = cloned_metrics(cuda_graph(value_and_grad(loss_fn, backend)))
-    elif compile not in (False, True):
-        raise ValueError(f"compile must be False, True or 'cuda_graph', got {compile!r}")
     else:
         grad_fn = torch.compile(value_and_grad(loss_fn, "func")) if compile else value_and_grad(loss_fn, backend)
     # Pure calls pass no keyword, so optimizers written without `donate` still work.
@@ -292,6 +292,18 @@ def make_update(
         return params, opt_state, model_state, {"loss": loss, **metrics}
 
     return update
+
+
+def check_compile_mode(compile: bool | str, stacked: bool = False) -> None:
+    """Refuses a ``compile`` that is not ``False``, ``True`` or ``"cuda_graph"``, and a graph of stacked seeds.
+
+    Raises:
+      ValueError: naming what is allowed.
+    """
+    if compile not in (False, True, "cuda_graph"):
+        raise ValueError(f"compile must be False, True or 'cuda_graph', got {compile!r}")
+    if stacked and compile == "cuda_graph":
+        raise ValueError("compile='cuda_graph' replays one model's update; stacked seeds take compile=True")
 
 
 def cloned_metrics(grad_fn: Callable) -> Callable:

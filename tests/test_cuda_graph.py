@@ -154,3 +154,11 @@ def test_the_runner_refuses_cuda_graph_off_a_gpu(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cuda_graph=true needs a CUDA device, one seed and no --compile (device cpu, 1 seed(s)" in err
     assert "Traceback" not in err and not (out / "checkpoint.pt").exists()
+
+
+def test_trainers_refuse_a_graph_of_stacked_seeds_and_unknown_modes():
+    for trainer in (_vae_trainer(), _gan_trainer(batchnorm=True)):
+        with pytest.raises(ValueError, match="compile='cuda_graph' replays one model's update; stacked seeds take"):
+            trainer.make_update(compile="cuda_graph", stacked=True)
+        with pytest.raises(ValueError, match="compile must be False, True or 'cuda_graph', got 'fast'"):
+            trainer.make_update(compile="fast", stacked=True)

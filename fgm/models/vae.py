@@ -558,8 +558,7 @@ def build(vae: VAE, optimizer: optim.GradientTransformation) -> Trainer:
     def make_update(
         *, backend: str = "autograd", donate: bool = False, compile: bool | str = False, stacked: bool = False
     ):
-        if stacked and compile == "cuda_graph":
-            raise ValueError("compile='cuda_graph' replays one model's update; stacked seeds take compile=True")
+        train.check_compile_mode(compile, stacked)
         if stacked and compile:
             return ensemble.make_update(loss_fn, optimizer, donate=donate, compile=True)
         if stacked:

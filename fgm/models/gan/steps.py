@@ -198,8 +198,7 @@ def _make_update(
     average of G are mapped eagerly. The same arithmetic as the whole
     update ``vmap``-ped, so it agrees with that to the fused kernels' rounding.
     """
-    if stacked and compile == "cuda_graph":
-        raise ValueError("compile='cuda_graph' replays one model's update; stacked seeds take compile=True")
+    train.check_compile_mode(compile, stacked)
     if stacked and not compile:
         return ensemble.vmap_update(_make_update(gan, loss, g_opt, d_opt, ema_decay, backend="func", donate=donate))
     _check_options(loss, "func" if stacked else backend, compile, ema_decay)
